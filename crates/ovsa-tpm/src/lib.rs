@@ -1,0 +1,1 @@
+//! TPM attester (filled by the attestation issue).

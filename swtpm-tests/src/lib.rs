@@ -1,0 +1,1 @@
+//! swtpm test harness (filled by the attestation issue).
