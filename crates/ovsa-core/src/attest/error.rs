@@ -1,0 +1,111 @@
+//! Typed verification errors: every check has its own variant.
+
+use super::host_blob::HostBlobError;
+
+/// Why a piece of attestation evidence was refused.
+///
+/// Each check of the Verifier maps to exactly one variant so that callers (and tests) can tell
+/// precisely which property failed. Failures found in the *host* evidence are wrapped in
+/// [`AttestError::Host`] so the same variant names describe the same check on either TPM.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AttestError {
+    /// A TPM structure (TPMS_ATTEST, TPMT_SIGNATURE, TPMT_PUBLIC) could not be parsed.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// Which structure.
+        what: &'static str,
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+    /// The attestation structure does not start with `TPM_GENERATED_VALUE`: not made by a TPM.
+    #[error("attestation structure is not TPM-generated (magic {0:#010x})")]
+    NotTpmGenerated(u32),
+    /// The attestation structure is not a quote (`TPM_ST_ATTEST_QUOTE`).
+    #[error("attestation structure is not a quote (type {0:#06x})")]
+    NotAQuote(u16),
+    /// An algorithm (hash, signature scheme, key type, curve) that this verifier does not accept.
+    #[error("unsupported {what} algorithm {alg:#06x}")]
+    UnsupportedAlgorithm {
+        /// Which field.
+        what: &'static str,
+        /// The TPM_ALG_ID / TPM_ECC_CURVE value.
+        alg: u16,
+    },
+    /// The AK is not a restricted, fixedTPM signing key, so its signature proves nothing.
+    #[error("attestation key is not a restricted fixedTPM signing key (attributes {0:#010x})")]
+    AkNotRestrictedSigningKey(u32),
+    /// The signature's scheme or hash differs from the scheme fixed in the AK's public area.
+    #[error("signature scheme does not match the attestation key")]
+    SignatureSchemeMismatch,
+    /// The quote signature does not verify under the AK.
+    #[error("quote signature is invalid")]
+    QuoteSignatureInvalid,
+    /// The quote's qualifying data (extraData) is not the expected value: wrong or replayed nonce.
+    #[error("quote qualifying data does not match the expected nonce binding")]
+    QualifyingDataMismatch,
+    /// The PCRs reported alongside the quote are not exactly the PCRs the quote covers.
+    #[error("reported PCR values do not match the quote's PCR selection")]
+    PcrSelectionMismatch,
+    /// The quote's PCR digest is not the hash of the reported PCR values.
+    #[error("quote PCR digest does not match the reported PCR values")]
+    PcrDigestMismatch,
+    /// The quote covers a different PCR bank than the reference.
+    #[error("PCR bank mismatch: reference {expected}, quote {found}")]
+    PcrBankMismatch {
+        /// The bank the reference values are for.
+        expected: String,
+        /// The bank the quote covers.
+        found: String,
+    },
+    /// A PCR required by the reference is not covered by the quote.
+    #[error("PCR {0} required by the reference is not quoted")]
+    PcrNotQuoted(u8),
+    /// A PCR value differs from the reference value.
+    #[error("PCR {0} differs from the reference value")]
+    PcrValueMismatch(u8),
+    /// The TPM reported that its clock is not safe (it may have been rolled back).
+    #[error("TPM clock is not marked safe")]
+    ClockNotSafe,
+    /// Reset/restart counters or clock went backwards compared with an earlier accepted quote.
+    #[error("TPM clock/reset counters went backwards")]
+    ClockRegressed,
+    /// The EK certificate could not be parsed.
+    #[error("EK certificate is malformed: {0}")]
+    EkCertMalformed(String),
+    /// The EK certificate does not chain to a configured CA.
+    #[error("EK certificate does not chain to a trusted CA: {0}")]
+    EkCertUntrusted(String),
+    /// The EK key type is not supported for the credential challenge.
+    #[error("EK key type not supported for the credential challenge")]
+    EkKeyUnsupported,
+    /// The AK in the evidence is not the AK the credential challenge was made for.
+    #[error("attestation key is not the one the credential challenge was issued for")]
+    AkNameMismatch,
+    /// The EK certificate in the evidence is not the one the challenge was made for.
+    #[error("EK certificate is not the one the credential challenge was issued for")]
+    EkCertMismatch,
+    /// The credential returned by TPM2_ActivateCredential is wrong: the AK does not live in the
+    /// TPM that owns the EK.
+    #[error("credential activation response is wrong: AK not bound to EK")]
+    CredentialMismatch,
+    /// Host evidence is required but none was supplied (the vTPM NV area is empty).
+    #[error("host evidence is missing")]
+    HostEvidenceMissing,
+    /// The host evidence blob is unreadable.
+    #[error("host evidence blob: {0}")]
+    HostBlob(#[from] HostBlobError),
+    /// The host quote is qualified with something other than SHA-256 of this vTPM's EK
+    /// certificate: it was made for another vTPM.
+    #[error("host quote is bound to a different vTPM")]
+    HostBindingMismatch,
+    /// The host AK is not in the configured allow-list of enrolled host AKs.
+    #[error("host attestation key is not enrolled")]
+    HostAkNotEnrolled,
+    /// A check on the host evidence failed (the inner error tells which).
+    #[error("host evidence: {0}")]
+    Host(Box<AttestError>),
+    /// Internal cryptographic failure (random generator, key construction).
+    #[error("crypto failure: {0}")]
+    Crypto(&'static str),
+}

@@ -1,0 +1,345 @@
+//! The Verifier (RFC 9334 vocabulary): evidence in, typed attestation result out.
+
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::credential::{make_credential_rsa, CredentialChallenge};
+use super::ekcert::{ek_spki, verify_ek_chain, EkTrust};
+use super::error::AttestError;
+use super::host_blob::HostEvidence;
+use super::pcr::{check_quote_pcrs, check_reference, PcrSet};
+use super::qualify::host_qualifying_data;
+use super::wire::{
+    check_ak_attributes, parse_public, parse_quote, parse_signature, verify_signature, ClockInfo,
+    HashAlg, QuoteInfo, TpmPublic,
+};
+
+/// Verifier configuration (long-lived, per deployment).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifierConfig {
+    /// CAs the vTPM's EK certificate must chain to.
+    pub vtpm_ek_trust: EkTrust,
+    /// CAs the host TPM's EK certificate must chain to (the TPM vendor CAs).
+    pub host_ek_trust: EkTrust,
+    /// Refuse evidence without host evidence.
+    pub require_host_evidence: bool,
+    /// If set, the host AK's Name must be one of these (AKs enrolled beforehand with a credential
+    /// challenge against the host EK). If unset, any restricted AK is accepted for the host quote:
+    /// see `docs/ATTESTATION.md` for what that does and does not prove.
+    #[serde(default, with = "super::b64_opt_vec")]
+    pub enrolled_host_aks: Option<Vec<Vec<u8>>>,
+    /// Refuse quotes whose clock is not marked safe.
+    pub require_safe_clock: bool,
+}
+
+/// Reference values (carried by the ISV-signed TCB reference).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferenceValues {
+    /// Expected vTPM PCR values.
+    pub vtpm: PcrSet,
+    /// Expected host TPM PCR values (unchecked if absent).
+    #[serde(default)]
+    pub host: Option<PcrSet>,
+}
+
+/// Evidence sent by the Attester (the runtime).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// vTPM EK certificate (DER).
+    #[serde(with = "super::b64")]
+    pub ek_cert: Vec<u8>,
+    /// AK public area (marshalled TPMT_PUBLIC).
+    #[serde(with = "super::b64")]
+    pub ak_public: Vec<u8>,
+    /// Quote (marshalled TPMS_ATTEST).
+    #[serde(with = "super::b64")]
+    pub quote: Vec<u8>,
+    /// Quote signature (marshalled TPMT_SIGNATURE).
+    #[serde(with = "super::b64")]
+    pub signature: Vec<u8>,
+    /// The quoted PCR values.
+    pub pcrs: PcrSet,
+    /// The host-evidence blob read from the vTPM NV, if any.
+    #[serde(default, with = "super::b64_opt")]
+    pub host_evidence: Option<Vec<u8>>,
+}
+
+/// Server-side state of an issued credential challenge. Holds the secret: keep it server-side
+/// only, single use.
+#[derive(Debug)]
+pub struct PendingCredential {
+    ek_cert_sha256: [u8; 32],
+    ak_name: Vec<u8>,
+    secret: Zeroizing<[u8; 32]>,
+}
+
+impl PendingCredential {
+    /// Name of the AK the challenge was made for.
+    pub fn ak_name(&self) -> &[u8] {
+        &self.ak_name
+    }
+}
+
+/// How the AK is shown to live in the TPM that owns the EK.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum AkBinding<'a> {
+    /// The Attester answered a credential challenge in this attestation.
+    Activated {
+        /// The challenge state from [`issue_credential`].
+        pending: &'a PendingCredential,
+        /// The secret TPM2_ActivateCredential returned.
+        response: &'a [u8],
+    },
+    /// The AK was bound to the EK by an earlier successful challenge (the Relying Party stored
+    /// both values from an earlier [`AttestationResult`]).
+    Enrolled {
+        /// The AK Name.
+        ak_name: &'a [u8],
+        /// SHA-256 of the EK certificate.
+        ek_cert_sha256: &'a [u8; 32],
+    },
+}
+
+/// What the Verifier expects of this particular attestation.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// Expected qualifying data: [`super::quote_qualifying_data`] of the nonce etc.
+    pub qualifying_data: &'a [u8],
+    /// Reference PCR values.
+    pub reference: &'a ReferenceValues,
+    /// AK-to-EK binding proof.
+    pub binding: AkBinding<'a>,
+    /// Clock info of the last accepted quote from this AK (to refuse counters going backwards).
+    pub previous_clock: Option<ClockInfo>,
+    /// Current time, seconds since the Unix epoch (certificate validity).
+    pub now: u64,
+}
+
+/// Result of a verified host-evidence blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostResult {
+    /// SHA-256 of the host EK certificate.
+    pub ek_cert_sha256: [u8; 32],
+    /// Host AK Name.
+    pub ak_name: Vec<u8>,
+    /// Host quote clock.
+    pub clock: ClockInfo,
+    /// Host PCR values (verified against the host quote).
+    pub pcrs: PcrSet,
+}
+
+/// A successful attestation: every check passed. This is what the Relying Party consumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestationResult {
+    /// SHA-256 of the vTPM EK certificate.
+    pub ek_cert_sha256: [u8; 32],
+    /// vTPM AK Name (store it to use [`AkBinding::Enrolled`] later).
+    pub ak_name: Vec<u8>,
+    /// Clock info of the quote (pass as `previous_clock` next time).
+    pub clock: ClockInfo,
+    /// TPM firmware version.
+    pub firmware_version: u64,
+    /// vTPM PCR values (verified against the quote and the reference).
+    pub pcrs: PcrSet,
+    /// Verified host evidence, if present.
+    pub host: Option<HostResult>,
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    let mut o = [0u8; 32];
+    o.copy_from_slice(&HashAlg::Sha256.digest(b));
+    o
+}
+
+/// Step 1 of AK binding: validate the EK certificate and AK, and make a credential challenge.
+/// Send the returned [`CredentialChallenge`] to the Attester; keep the [`PendingCredential`].
+pub fn issue_credential(
+    config: &VerifierConfig,
+    ek_cert: &[u8],
+    ak_public: &[u8],
+    now: u64,
+) -> Result<(PendingCredential, CredentialChallenge), AttestError> {
+    verify_ek_chain(&config.vtpm_ek_trust, ek_cert, now)?;
+    let ak = parse_public(ak_public)?;
+    check_ak_attributes(&ak)?;
+    let ak_name = ak.name()?;
+    let mut secret = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(&mut secret[..]).map_err(|_| AttestError::Crypto("random"))?;
+    let challenge = make_credential_rsa(&ek_spki(ek_cert)?, &ak_name, &secret[..])?;
+    Ok((
+        PendingCredential {
+            ek_cert_sha256: sha256(ek_cert),
+            ak_name,
+            secret,
+        },
+        challenge,
+    ))
+}
+
+/// Verify one quote: AK attributes, signature, qualifying data, PCR selection and digest.
+fn verify_quote(
+    ak: &TpmPublic,
+    quote: &[u8],
+    signature: &[u8],
+    reported: &PcrSet,
+    qualifying_data: &[u8],
+) -> Result<QuoteInfo, AttestError> {
+    check_ak_attributes(ak)?;
+    let info = parse_quote(quote)?;
+    let sig = parse_signature(signature)?;
+    verify_signature(ak, quote, &sig)?;
+    if !bool::from(info.extra_data.as_slice().ct_eq(qualifying_data)) {
+        return Err(AttestError::QualifyingDataMismatch);
+    }
+    let digest_alg = HashAlg::from_tpm_alg_id(sig.scheme().1).ok_or(
+        AttestError::UnsupportedAlgorithm {
+            what: "signature hash",
+            alg: sig.scheme().1,
+        },
+    )?;
+    check_quote_pcrs(&info, reported, digest_alg)?;
+    Ok(info)
+}
+
+fn check_clock(
+    clock: &ClockInfo,
+    previous: Option<ClockInfo>,
+    require_safe: bool,
+) -> Result<(), AttestError> {
+    if require_safe && !clock.safe {
+        return Err(AttestError::ClockNotSafe);
+    }
+    if let Some(p) = previous {
+        let now = (clock.reset_count, clock.restart_count, clock.clock);
+        let before = (p.reset_count, p.restart_count, p.clock);
+        // Resets only grow; within one reset the restart count and clock only grow.
+        if clock.reset_count < p.reset_count
+            || (clock.reset_count == p.reset_count && now <= before)
+        {
+            return Err(AttestError::ClockRegressed);
+        }
+    }
+    Ok(())
+}
+
+fn verify_host(
+    config: &VerifierConfig,
+    blob: &[u8],
+    vtpm_ek_cert: &[u8],
+    reference: Option<&PcrSet>,
+    now: u64,
+) -> Result<HostResult, AttestError> {
+    let host = HostEvidence::decode(blob)?;
+    let wrap = |e: AttestError| AttestError::Host(Box::new(e));
+    verify_ek_chain(&config.host_ek_trust, &host.ek_cert, now).map_err(wrap)?;
+    let ak = parse_public(&host.ak_public).map_err(wrap)?;
+    let ak_name = ak.name().map_err(wrap)?;
+    if let Some(allowed) = &config.enrolled_host_aks {
+        if !allowed.iter().any(|a| bool::from(a.as_slice().ct_eq(&ak_name))) {
+            return Err(AttestError::HostAkNotEnrolled);
+        }
+    }
+    let binding = host_qualifying_data(vtpm_ek_cert);
+    let info = match verify_quote(&ak, &host.quote, &host.signature, &host.pcrs, &binding) {
+        Err(AttestError::QualifyingDataMismatch) => return Err(AttestError::HostBindingMismatch),
+        other => other.map_err(wrap)?,
+    };
+    if let Some(r) = reference {
+        check_reference(&host.pcrs, r).map_err(wrap)?;
+    }
+    check_clock(&info.clock, None, config.require_safe_clock).map_err(wrap)?;
+    Ok(HostResult {
+        ek_cert_sha256: sha256(&host.ek_cert),
+        ak_name,
+        clock: info.clock,
+        pcrs: host.pcrs,
+    })
+}
+
+/// Verify evidence. Checks, in order: vTPM EK certificate chain; AK is a restricted signing key;
+/// AK bound to the EK (credential challenge or enrolment); quote structure and signature;
+/// qualifying data; PCR selection and digest; PCR values against the reference; clock sanity;
+/// then the host evidence (EK chain against the host CAs, optional AK enrolment, signature,
+/// binding to this vTPM's EK certificate, PCR digest and reference).
+pub fn verify(
+    config: &VerifierConfig,
+    evidence: &Evidence,
+    expected: &Expected<'_>,
+) -> Result<AttestationResult, AttestError> {
+    verify_ek_chain(&config.vtpm_ek_trust, &evidence.ek_cert, expected.now)?;
+    let ek_hash = sha256(&evidence.ek_cert);
+    let ak = parse_public(&evidence.ak_public)?;
+    check_ak_attributes(&ak)?;
+    let ak_name = ak.name()?;
+    match expected.binding {
+        AkBinding::Activated { pending, response } => {
+            if !bool::from(pending.ek_cert_sha256.ct_eq(&ek_hash)) {
+                return Err(AttestError::EkCertMismatch);
+            }
+            if !bool::from(pending.ak_name.as_slice().ct_eq(&ak_name)) {
+                return Err(AttestError::AkNameMismatch);
+            }
+            if !bool::from(pending.secret[..].ct_eq(response)) {
+                return Err(AttestError::CredentialMismatch);
+            }
+        }
+        AkBinding::Enrolled {
+            ak_name: enrolled,
+            ek_cert_sha256,
+        } => {
+            if !bool::from(ek_cert_sha256.ct_eq(&ek_hash)) {
+                return Err(AttestError::EkCertMismatch);
+            }
+            if !bool::from(enrolled.ct_eq(&ak_name)) {
+                return Err(AttestError::AkNameMismatch);
+            }
+        }
+    }
+    let info = verify_quote(
+        &ak,
+        &evidence.quote,
+        &evidence.signature,
+        &evidence.pcrs,
+        expected.qualifying_data,
+    )?;
+    check_reference(&evidence.pcrs, &expected.reference.vtpm)?;
+    check_clock(
+        &info.clock,
+        expected.previous_clock,
+        config.require_safe_clock,
+    )?;
+    let host = match &evidence.host_evidence {
+        None if config.require_host_evidence => return Err(AttestError::HostEvidenceMissing),
+        None => None,
+        Some(blob) => Some(verify_host(
+            config,
+            blob,
+            &evidence.ek_cert,
+            expected.reference.host.as_ref(),
+            expected.now,
+        )?),
+    };
+    Ok(AttestationResult {
+        ek_cert_sha256: ek_hash,
+        ak_name,
+        clock: info.clock,
+        firmware_version: info.firmware_version,
+        pcrs: evidence.pcrs.clone(),
+        host,
+    })
+}
+
+/// Verify a standalone quote (no EK, no binding): signature under `ak_public`, qualifying data,
+/// PCR digest. For debugging and cross-checks with tpm2-tools.
+pub fn verify_quote_only(
+    ak_public: &[u8],
+    quote: &[u8],
+    signature: &[u8],
+    pcrs: &PcrSet,
+    qualifying_data: &[u8],
+) -> Result<QuoteInfo, AttestError> {
+    let ak = parse_public(ak_public)?;
+    verify_quote(&ak, quote, signature, pcrs, qualifying_data)
+}

@@ -1,0 +1,294 @@
+//! The customer license (`.lic`) and the license service's registration record (`.reg`).
+//!
+//! `sell` draws a fresh license GUID and a fresh 32-byte key share, wraps the model key so that
+//! both the customer's private key and the share are needed ([`super::wrap`]), and signs two
+//! artifacts: the license for the customer (no share inside) and the registration record for the
+//! license service (the share, the policy, the TCB reference). The registration record is secret.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::master::{check_package, require_same_key, MasterLicense};
+use super::policy::{LicenseConfig, Policy, ServiceEndpoint};
+use super::tcb::TcbReference;
+use super::wrap::{self, WrappedKey};
+use crate::encoding::{b64, b64_secret, hex32, now_rfc3339};
+use crate::envelope::{Artifact, Signed};
+use crate::error::{Error, Result};
+use crate::identity::{Certificate, Keystore};
+use crate::package::{ModelKey, PackageHeader};
+
+const LABEL: &[u8] = b"OVSA-v1 customer-license kek";
+/// Length of a key share.
+pub const SHARE_LEN: usize = 32;
+
+/// The license service's per-license secret. Zeroized on drop; never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyShare(#[serde(with = "b64_secret")] Zeroizing<Vec<u8>>);
+
+impl KeyShare {
+    /// Generates a fresh share.
+    pub fn generate() -> Result<Self> {
+        Ok(KeyShare(Zeroizing::new(
+            crate::crypto::random_array::<SHARE_LEN>()?.to_vec(),
+        )))
+    }
+
+    /// Wraps share bytes (e.g. as released by the license service).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() != SHARE_LEN {
+            return Err(Error::InvalidInput(format!(
+                "a key share is {SHARE_LEN} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        Ok(KeyShare(Zeroizing::new(bytes.to_vec())))
+    }
+
+    /// The secret bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for KeyShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyShare(<secret>)")
+    }
+}
+
+/// Body of a customer license.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerLicense {
+    /// Fresh identifier of this sale.
+    pub license_guid: Uuid,
+    /// The package's model GUID.
+    pub model_guid: Uuid,
+    /// Model name.
+    pub model_name: String,
+    /// Model version.
+    pub model_version: String,
+    /// Header hash of the package.
+    #[serde(with = "hex32")]
+    pub header_hash: [u8; 32],
+    /// The customer's certificate (DER): the key the model key is wrapped to and the TLS client
+    /// identity the license service expects.
+    #[serde(with = "b64")]
+    pub customer_certificate: Vec<u8>,
+    /// The limits (enforced by the license service).
+    pub policy: Policy,
+    /// Seconds between re-checks.
+    pub lease_seconds: u32,
+    /// License services and their pins.
+    pub services: Vec<ServiceEndpoint>,
+    /// Expected measurements.
+    pub tcb: TcbReference,
+    /// The model key, wrapped to the customer key and the service's share.
+    pub wrapped_model_key: WrappedKey,
+    /// Sale time, RFC 3339.
+    pub issued: String,
+}
+
+impl Artifact for CustomerLicense {
+    const TYPE: &'static str = "license";
+    const VERSION: u64 = 1;
+
+    fn validate(&self) -> Result<()> {
+        self.policy.validate()?;
+        super::policy::validate_lease(self.lease_seconds)?;
+        self.services
+            .iter()
+            .try_for_each(ServiceEndpoint::validate)?;
+        self.tcb.validate()?;
+        Certificate::from_der(&self.customer_certificate)?.public_key()?;
+        Ok(())
+    }
+}
+
+/// Body of a registration record: what the license service imports for one sold license.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// The license's GUID.
+    pub license_guid: Uuid,
+    /// The package's model GUID.
+    pub model_guid: Uuid,
+    /// Model name.
+    pub model_name: String,
+    /// Model version.
+    pub model_version: String,
+    /// Header hash of the package.
+    #[serde(with = "hex32")]
+    pub header_hash: [u8; 32],
+    /// Digest of the signed customer license.
+    #[serde(with = "hex32")]
+    pub license_digest: [u8; 32],
+    /// The customer's certificate (DER).
+    #[serde(with = "b64")]
+    pub customer_certificate: Vec<u8>,
+    /// The limits to enforce.
+    pub policy: Policy,
+    /// Lease length to hand out.
+    pub lease_seconds: u32,
+    /// Expected measurements.
+    pub tcb: TcbReference,
+    /// The secret share released after successful attestation.
+    pub key_share: KeyShare,
+    /// Sale time, RFC 3339.
+    pub issued: String,
+}
+
+impl Artifact for Registration {
+    const TYPE: &'static str = "registration";
+    const VERSION: u64 = 1;
+
+    fn validate(&self) -> Result<()> {
+        self.policy.validate()?;
+        self.tcb.validate()?;
+        if self.key_share.as_bytes().len() != SHARE_LEN {
+            return Err(Error::malformed(
+                "registration",
+                "key share is not 32 bytes",
+            ));
+        }
+        Certificate::from_der(&self.customer_certificate)?.public_key()?;
+        Ok(())
+    }
+}
+
+/// Everything `sell` needs.
+pub struct SaleRequest<'a> {
+    /// The ISV keystore (must hold the key of the master license).
+    pub isv: &'a Keystore,
+    /// The master license of the package.
+    pub master: &'a Signed<MasterLicense>,
+    /// The policy config.
+    pub config: &'a Signed<LicenseConfig>,
+    /// The TCB reference.
+    pub tcb: &'a Signed<TcbReference>,
+    /// The customer's certificate.
+    pub customer: &'a Certificate,
+}
+
+/// The two artifacts of a sale.
+#[derive(Debug)]
+pub struct Sale {
+    /// For the customer.
+    pub license: Signed<CustomerLicense>,
+    /// For the license service (secret: holds the key share).
+    pub registration: Signed<Registration>,
+}
+
+/// Sells a license: see the module documentation.
+pub fn sell(req: &SaleRequest<'_>) -> Result<Sale> {
+    let isv = req.isv;
+    require_same_key("license config", req.config.signer(), isv)?;
+    require_same_key("TCB reference", req.tcb.signer(), isv)?;
+    let dek: ModelKey = MasterLicense::unwrap_model_key(req.master, isv)?;
+    req.customer.check_validity_now()?;
+    let customer_key = req.customer.public_key()?;
+    let config = req.config.body();
+    if let Some(end) = config.policy.window_end() {
+        if end <= time::OffsetDateTime::now_utc() {
+            return Err(Error::InvalidInput(
+                "the license config's validity window has already ended; make a new config".into(),
+            ));
+        }
+    }
+    let m = req.master.body();
+    let license_guid = Uuid::new_v4();
+    let share = KeyShare::generate()?;
+    let wrapped = wrap::wrap(
+        &dek,
+        &customer_key,
+        share.as_bytes(),
+        license_guid.as_bytes(),
+        LABEL,
+        &m.header_hash,
+    )?;
+    let issued = now_rfc3339();
+    let license = Signed::sign(
+        CustomerLicense {
+            license_guid,
+            model_guid: m.model_guid,
+            model_name: m.model_name.clone(),
+            model_version: m.model_version.clone(),
+            header_hash: m.header_hash,
+            customer_certificate: req.customer.der().to_vec(),
+            policy: config.policy.clone(),
+            lease_seconds: config.lease_seconds,
+            services: config.services.clone(),
+            tcb: req.tcb.body().clone(),
+            wrapped_model_key: wrapped,
+            issued: issued.clone(),
+        },
+        isv,
+    )?;
+    let registration = Signed::sign(
+        Registration {
+            license_guid,
+            model_guid: m.model_guid,
+            model_name: m.model_name.clone(),
+            model_version: m.model_version.clone(),
+            header_hash: m.header_hash,
+            license_digest: license.digest(),
+            customer_certificate: req.customer.der().to_vec(),
+            policy: config.policy.clone(),
+            lease_seconds: config.lease_seconds,
+            tcb: req.tcb.body().clone(),
+            key_share: share,
+            issued,
+        },
+        isv,
+    )?;
+    Ok(Sale {
+        license,
+        registration,
+    })
+}
+
+impl CustomerLicense {
+    /// The customer certificate.
+    pub fn customer_certificate(&self) -> Result<Certificate> {
+        Certificate::from_der(&self.customer_certificate)
+    }
+
+    /// Fails unless the license was sold for this package, by the ISV that signed it.
+    pub fn check_package(
+        license: &Signed<CustomerLicense>,
+        package: &Signed<PackageHeader>,
+    ) -> Result<()> {
+        check_package("license", &license.body().header_hash, &package.digest())?;
+        if license.signer().public_key()? != package.signer().public_key()? {
+            return Err(Error::SignerMismatch {
+                what: "license",
+                expected: package.signer().subject().to_string(),
+                found: license.signer().subject().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Unwraps the model key with the customer's keystore and the share released by the license
+    /// service.
+    pub fn unwrap_model_key(
+        &self,
+        customer: &Keystore,
+        share: Option<&KeyShare>,
+    ) -> Result<ModelKey> {
+        require_same_key("license", &self.customer_certificate()?, customer)?;
+        let share = share.ok_or(Error::MissingShare)?;
+        wrap::unwrap(
+            &self.wrapped_model_key,
+            customer.key(),
+            share.as_bytes(),
+            self.license_guid.as_bytes(),
+            LABEL,
+            &self.header_hash,
+            "license",
+        )
+    }
+}

@@ -1,0 +1,251 @@
+//! The TCB reference: the PCR values a machine must report, for the vTPM inside the VM and the
+//! host TPM below it, signed by the ISV.
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::hexbytes;
+use crate::envelope::Artifact;
+use crate::error::{Error, Result};
+
+/// Highest PCR index of a PC-client TPM.
+pub const MAX_PCR_INDEX: u8 = 23;
+
+/// A PCR bank (hash algorithm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PcrBank {
+    /// SHA-1 (legacy).
+    Sha1,
+    /// SHA-256 (the default).
+    Sha256,
+    /// SHA-384.
+    Sha384,
+}
+
+impl PcrBank {
+    /// Digest length in bytes.
+    pub fn digest_len(self) -> usize {
+        match self {
+            PcrBank::Sha1 => 20,
+            PcrBank::Sha256 => 32,
+            PcrBank::Sha384 => 48,
+        }
+    }
+
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PcrBank::Sha1 => "sha1",
+            PcrBank::Sha256 => "sha256",
+            PcrBank::Sha384 => "sha384",
+        }
+    }
+}
+
+impl std::str::FromStr for PcrBank {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "sha1" => Ok(PcrBank::Sha1),
+            "sha256" => Ok(PcrBank::Sha256),
+            "sha384" => Ok(PcrBank::Sha384),
+            _ => Err(Error::InvalidInput(format!(
+                "unknown PCR bank '{s}': use sha256 (default), sha384 or sha1"
+            ))),
+        }
+    }
+}
+
+/// One expected PCR value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcrValue {
+    /// PCR index (0..=23).
+    pub index: u8,
+    /// Expected value (hex in files).
+    #[serde(with = "hexbytes")]
+    pub value: Vec<u8>,
+}
+
+/// Expected values of some PCRs of one bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcrSet {
+    /// The bank.
+    pub bank: PcrBank,
+    /// The values, by ascending index.
+    pub pcrs: Vec<PcrValue>,
+}
+
+impl PcrSet {
+    /// Builds a set, sorting by index and checking it.
+    pub fn new(bank: PcrBank, mut pcrs: Vec<PcrValue>) -> Result<Self> {
+        pcrs.sort_by_key(|p| p.index);
+        let set = PcrSet { bank, pcrs };
+        set.validate("PCR set")?;
+        Ok(set)
+    }
+
+    /// Checks indices (ascending, unique, <= 23) and value lengths.
+    pub fn validate(&self, what: &'static str) -> Result<()> {
+        if self.pcrs.is_empty() {
+            return Err(Error::malformed(what, "no PCR values"));
+        }
+        let mut prev: Option<u8> = None;
+        for p in &self.pcrs {
+            if p.index > MAX_PCR_INDEX {
+                return Err(Error::malformed(
+                    what,
+                    format!("PCR index {} > {MAX_PCR_INDEX}", p.index),
+                ));
+            }
+            if prev.is_some_and(|q| q >= p.index) {
+                return Err(Error::malformed(
+                    what,
+                    format!("PCR {} listed twice or out of order", p.index),
+                ));
+            }
+            if p.value.len() != self.bank.digest_len() {
+                return Err(Error::malformed(
+                    what,
+                    format!(
+                        "PCR {} value is {} bytes; a {} PCR is {} bytes",
+                        p.index,
+                        p.value.len(),
+                        self.bank.name(),
+                        self.bank.digest_len()
+                    ),
+                ));
+            }
+            prev = Some(p.index);
+        }
+        Ok(())
+    }
+
+    /// The expected value of PCR `index`, if listed.
+    pub fn get(&self, index: u8) -> Option<&[u8]> {
+        self.pcrs
+            .iter()
+            .find(|p| p.index == index)
+            .map(|p| p.value.as_slice())
+    }
+}
+
+/// Parses `INDEX=HEX` (as given on the command line).
+pub fn parse_pcr_arg(arg: &str) -> Result<PcrValue> {
+    let (i, v) = arg.split_once('=').ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "PCR value '{arg}' is not INDEX=HEX (example: 0=3d45...)"
+        ))
+    })?;
+    let index = i
+        .trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|i| *i <= MAX_PCR_INDEX)
+        .ok_or_else(|| Error::InvalidInput(format!("PCR index '{i}' is not 0..=23")))?;
+    let v = v.trim();
+    let v = v
+        .strip_prefix("0x")
+        .or_else(|| v.strip_prefix("0X"))
+        .unwrap_or(v);
+    let value =
+        hex::decode(v).map_err(|e| Error::InvalidInput(format!("PCR {index} value: {e}")))?;
+    Ok(PcrValue { index, value })
+}
+
+/// Parses the output of `tpm2_pcrread` (YAML-like: `sha256:` then `  0 : 0x...` lines), returning
+/// one set per bank found.
+pub fn parse_tpm2_pcrread(text: &str) -> Result<Vec<PcrSet>> {
+    let mut sets: Vec<(PcrBank, Vec<PcrValue>)> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if let Some(bank) = t.strip_suffix(':') {
+            sets.push((bank.parse()?, Vec::new()));
+            continue;
+        }
+        let (i, v) = t.split_once(':').ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "line {}: expected 'INDEX : 0xVALUE' or 'BANK:'",
+                n + 1
+            ))
+        })?;
+        let pv = parse_pcr_arg(&format!("{}={}", i.trim(), v.trim()))?;
+        sets.last_mut()
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("line {}: PCR value before any bank line", n + 1))
+            })?
+            .1
+            .push(pv);
+    }
+    sets.into_iter().map(|(b, v)| PcrSet::new(b, v)).collect()
+}
+
+/// Body of a TCB reference (`.tcb`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcbReference {
+    /// Name of this reference (e.g. "prod-vm-2026-11").
+    pub name: String,
+    /// Expected vTPM (guest) PCRs.
+    pub vtpm: PcrSet,
+    /// Expected host TPM PCRs, when host evidence is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<PcrSet>,
+    /// Creation time, RFC 3339.
+    pub created: String,
+}
+
+impl Artifact for TcbReference {
+    const TYPE: &'static str = "tcb-reference";
+    const VERSION: u64 = 1;
+
+    fn validate(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.len() > 256 {
+            return Err(Error::malformed(
+                "TCB reference",
+                "name must be 1..=256 bytes",
+            ));
+        }
+        self.vtpm.validate("TCB reference (vTPM)")?;
+        if let Some(h) = &self.host {
+            h.validate("TCB reference (host)")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcrread_format() {
+        let text = "sha256:\n  0 : 0x0000000000000000000000000000000000000000000000000000000000000000\n  7 : 0x1111111111111111111111111111111111111111111111111111111111111111\nsha1:\n  0 : 0x0000000000000000000000000000000000000000\n";
+        let sets = parse_tpm2_pcrread(text).unwrap();
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[0].bank, PcrBank::Sha256);
+        assert_eq!(sets[0].get(7).unwrap(), &[0x11; 32]);
+        assert!(parse_tpm2_pcrread("  0 : 0x00").is_err());
+        assert!(parse_tpm2_pcrread("sha256:\n  0 : 0x00\n").is_err());
+    }
+
+    #[test]
+    fn sets_are_checked() {
+        let v = |index, n| PcrValue {
+            index,
+            value: vec![0; n],
+        };
+        assert!(PcrSet::new(PcrBank::Sha256, vec![v(1, 32), v(0, 32)]).is_ok());
+        assert!(PcrSet::new(PcrBank::Sha256, vec![v(1, 32), v(1, 32)]).is_err());
+        assert!(PcrSet::new(PcrBank::Sha256, vec![v(24, 32)]).is_err());
+        assert!(PcrSet::new(PcrBank::Sha256, vec![v(0, 20)]).is_err());
+        assert!(PcrSet::new(PcrBank::Sha256, vec![]).is_err());
+        assert!(parse_pcr_arg("3=0xAB").is_ok());
+        assert!(parse_pcr_arg("3:AB").is_err());
+        assert!(parse_pcr_arg("30=AB").is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! Protecting a model: encrypt its files into a package, streaming with bounded memory.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+use zeroize::Zeroize;
+
+use super::format::{encode_prefix, FileEntry, FileKind, PackageHeader, AEAD_NAME, MAX_HEADER_LEN};
+use super::stream::{chunk_count, FileCipher};
+use super::ModelKey;
+use crate::encoding::now_rfc3339;
+use crate::envelope::Signed;
+use crate::error::{Error, Result};
+use crate::fsutil::{AtomicFile, MODE_PUBLIC};
+use crate::identity::Keystore;
+
+/// A model file to protect.
+#[derive(Debug, Clone)]
+pub struct ModelInput {
+    /// Where it is.
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: FileKind,
+}
+
+/// Metadata and settings for [`protect`].
+#[derive(Debug, Clone)]
+pub struct ProtectOptions {
+    /// Model name.
+    pub model_name: String,
+    /// Model version label.
+    pub model_version: String,
+    /// Description.
+    pub description: String,
+    /// Chunk size in bytes (power of two, 4 KiB..=64 MiB).
+    pub chunk_size: u32,
+    /// Replace an existing output file.
+    pub overwrite: bool,
+}
+
+/// The result of [`protect`]: the signed header and the fresh model key (secret; wrap it into a
+/// master license straight away).
+#[derive(Debug)]
+pub struct Protected {
+    /// The signed header written into the package.
+    pub header: Signed<PackageHeader>,
+    /// The model key.
+    pub model_key: ModelKey,
+}
+
+/// Classifies model files by extension: `.xml` + `.bin` (IR) or one `.onnx`.
+pub fn classify_inputs(paths: &[PathBuf]) -> Result<Vec<ModelInput>> {
+    let inputs = paths
+        .iter()
+        .map(|p| {
+            let ext = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            let kind = match ext.as_deref() {
+                Some("xml") => FileKind::IrXml,
+                Some("bin") => FileKind::IrBin,
+                Some("onnx") => FileKind::Onnx,
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "{}: model files must be .xml + .bin (OpenVINO IR) or .onnx",
+                        p.display()
+                    )))
+                }
+            };
+            Ok(ModelInput {
+                path: p.clone(),
+                kind,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let n = |k| inputs.iter().filter(|i| i.kind == k).count();
+    match (n(FileKind::IrXml), n(FileKind::IrBin), n(FileKind::Onnx)) {
+        (1, 1, 0) | (0, 0, 1) => Ok(inputs),
+        _ => Err(Error::InvalidInput(
+            "give exactly one .xml and one .bin (OpenVINO IR), or exactly one .onnx".into(),
+        )),
+    }
+}
+
+/// Encrypts the model files into a package at `out`, signed with the ISV keystore.
+///
+/// Memory use is one chunk, whatever the model size. The package is written to a temporary file
+/// and renamed into place only when complete. `progress` is called with the number of plaintext
+/// bytes processed so far.
+pub fn protect(
+    inputs: &[ModelInput],
+    opts: &ProtectOptions,
+    isv: &Keystore,
+    out: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Protected> {
+    let mut files = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let meta = std::fs::metadata(&input.path).map_err(|e| Error::io(&input.path, e))?;
+        if !meta.is_file() {
+            return Err(Error::InvalidInput(format!(
+                "{} is not a regular file",
+                input.path.display()
+            )));
+        }
+        let name = input
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("{}: file name is not UTF-8", input.path.display()))
+            })?
+            .to_string();
+        files.push(FileEntry {
+            name,
+            kind: input.kind,
+            size: meta.len(),
+        });
+    }
+    let header = PackageHeader {
+        model_guid: Uuid::new_v4(),
+        model_name: opts.model_name.clone(),
+        model_version: opts.model_version.clone(),
+        description: opts.description.clone(),
+        created: now_rfc3339(),
+        aead: AEAD_NAME.into(),
+        chunk_size: opts.chunk_size,
+        files,
+    };
+    let header = Signed::sign(header, isv)?;
+    let header_bytes = header.to_bytes()?;
+    let header_len = u32::try_from(header_bytes.len())
+        .ok()
+        .filter(|l| *l <= MAX_HEADER_LEN)
+        .ok_or_else(|| Error::InvalidInput("package header is too large".into()))?;
+    let header_hash = header.digest();
+    let model_key = ModelKey::generate()?;
+
+    let mut dest = AtomicFile::create(out, MODE_PUBLIC, opts.overwrite)?;
+    let werr = |e| Error::io(out, e);
+    dest.write_all(&encode_prefix(header_len)).map_err(werr)?;
+    dest.write_all(&header_bytes).map_err(werr)?;
+
+    let chunk_size = header.body().chunk_size as usize;
+    let mut buf = vec![0u8; chunk_size];
+    let mut done: u64 = 0;
+    let result = (|| {
+        for (index, (input, entry)) in inputs.iter().zip(&header.body().files).enumerate() {
+            let index =
+                u32::try_from(index).map_err(|_| Error::InvalidInput("too many files".into()))?;
+            let cipher = FileCipher::new(&model_key, &header_hash, index)?;
+            let mut src = File::open(&input.path).map_err(|e| Error::io(&input.path, e))?;
+            let chunks = chunk_count(entry.size, header.body().chunk_size);
+            let mut remaining = entry.size;
+            for c in 0..chunks {
+                let len = usize::try_from(remaining.min(chunk_size as u64)).unwrap_or(chunk_size);
+                let piece = &mut buf[..len];
+                src.read_exact(piece).map_err(|e| {
+                    Error::InvalidInput(format!(
+                        "{}: file shrank while it was being protected ({e}); try again",
+                        input.path.display()
+                    ))
+                })?;
+                let tag = cipher.seal_chunk(c, c + 1 == chunks, piece)?;
+                dest.write_all(piece).map_err(werr)?;
+                dest.write_all(&tag).map_err(werr)?;
+                remaining -= len as u64;
+                done += len as u64;
+                progress(done);
+            }
+            let mut probe = [0u8; 1];
+            if src
+                .read(&mut probe)
+                .map_err(|e| Error::io(&input.path, e))?
+                != 0
+            {
+                return Err(Error::InvalidInput(format!(
+                    "{}: file grew while it was being protected; try again",
+                    input.path.display()
+                )));
+            }
+        }
+        Ok(())
+    })();
+    buf.zeroize();
+    result?;
+    dest.commit()?;
+    Ok(Protected { header, model_key })
+}
