@@ -1,1 +1,347 @@
-//! swtpm test harness (filled by the attestation issue).
+//! A reusable swtpm harness for tests.
+//!
+//! - [`TestCa`]: a private swtpm-localca CA (root + intermediate) in a temporary directory; the
+//!   global `/var/lib/swtpm-localca` and `/etc/swtpm*` are never used.
+//! - Templates: a TPM state provisioned once per test process and per name with
+//!   `swtpm_setup --tpm2 --create-ek-cert --create-platform-cert` (RSA-2048 and P-384 EK
+//!   certificates signed by the template's CA); each [`Swtpm`] copies the state, so starting a
+//!   TPM costs only the swtpm process start.
+//! - [`Swtpm`]: `swtpm socket` on a free loopback port pair (server P, control P+1), stopped on
+//!   drop (`swtpm_ioctl -s`, then SIGKILL by pid). Safe for parallel tests.
+//! - [`TpmPair`]: the usual "host TPM + vTPM" pair.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Names of the built-in templates and their CAs.
+pub mod names {
+    /// The "host" hardware TPM stand-in, certified by [`HOST_CA`].
+    pub const HOST: &str = "host";
+    /// The vTPM, certified by [`VTPM_CA`].
+    pub const VTPM: &str = "vtpm";
+    /// A second vTPM (another VM), same CA as [`VTPM`].
+    pub const VTPM_B: &str = "vtpm-b";
+    /// A TPM certified by an untrusted CA.
+    pub const ROGUE: &str = "rogue";
+    /// CA of the host TPMs ("TPM vendor").
+    pub const HOST_CA: &str = "host-ca";
+    /// CA of the vTPMs.
+    pub const VTPM_CA: &str = "vtpm-ca";
+    /// A CA nobody trusts.
+    pub const ROGUE_CA: &str = "rogue-ca";
+}
+
+/// A private swtpm-localca certificate authority.
+#[derive(Debug)]
+pub struct TestCa {
+    /// Name.
+    pub name: String,
+    dir: PathBuf,
+}
+
+impl TestCa {
+    /// Directory holding the CA state and config.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Root CA certificate (PEM).
+    pub fn root_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("swtpm-localca-rootca-cert.pem")).unwrap_or_default()
+    }
+
+    /// Intermediate (issuer) CA certificate (PEM).
+    pub fn issuer_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("issuercert.pem")).unwrap_or_default()
+    }
+
+    /// Root and intermediate as PEM (what a verifier's trust configuration needs).
+    pub fn chain_pem(&self) -> Vec<u8> {
+        let mut v = self.root_pem();
+        v.extend(self.issuer_pem());
+        v
+    }
+
+    /// Root CA certificate (DER).
+    pub fn root_der(&self) -> Vec<u8> {
+        pem_der(&self.root_pem())
+    }
+
+    /// Intermediate CA certificate (DER).
+    pub fn issuer_der(&self) -> Vec<u8> {
+        pem_der(&self.issuer_pem())
+    }
+
+    fn new(name: &str, base: &Path) -> std::io::Result<Self> {
+        let dir = base.join(format!("ca-{name}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("swtpm-localca.conf"),
+            format!(
+                "statedir = {d}\nsigningkey = {d}/signkey.pem\nissuercert = {d}/issuercert.pem\ncertserial = {d}/certserial\n",
+                d = dir.display()
+            ),
+        )?;
+        std::fs::write(
+            dir.join("swtpm-localca.options"),
+            format!("--platform-manufacturer OVSA-Test-{name}\n--platform-version 2.1\n--platform-model swtpm\n"),
+        )?;
+        std::fs::write(
+            dir.join("swtpm_setup.conf"),
+            format!(
+                "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = {d}/swtpm-localca.conf\ncreate_certs_tool_options = {d}/swtpm-localca.options\nactive_pcr_banks = sha256\n",
+                d = dir.display()
+            ),
+        )?;
+        Ok(Self {
+            name: name.to_string(),
+            dir,
+        })
+    }
+}
+
+fn pem_der(p: &[u8]) -> Vec<u8> {
+    pem::parse(p).map(|p| p.into_contents()).unwrap_or_default()
+}
+
+struct Registry {
+    base: tempfile::TempDir,
+    cas: HashMap<String, Arc<TestCa>>,
+    templates: HashMap<String, (PathBuf, Arc<TestCa>)>,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(|| {
+        Mutex::new(Registry {
+            base: tempfile::Builder::new()
+                .prefix("ovsa-swtpm-templates-")
+                .tempdir()
+                .expect("cannot create a temporary directory for swtpm templates"),
+            cas: HashMap::new(),
+            templates: HashMap::new(),
+        })
+    })
+}
+
+/// The CA used for the built-in template `template`.
+fn ca_for(template: &str) -> &'static str {
+    match template {
+        names::HOST => names::HOST_CA,
+        names::ROGUE => names::ROGUE_CA,
+        _ => names::VTPM_CA,
+    }
+}
+
+/// Get (creating on first use) the CA called `name`.
+pub fn ca(name: &str) -> Arc<TestCa> {
+    let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    ca_locked(&mut r, name)
+}
+
+fn ca_locked(r: &mut Registry, name: &str) -> Arc<TestCa> {
+    if let Some(c) = r.cas.get(name) {
+        return c.clone();
+    }
+    let c = Arc::new(TestCa::new(name, r.base.path()).expect("cannot write CA config"));
+    r.cas.insert(name.to_string(), c.clone());
+    c
+}
+
+/// Provision (once per process) the template state `name` and return its directory and CA.
+pub fn template(name: &str) -> (PathBuf, Arc<TestCa>) {
+    let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = r.templates.get(name) {
+        return t.clone();
+    }
+    let ca = ca_locked(&mut r, ca_for(name));
+    let dir = r.base.path().join(format!("tpl-{name}"));
+    std::fs::create_dir_all(&dir).expect("template dir");
+    let t0 = Instant::now();
+    let out = Command::new("swtpm_setup")
+        .arg("--tpm2")
+        .arg("--tpmstate")
+        .arg(&dir)
+        .args(["--create-ek-cert", "--create-platform-cert", "--overwrite"])
+        .arg("--config")
+        .arg(ca.dir().join("swtpm_setup.conf"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run swtpm_setup (install swtpm-tools; see scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "swtpm_setup failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if std::env::var_os("OVSA_SWTPM_VERBOSE").is_some() {
+        eprintln!("swtpm template {name}: provisioned in {:?}", t0.elapsed());
+    }
+    r.templates
+        .insert(name.to_string(), (dir.clone(), ca.clone()));
+    (dir, ca)
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+fn port_pair_candidate() -> u16 {
+    // Spread processes over the range by pid, then walk in steps of 2.
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        21000 + ((std::process::id() % 400) as u16) * 50,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    let p = NEXT_PORT.fetch_add(2, Ordering::SeqCst);
+    if p > 64000 {
+        NEXT_PORT.store(21000, Ordering::SeqCst);
+    }
+    p
+}
+
+fn ports_free(p: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+}
+
+/// A running swtpm (TCP server on 127.0.0.1), stopped on drop.
+#[derive(Debug)]
+pub struct Swtpm {
+    /// Template name it was started from.
+    pub name: String,
+    /// The CA that certified its EKs.
+    pub ca: Arc<TestCa>,
+    port: u16,
+    pid: Option<i32>,
+    dir: tempfile::TempDir,
+}
+
+impl Swtpm {
+    /// Start a fresh TPM from the template `name` (see [`names`]; other names get the vTPM CA).
+    pub fn start(name: &str) -> Self {
+        let (tpl, ca) = template(name);
+        let dir = tempfile::Builder::new()
+            .prefix("ovsa-swtpm-")
+            .tempdir()
+            .expect("tempdir");
+        for e in std::fs::read_dir(&tpl).expect("template dir") {
+            let e = e.expect("template entry");
+            if e.file_type().map(|t| t.is_file()).unwrap_or(false)
+                && e.file_name().to_string_lossy().starts_with("tpm2-")
+            {
+                std::fs::copy(e.path(), dir.path().join(e.file_name())).expect("copy state");
+            }
+        }
+        for _ in 0..20 {
+            let port = port_pair_candidate();
+            if !ports_free(port) {
+                continue;
+            }
+            let st = Command::new("swtpm")
+                .args(["socket", "--tpm2"])
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+                .arg("--tpmstate")
+                .arg(format!("dir={}", dir.path().display()))
+                .args(["--flags", "not-need-init,startup-clear"])
+                .arg("--pid")
+                .arg(format!("file={}/pid", dir.path().display()))
+                .arg("-d")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("cannot run swtpm (install swtpm; see scripts/setup.sh)");
+            if !st.success() {
+                continue;
+            }
+            let mut s = Swtpm {
+                name: name.to_string(),
+                ca: ca.clone(),
+                port,
+                pid: None,
+                dir,
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(p) = std::fs::read_to_string(s.dir.path().join("pid")) {
+                    if let Ok(p) = p.trim().parse() {
+                        s.pid = Some(p);
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            return s;
+        }
+        panic!("could not start swtpm on a free port pair");
+    }
+
+    /// TCTI string for this TPM.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// Server port (the control port is one above).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Open an attester connection.
+    pub fn open(&self) -> ovsa_tpm::Tpm {
+        ovsa_tpm::Tpm::open(Some(&self.tcti())).expect("cannot connect to swtpm")
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let stopped = Command::new("swtpm_ioctl")
+            .arg("--tcp")
+            .arg(format!("127.0.0.1:{}", self.port + 1))
+            .arg("-s")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if let Some(pid) = self.pid {
+            if !stopped {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// A host TPM and a vTPM.
+#[derive(Debug)]
+pub struct TpmPair {
+    /// The "hardware" TPM of the host.
+    pub host: Swtpm,
+    /// The VM's vTPM.
+    pub vtpm: Swtpm,
+}
+
+impl TpmPair {
+    /// Start both (from the [`names::HOST`] and [`names::VTPM`] templates).
+    pub fn start() -> Self {
+        Self {
+            host: Swtpm::start(names::HOST),
+            vtpm: Swtpm::start(names::VTPM),
+        }
+    }
+}

@@ -66,7 +66,8 @@ pub fn make_credential_rsa(
     if credential.is_empty() || credential.len() > 32 {
         return Err(AttestError::Crypto("credential must be 1..=32 bytes"));
     }
-    let pk = PublicEncryptingKey::from_der(ek_spki_der).map_err(|_| AttestError::EkKeyUnsupported)?;
+    let pk =
+        PublicEncryptingKey::from_der(ek_spki_der).map_err(|_| AttestError::EkKeyUnsupported)?;
     if pk.key_size_bits() != 2048 {
         return Err(AttestError::EkKeyUnsupported);
     }
@@ -75,7 +76,12 @@ pub fn make_credential_rsa(
     rand::fill(&mut seed[..]).map_err(|_| AttestError::Crypto("random"))?;
     let mut ct = vec![0u8; oaep.ciphertext_size()];
     let encrypted_secret = oaep
-        .encrypt(&OAEP_SHA256_MGF1SHA256, &seed[..], &mut ct, Some(b"IDENTITY\0"))
+        .encrypt(
+            &OAEP_SHA256_MGF1SHA256,
+            &seed[..],
+            &mut ct,
+            Some(b"IDENTITY\0"),
+        )
         .map_err(|_| AttestError::Crypto("RSA-OAEP"))?
         .to_vec();
 
@@ -86,8 +92,8 @@ pub fn make_credential_rsa(
     let mut enc_identity = Vec::with_capacity(2 + credential.len());
     enc_identity.extend_from_slice(&(credential.len() as u16).to_be_bytes());
     enc_identity.extend_from_slice(credential);
-    let key = UnboundCipherKey::new(&AES_128, &sym_key)
-        .map_err(|_| AttestError::Crypto("AES key"))?;
+    let key =
+        UnboundCipherKey::new(&AES_128, &sym_key).map_err(|_| AttestError::Crypto("AES key"))?;
     EncryptingKey::cfb128(key)
         .and_then(|k| {
             k.less_safe_encrypt(

@@ -24,7 +24,9 @@ impl EkTrust {
     /// the others intermediates.
     pub fn from_pem(pem_text: &[u8]) -> Result<Self, AttestError> {
         let mut t = EkTrust::default();
-        for p in pem::parse_many(pem_text).map_err(|e| AttestError::EkCertMalformed(e.to_string()))? {
+        for p in
+            pem::parse_many(pem_text).map_err(|e| AttestError::EkCertMalformed(e.to_string()))?
+        {
             if p.tag() != "CERTIFICATE" {
                 continue;
             }
@@ -60,8 +62,11 @@ pub fn verify_ek_chain(trust: &EkTrust, ek_cert_der: &[u8], now: u64) -> Result<
     let ee_der = CertificateDer::from(ek_cert_der);
     let ee = webpki::EndEntityCert::try_from(&ee_der)
         .map_err(|e| AttestError::EkCertMalformed(format!("{e:?}")))?;
-    let root_ders: Vec<CertificateDer<'_>> =
-        trust.roots.iter().map(|r| CertificateDer::from(r.as_slice())).collect();
+    let root_ders: Vec<CertificateDer<'_>> = trust
+        .roots
+        .iter()
+        .map(|r| CertificateDer::from(r.as_slice()))
+        .collect();
     let anchors = root_ders
         .iter()
         .map(webpki::anchor_from_trusted_cert)

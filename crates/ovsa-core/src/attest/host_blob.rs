@@ -90,8 +90,8 @@ impl HostEvidence {
         out.extend_from_slice(&0u32.to_be_bytes()); // patched below
         let mut pcrs = Vec::new();
         pcrs.extend_from_slice(&self.pcrs.bank.tpm_alg_id().to_be_bytes());
-        let count =
-            u8::try_from(self.pcrs.values.len()).map_err(|_| HostBlobError::Malformed("PCR count"))?;
+        let count = u8::try_from(self.pcrs.values.len())
+            .map_err(|_| HostBlobError::Malformed("PCR count"))?;
         pcrs.push(count);
         for (i, v) in &self.pcrs.values {
             if v.len() != self.pcrs.bank.digest_len() {

@@ -86,9 +86,7 @@ mod b64_opt_vec {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Vec<Vec<u8>>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Vec<u8>>>, D::Error> {
         #[derive(Deserialize)]
         struct W(#[serde(with = "super::b64_vec")] Vec<Vec<u8>>);
         Ok(Option::<W>::deserialize(d)?.map(|w| w.0))

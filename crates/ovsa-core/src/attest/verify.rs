@@ -193,12 +193,11 @@ fn verify_quote(
     if !bool::from(info.extra_data.as_slice().ct_eq(qualifying_data)) {
         return Err(AttestError::QualifyingDataMismatch);
     }
-    let digest_alg = HashAlg::from_tpm_alg_id(sig.scheme().1).ok_or(
-        AttestError::UnsupportedAlgorithm {
+    let digest_alg =
+        HashAlg::from_tpm_alg_id(sig.scheme().1).ok_or(AttestError::UnsupportedAlgorithm {
             what: "signature hash",
             alg: sig.scheme().1,
-        },
-    )?;
+        })?;
     check_quote_pcrs(&info, reported, digest_alg)?;
     Ok(info)
 }
@@ -237,7 +236,10 @@ fn verify_host(
     let ak = parse_public(&host.ak_public).map_err(wrap)?;
     let ak_name = ak.name().map_err(wrap)?;
     if let Some(allowed) = &config.enrolled_host_aks {
-        if !allowed.iter().any(|a| bool::from(a.as_slice().ct_eq(&ak_name))) {
+        if !allowed
+            .iter()
+            .any(|a| bool::from(a.as_slice().ct_eq(&ak_name)))
+        {
             return Err(AttestError::HostAkNotEnrolled);
         }
     }

@@ -91,7 +91,9 @@ impl HashAlg {
 
     /// Hash `data`.
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
-        aws_lc_rs::digest::digest(self.aws(), data).as_ref().to_vec()
+        aws_lc_rs::digest::digest(self.aws(), data)
+            .as_ref()
+            .to_vec()
     }
 
     /// Hash the concatenation of `parts`.
@@ -399,10 +401,11 @@ impl TpmPublic {
 
     /// The TPM Name: nameAlg (u16 BE) || H_nameAlg(TPMT_PUBLIC).
     pub fn name(&self) -> Result<Vec<u8>, AttestError> {
-        let h = HashAlg::from_tpm_alg_id(self.name_alg).ok_or(AttestError::UnsupportedAlgorithm {
-            what: "nameAlg",
-            alg: self.name_alg,
-        })?;
+        let h =
+            HashAlg::from_tpm_alg_id(self.name_alg).ok_or(AttestError::UnsupportedAlgorithm {
+                what: "nameAlg",
+                alg: self.name_alg,
+            })?;
         let mut out = self.name_alg.to_be_bytes().to_vec();
         out.extend_from_slice(&h.digest(&self.raw));
         Ok(out)
@@ -498,8 +501,11 @@ fn fixed_width(v: &[u8], width: usize) -> Option<Vec<u8>> {
 
 /// Check that `public` is a restricted fixedTPM signing key (a genuine AK).
 pub fn check_ak_attributes(public: &TpmPublic) -> Result<(), AttestError> {
-    let need =
-        TPMA_FIXED_TPM | TPMA_FIXED_PARENT | TPMA_SENSITIVE_DATA_ORIGIN | TPMA_RESTRICTED | TPMA_SIGN;
+    let need = TPMA_FIXED_TPM
+        | TPMA_FIXED_PARENT
+        | TPMA_SENSITIVE_DATA_ORIGIN
+        | TPMA_RESTRICTED
+        | TPMA_SIGN;
     if public.attributes & need != need || public.attributes & TPMA_DECRYPT != 0 {
         return Err(AttestError::AkNotRestrictedSigningKey(public.attributes));
     }
@@ -567,9 +573,11 @@ pub fn verify_signature(
             };
             let e = if *e == 0 { 65537 } else { *e };
             let e_bytes = e.to_be_bytes();
+            let e_start = e_bytes.iter().position(|&b| b != 0).unwrap_or(3);
+            let n_start = n.iter().position(|&b| b != 0).unwrap_or(0);
             let comps = aws_lc_rs::rsa::PublicKeyComponents {
-                n: n.as_slice(),
-                e: &e_bytes[..],
+                n: &n[n_start..],
+                e: &e_bytes[e_start..],
             };
             comps
                 .verify(params, message, bytes)
