@@ -55,9 +55,8 @@ pub mod b64 {
 
     /// Deserialises base64 into bytes.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = <&str>::deserialize(d)
-            .or_else(|_| Err(serde::de::Error::custom("expected a base64 string")))?;
-        decode(s).map_err(serde::de::Error::custom)
+        let s = String::deserialize(d)?;
+        decode(&s).map_err(serde::de::Error::custom)
     }
 
     /// Decodes a base64 string with a readable error.
@@ -101,10 +100,9 @@ pub mod hex32 {
 
     /// Deserialises 64 hex digits.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = <&str>::deserialize(d)
-            .or_else(|_| Err(serde::de::Error::custom("expected a hex string")))?;
+        let s = String::deserialize(d)?;
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out)
+        hex::decode_to_slice(&s, &mut out)
             .map_err(|e| serde::de::Error::custom(format!("expected 64 hex digits: {e}")))?;
         Ok(out)
     }
@@ -121,9 +119,8 @@ pub mod hexbytes {
 
     /// Deserialises hex digits.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = <&str>::deserialize(d)
-            .or_else(|_| Err(serde::de::Error::custom("expected a hex string")))?;
-        hex::decode(s).map_err(|e| serde::de::Error::custom(format!("invalid hex: {e}")))
+        let s = String::deserialize(d)?;
+        hex::decode(&s).map_err(|e| serde::de::Error::custom(format!("invalid hex: {e}")))
     }
 }
 

@@ -67,7 +67,7 @@ pub struct Evidence {
 
 /// Server-side state of an issued credential challenge. Holds the secret: keep it server-side
 /// only, single use.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PendingCredential {
     ek_cert_sha256: [u8; 32],
     ak_name: Vec<u8>,

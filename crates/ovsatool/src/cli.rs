@@ -1,0 +1,284 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// OpenVINO Security Add-on tool for model owners (ISVs).
+///
+/// A typical flow:
+///
+///   ovsatool keygen  --keystore isv.ks --subject "CN=Acme Models"
+///   ovsatool protect --keystore isv.ks --name face-detect --version 1 \
+///                    --out fd.dat --master-license fd.masterlic model.xml model.bin
+///   ovsatool licgen  --keystore isv.ks --out 30day.config --days 30 \
+///                    --server https://license.example.com:8443 --server-cert server.crt
+///   ovsatool tcb     --keystore isv.ks --out vm.tcb --vtpm-pcrs-file pcrs.txt
+///   ovsatool sale    --keystore isv.ks --master-license fd.masterlic --config 30day.config \
+///                    --tcb vm.tcb --customer-cert customer.crt --out fd.lic --registration fd.reg
+///
+/// Give `fd.dat` and `fd.lic` to the customer; import `fd.reg` into the license service.
+/// Passphrase-protected keystores read the passphrase from --passphrase-file or the
+/// OVSA_KEYSTORE_PASSPHRASE environment variable.
+#[derive(Debug, Parser)]
+#[command(name = "ovsatool", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a keystore (key pair, CSR, self-signed certificate) or import a CA-signed certificate.
+    Keygen(KeygenArgs),
+    /// Encrypt and sign a model into a package (.dat) and its master license (.masterlic).
+    #[command(alias = "controlAccess")]
+    Protect(ProtectArgs),
+    /// Define a license policy and the license service(s) that enforce it.
+    Licgen(LicgenArgs),
+    /// Make a signed TCB reference: the PCR values the customer's vTPM (and host TPM) must report.
+    #[command(alias = "gen-tcb-signature")]
+    Tcb(TcbArgs),
+    /// Sell a license: a customer license (.lic) and the license service's registration (.reg).
+    Sale(SaleArgs),
+    /// Show any OVSA artifact as JSON and verify it; exits non-zero if it does not verify.
+    Inspect(InspectArgs),
+    /// Owner-side recovery: decrypt a package with its master license.
+    Decrypt(DecryptArgs),
+}
+
+/// Options shared by commands that open a keystore.
+#[derive(Debug, Args)]
+pub struct KeystoreArgs {
+    /// The keystore file.
+    #[arg(long, value_name = "FILE")]
+    pub keystore: PathBuf,
+    /// Read the keystore passphrase from this file (first line) instead of OVSA_KEYSTORE_PASSPHRASE.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// `keygen`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Writes FILE (mode 0600), FILE.csr and FILE.crt. With --import-cert, replaces the \
+certificate of an existing keystore by one a CA issued for its key (from FILE.csr)."
+)]
+pub struct KeygenArgs {
+    /// Keystore and passphrase.
+    #[command(flatten)]
+    pub ks: KeystoreArgs,
+    /// Subject of the new identity, e.g. "CN=Acme Models, O=Acme, C=US".
+    #[arg(
+        long,
+        required_unless_present = "import_cert",
+        conflicts_with = "import_cert"
+    )]
+    pub subject: Option<String>,
+    /// Key algorithm: p256 (default) or p384.
+    #[arg(long, default_value = "p256")]
+    pub algorithm: String,
+    /// Lifetime of the self-signed certificate in days.
+    #[arg(long, default_value_t = 3650)]
+    pub days: u32,
+    /// Encrypt the private key with the passphrase (from --passphrase-file or OVSA_KEYSTORE_PASSPHRASE).
+    #[arg(long)]
+    pub encrypt: bool,
+    /// Import a CA-signed certificate (PEM or DER) for the keystore's key.
+    #[arg(long, value_name = "CERT")]
+    pub import_cert: Option<PathBuf>,
+    /// With --import-cert: the CA chain (PEM), stored beside the certificate.
+    #[arg(long, value_name = "PEM", requires = "import_cert")]
+    pub chain: Option<PathBuf>,
+    /// Replace existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `protect`.
+#[derive(Debug, Args)]
+pub struct ProtectArgs {
+    /// ISV keystore and passphrase.
+    #[command(flatten)]
+    pub ks: KeystoreArgs,
+    /// Model name.
+    #[arg(long)]
+    pub name: String,
+    /// Model version label.
+    #[arg(long, default_value = "1")]
+    pub version: String,
+    /// Description.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Output package (.dat).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Output master license (.masterlic): keep it; it is needed to sell licenses.
+    #[arg(long, value_name = "FILE")]
+    pub master_license: PathBuf,
+    /// Chunk size in bytes (power of two, 4096..=67108864).
+    #[arg(long, default_value_t = ovsa_core::package::format::DEFAULT_CHUNK_SIZE)]
+    pub chunk_size: u32,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub force: bool,
+    /// Model files: MODEL.xml MODEL.bin (OpenVINO IR) or MODEL.onnx.
+    #[arg(required = true, value_name = "MODEL_FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// `licgen`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exactly one of --perpetual, --days, --not-after sets the time limit. \
+--usage-limit and --instance-limit add count limits. The pin of --server-cert (SHA-256 of its public key) \
+is what the runtime accepts; --next-server-cert adds the pin of the key you will rotate to."
+)]
+pub struct LicgenArgs {
+    /// ISV keystore and passphrase.
+    #[command(flatten)]
+    pub ks: KeystoreArgs,
+    /// Output config file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Name of this offer (shown by inspect).
+    #[arg(long, default_value = "license")]
+    pub name: String,
+    /// No time limit.
+    #[arg(long, group = "time")]
+    pub perpetual: bool,
+    /// Valid for N days from the first activation.
+    #[arg(long, value_name = "N", group = "time")]
+    pub days: Option<u32>,
+    /// Valid until this date (YYYY-MM-DD, end of day UTC, or RFC 3339).
+    #[arg(long, value_name = "DATE", group = "time")]
+    pub not_after: Option<String>,
+    /// With --not-after: not valid before this date (YYYY-MM-DD or RFC 3339).
+    #[arg(long, value_name = "DATE", requires = "not_after")]
+    pub not_before: Option<String>,
+    /// Maximum number of model loads.
+    #[arg(long, value_name = "N")]
+    pub usage_limit: Option<u64>,
+    /// Maximum number of distinct attested machines.
+    #[arg(long, value_name = "N")]
+    pub instance_limit: Option<u32>,
+    /// Seconds between license re-checks (60..=86400).
+    #[arg(long, value_name = "SECONDS", default_value_t = ovsa_core::license::policy::DEFAULT_LEASE_SECONDS)]
+    pub lease: u32,
+    /// License service URL, https://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// The license service's TLS certificate (its key is pinned).
+    #[arg(long, value_name = "CERT")]
+    pub server_cert: PathBuf,
+    /// The certificate of the service's next key, for rotation.
+    #[arg(long, value_name = "CERT")]
+    pub next_server_cert: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `tcb`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "PCR values come as INDEX=HEX (repeat the option) or from a file in the format \
+printed by `tpm2_pcrread` (e.g. `tpm2_pcrread sha256:0,1,2,3,4,5,6,7 > pcrs.txt`)."
+)]
+pub struct TcbArgs {
+    /// ISV keystore and passphrase.
+    #[command(flatten)]
+    pub ks: KeystoreArgs,
+    /// Output TCB reference.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Name of this reference.
+    #[arg(long, default_value = "tcb")]
+    pub name: String,
+    /// PCR bank of --vtpm-pcr values.
+    #[arg(long, default_value = "sha256")]
+    pub vtpm_bank: String,
+    /// Expected vTPM PCR value, INDEX=HEX.
+    #[arg(long, value_name = "INDEX=HEX")]
+    pub vtpm_pcr: Vec<String>,
+    /// Expected vTPM PCRs from `tpm2_pcrread` output.
+    #[arg(long, value_name = "FILE", conflicts_with = "vtpm_pcr")]
+    pub vtpm_pcrs_file: Option<PathBuf>,
+    /// PCR bank of --host-pcr values.
+    #[arg(long, default_value = "sha256")]
+    pub host_bank: String,
+    /// Expected host TPM PCR value, INDEX=HEX.
+    #[arg(long, value_name = "INDEX=HEX")]
+    pub host_pcr: Vec<String>,
+    /// Expected host TPM PCRs from `tpm2_pcrread` output.
+    #[arg(long, value_name = "FILE", conflicts_with = "host_pcr")]
+    pub host_pcrs_file: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `sale`.
+#[derive(Debug, Args)]
+pub struct SaleArgs {
+    /// ISV keystore and passphrase.
+    #[command(flatten)]
+    pub ks: KeystoreArgs,
+    /// The package's master license.
+    #[arg(long, value_name = "FILE")]
+    pub master_license: PathBuf,
+    /// The license policy config (from licgen).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The TCB reference (from tcb).
+    #[arg(long, value_name = "FILE")]
+    pub tcb: PathBuf,
+    /// The customer's certificate (PEM or DER; from the customer's `keygen`).
+    #[arg(long, value_name = "CERT")]
+    pub customer_cert: PathBuf,
+    /// Require the customer certificate to chain to this CA (PEM); default: accept as given.
+    #[arg(long, value_name = "PEM")]
+    pub customer_ca: Option<PathBuf>,
+    /// Output customer license (.lic), for the customer.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Output registration record (.reg), for the license service. SECRET: holds the key share.
+    #[arg(long, value_name = "FILE")]
+    pub registration: PathBuf,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Any OVSA artifact: keystore, package (.dat), master license, config, TCB reference,
+    /// license, registration, or a certificate.
+    pub file: PathBuf,
+    /// Also require the signer (or a certificate) to chain to this CA (PEM).
+    #[arg(long, value_name = "PEM")]
+    pub trust_ca: Option<PathBuf>,
+}
+
+/// `decrypt`.
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// ISV keystore and passphrase.
+    #[command(flatten)]
+    pub ks: KeystoreArgs,
+    /// The package's master license.
+    #[arg(long, value_name = "FILE")]
+    pub master_license: PathBuf,
+    /// The package.
+    #[arg(long, value_name = "FILE")]
+    pub package: PathBuf,
+    /// Directory to write the model files into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// Replace existing files.
+    #[arg(long)]
+    pub force: bool,
+}

@@ -1,0 +1,35 @@
+//! One module per command.
+
+mod decrypt;
+mod inspect;
+mod keygen;
+mod licgen;
+mod protect;
+mod sale;
+mod tcb;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliResult;
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> CliResult<ExitCode> {
+    match cli.command {
+        Command::Keygen(a) => keygen::run(&a),
+        Command::Protect(a) => protect::run(&a),
+        Command::Licgen(a) => licgen::run(&a),
+        Command::Tcb(a) => tcb::run(&a),
+        Command::Sale(a) => sale::run(&a),
+        Command::Inspect(a) => return inspect::run(&a),
+        Command::Decrypt(a) => decrypt::run(&a),
+    }
+    .map(|()| ExitCode::SUCCESS)
+}
+
+/// Appends an extension to a path (`ks` -> `ks.csr`).
+fn with_suffix(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    s.into()
+}

@@ -1,0 +1,82 @@
+//! `ovsatool tcb` (alias `gen-tcb-signature`).
+
+use std::path::Path;
+
+use ovsa_core::encoding::now_rfc3339;
+use ovsa_core::envelope::Signed;
+use ovsa_core::fsutil::MODE_PUBLIC;
+use ovsa_core::license::tcb::{parse_pcr_arg, parse_tpm2_pcrread};
+use ovsa_core::license::{PcrBank, PcrSet, TcbReference};
+
+use crate::cli::TcbArgs;
+use crate::error::{CliError, CliResult};
+use crate::secrets::load_keystore;
+
+pub fn run(a: &TcbArgs) -> CliResult<()> {
+    let vtpm = pcr_set(
+        "vTPM",
+        &a.vtpm_bank,
+        &a.vtpm_pcr,
+        a.vtpm_pcrs_file.as_deref(),
+    )?
+    .ok_or_else(|| {
+        CliError::Usage("give the vTPM PCRs: --vtpm-pcr INDEX=HEX or --vtpm-pcrs-file FILE".into())
+    })?;
+    let host = pcr_set(
+        "host",
+        &a.host_bank,
+        &a.host_pcr,
+        a.host_pcrs_file.as_deref(),
+    )?;
+    let isv = load_keystore(&a.ks.keystore, a.ks.passphrase_file.as_deref())?;
+    let signed = Signed::sign(
+        TcbReference {
+            name: a.name.clone(),
+            vtpm,
+            host,
+            created: now_rfc3339(),
+        },
+        &isv,
+    )?;
+    signed.save(&a.out, MODE_PUBLIC, a.force)?;
+    say!("wrote TCB reference {}", a.out.display());
+    say!(
+        "{}",
+        serde_json::to_string_pretty(signed.body_json()).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn pcr_set(
+    which: &str,
+    bank: &str,
+    args: &[String],
+    file: Option<&Path>,
+) -> CliResult<Option<PcrSet>> {
+    let bank: PcrBank = bank.parse()?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| ovsa_core::Error::io(path, e))?;
+        let sets = parse_tpm2_pcrread(&text)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+        return sets
+            .into_iter()
+            .find(|s| s.bank == bank)
+            .map(Some)
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "{}: no {} bank in the file (choose it with --{}-bank)",
+                    path.display(),
+                    bank.name(),
+                    which.to_ascii_lowercase()
+                ))
+            });
+    }
+    if args.is_empty() {
+        return Ok(None);
+    }
+    let values = args
+        .iter()
+        .map(|s| parse_pcr_arg(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(PcrSet::new(bank, values)?))
+}

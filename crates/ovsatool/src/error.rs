@@ -1,0 +1,19 @@
+//! The CLI's error type.
+
+/// Errors reported by `ovsatool` commands.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// An error from the core library (formats, crypto, verification).
+    #[error(transparent)]
+    Core(#[from] ovsa_core::Error),
+    /// The command line asks for something inconsistent.
+    #[error("{0}")]
+    Usage(String),
+    /// Writing to the terminal failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Result alias for the CLI.
+pub type CliResult<T> = Result<T, CliError>;
