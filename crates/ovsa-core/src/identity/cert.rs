@@ -353,6 +353,22 @@ pub fn self_signed(key: &SigningKey, subject: &str, days: u32) -> Result<Certifi
     Certificate::from_der(cert.der())
 }
 
+/// Makes a self-signed identity certificate with an explicit validity period (for renewals that
+/// must line up with a contract, and for testing expiry handling).
+pub fn self_signed_with_validity(
+    key: &SigningKey,
+    subject: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<Certificate> {
+    let mut params = identity_params(subject, 1)?;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let kp = key.rcgen_key_pair()?;
+    let cert = params.self_signed(&kp).map_err(rcgen_err)?;
+    Certificate::from_der(cert.der())
+}
+
 /// Makes a PKCS#10 certificate signing request for `key`, as PEM.
 pub fn csr_pem(key: &SigningKey, subject: &str) -> Result<String> {
     let mut params = identity_params(subject, 1)?;
