@@ -539,7 +539,7 @@ fn protect_rejects_bad_inputs_and_leaves_no_partial_output() {
         p
     };
     let (xml, bin, txt) = (write("a.xml"), write("a.bin"), write("a.txt"));
-    assert!(classify_inputs(&[xml.clone()]).is_err());
+    assert!(classify_inputs(std::slice::from_ref(&xml)).is_err());
     assert!(classify_inputs(&[txt]).is_err());
     assert!(classify_inputs(&[xml.clone(), bin.clone(), write("b.onnx")]).is_err());
     let inputs = classify_inputs(&[xml, bin]).unwrap();

@@ -21,14 +21,14 @@ pub trait ReadAt: Sync {
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
     /// Total length of the source.
-    fn len(&self) -> std::io::Result<u64>;
+    fn source_len(&self) -> std::io::Result<u64>;
 }
 
 impl ReadAt for File {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
     }
-    fn len(&self) -> std::io::Result<u64> {
+    fn source_len(&self) -> std::io::Result<u64> {
         self.metadata().map(|m| m.len())
     }
 }
@@ -43,7 +43,7 @@ impl ReadAt for [u8] {
         buf.copy_from_slice(src);
         Ok(())
     }
-    fn len(&self) -> std::io::Result<u64> {
+    fn source_len(&self) -> std::io::Result<u64> {
         Ok(<[u8]>::len(self) as u64)
     }
 }
@@ -52,7 +52,7 @@ impl ReadAt for Vec<u8> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         self.as_slice().read_exact_at(buf, offset)
     }
-    fn len(&self) -> std::io::Result<u64> {
+    fn source_len(&self) -> std::io::Result<u64> {
         Ok(self.as_slice().len() as u64)
     }
 }
@@ -84,7 +84,7 @@ impl<R: ReadAt> Package<R> {
     /// Parses the prefix and header from `src`, verifies the header signature and the signer's
     /// validity, and checks that the source is exactly as long as the header says.
     pub fn from_source(src: R) -> Result<Self> {
-        let total = src.len().map_err(|e| Error::io("package", e))?;
+        let total = src.source_len().map_err(|e| Error::io("package", e))?;
         let mut prefix = [0u8; PREFIX_LEN];
         if total < PREFIX_LEN as u64 {
             return Err(Error::Truncated(format!(
