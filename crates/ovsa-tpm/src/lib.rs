@@ -361,8 +361,8 @@ impl Tpm {
         // `read_full` closes the ESYS handle of the index (tpm2-tss hands out one ESYS object
         // per TPM handle, so `obj` is closed with it).
         let data = data?;
-        // read_public twice, session start/flush, reads of <= 1024 bytes
-        self.commands += 4 + data.len().div_ceil(1024) as u64;
+        // NV_ReadPublic x2, GetCapability, StartAuthSession, FlushContext, NV_Read per 1024 bytes
+        self.commands += 5 + data.len().div_ceil(1024) as u64;
         Ok(data)
     }
 
@@ -413,7 +413,7 @@ impl Tpm {
         }
         let handle = ek::create_ek_object_2(&mut self.ctx, kind.selection(), None)
             .map_err(TpmError::cmd("create EK"))?;
-        self.commands += 4;
+        self.commands += 3; // StartAuthSession, CreatePrimary, FlushContext
         Ok(EkHandle {
             handle,
             persistent: false,
@@ -453,7 +453,8 @@ impl Tpm {
             None,
             None,
         );
-        self.commands += 6; // read_public, start session, policy_secret (+session), create, flush
+        // ReadPublic, StartAuthSession x2, PolicySecret, FlushContext x2, Create
+        self.commands += 7;
         self.release_ek(ekh);
         let res = res.map_err(TpmError::cmd("create AK"))?;
         let public = res
@@ -482,7 +483,8 @@ impl Tpm {
             .map_err(|e| TpmError::BadAkBlob(e.to_string()))?;
         let ekh = self.load_ek(ak_blob.ek)?;
         let loaded = ak::load_ak(&mut self.ctx, ekh.handle, None, private, public);
-        self.commands += 5;
+        // ReadPublic, StartAuthSession x2, PolicySecret, FlushContext x2, Load
+        self.commands += 7;
         let akh = match loaded {
             Ok(h) => h,
             Err(e) => {
