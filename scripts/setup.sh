@@ -25,4 +25,15 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 fi
+# Optional: a Python venv with the OpenVINO runtime from PyPI (for the demo and model tests).
+# Enabled with --openvino or OVSA_WITH_OPENVINO=1. The venv lives in .venv/ (git-ignored).
+if [ "${1:-}" = "--openvino" ] || [ "${OVSA_WITH_OPENVINO:-0}" = "1" ]; then
+  VENV=".venv"
+  if ! "$VENV/bin/python" -c "import openvino, numpy" >/dev/null 2>&1; then
+    echo "setup: creating $VENV with openvino (PyPI)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "openvino>=2026.4,<2026.5" "numpy>=1.26"
+  fi
+  "$VENV/bin/python" -c "import openvino; print('setup: openvino', openvino.__version__)"
+fi
 echo "setup: ok"
