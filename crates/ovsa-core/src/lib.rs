@@ -26,5 +26,6 @@ pub mod fsutil;
 pub mod identity;
 pub mod license;
 pub mod package;
+pub mod protocol;
 
 pub use error::{Error, Result};
