@@ -42,10 +42,8 @@ use tss_esapi::{
 };
 use zeroize::Zeroizing;
 
-/// The pure-Rust Verifier and evidence formats (source lives in `ovsa-core/src/attest`; compiled
-/// in here until `ovsa-core` exports it as `ovsa_core::attest`).
-#[path = "../../ovsa-core/src/attest/mod.rs"]
-pub mod attest;
+/// The pure-Rust Verifier and evidence formats (re-exported from `ovsa-core`).
+pub use ovsa_core::attest;
 
 pub mod host;
 pub mod tools;

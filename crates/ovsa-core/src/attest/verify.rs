@@ -79,6 +79,26 @@ impl PendingCredential {
     pub fn ak_name(&self) -> &[u8] {
         &self.ak_name
     }
+
+    /// SHA-256 of the EK certificate the challenge was made for.
+    pub fn ek_cert_sha256(&self) -> &[u8; 32] {
+        &self.ek_cert_sha256
+    }
+
+    /// The credential secret (keep server-side; single use).
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
+    /// Rebuilds the state from its parts, e.g. after a round trip through a database shared by
+    /// several service replicas.
+    pub fn from_parts(ek_cert_sha256: [u8; 32], ak_name: Vec<u8>, secret: [u8; 32]) -> Self {
+        PendingCredential {
+            ek_cert_sha256,
+            ak_name,
+            secret: Zeroizing::new(secret),
+        }
+    }
 }
 
 /// How the AK is shown to live in the TPM that owns the EK.

@@ -42,6 +42,29 @@ impl PcrBank {
     }
 }
 
+impl PcrBank {
+    /// The Verifier's hash algorithm for this bank.
+    pub fn to_attest(self) -> crate::attest::HashAlg {
+        match self {
+            PcrBank::Sha1 => crate::attest::HashAlg::Sha1,
+            PcrBank::Sha256 => crate::attest::HashAlg::Sha256,
+            PcrBank::Sha384 => crate::attest::HashAlg::Sha384,
+        }
+    }
+
+    /// The bank of a Verifier hash algorithm.
+    pub fn from_attest(alg: crate::attest::HashAlg) -> Result<Self> {
+        match alg {
+            crate::attest::HashAlg::Sha1 => Ok(PcrBank::Sha1),
+            crate::attest::HashAlg::Sha256 => Ok(PcrBank::Sha256),
+            crate::attest::HashAlg::Sha384 => Ok(PcrBank::Sha384),
+            other => Err(Error::InvalidInput(format!(
+                "PCR bank {other:?} is not supported in TCB references"
+            ))),
+        }
+    }
+}
+
 impl std::str::FromStr for PcrBank {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -122,6 +145,29 @@ impl PcrSet {
         Ok(())
     }
 
+    /// The same values in the Verifier's representation.
+    pub fn to_attest(&self) -> crate::attest::PcrSet {
+        let mut set = crate::attest::PcrSet::new(self.bank.to_attest());
+        for p in &self.pcrs {
+            set.values.insert(p.index, p.value.clone());
+        }
+        set
+    }
+
+    /// Builds a set from the Verifier's representation (e.g. PCRs read from a live TPM).
+    pub fn from_attest(set: &crate::attest::PcrSet) -> Result<Self> {
+        let bank = PcrBank::from_attest(set.bank)?;
+        let pcrs = set
+            .values
+            .iter()
+            .map(|(index, value)| PcrValue {
+                index: *index,
+                value: value.clone(),
+            })
+            .collect();
+        PcrSet::new(bank, pcrs)
+    }
+
     /// The expected value of PCR `index`, if listed.
     pub fn get(&self, index: u8) -> Option<&[u8]> {
         self.pcrs
@@ -197,6 +243,16 @@ pub struct TcbReference {
     pub host: Option<PcrSet>,
     /// Creation time, RFC 3339.
     pub created: String,
+}
+
+impl TcbReference {
+    /// The reference values the Verifier checks quotes against.
+    pub fn reference_values(&self) -> crate::attest::ReferenceValues {
+        crate::attest::ReferenceValues {
+            vtpm: self.vtpm.to_attest(),
+            host: self.host.as_ref().map(PcrSet::to_attest),
+        }
+    }
 }
 
 impl Artifact for TcbReference {

@@ -1,0 +1,136 @@
+//! The Attester seen by the client flow: the few TPM operations one attestation needs, behind a
+//! trait so tests can exercise the protocol with fakes, and a real implementation on `ovsa-tpm`.
+
+use std::path::{Path, PathBuf};
+
+use ovsa_core::attest::{CredentialChallenge, HashAlg, PcrSet};
+use ovsa_tpm::{AkAlg, AkBlob, EkKind, Tpm, TpmError};
+use zeroize::Zeroizing;
+
+use crate::error::ClientError;
+
+/// A quote and the PCR values it covers.
+pub struct Quote {
+    /// Marshalled TPMS_ATTEST.
+    pub attest: Vec<u8>,
+    /// Marshalled TPMT_SIGNATURE.
+    pub signature: Vec<u8>,
+    /// The quoted PCR values.
+    pub pcrs: PcrSet,
+}
+
+/// What the license flow needs from a TPM.
+pub trait Attester {
+    /// The EK certificate (DER) of the EK the AK was made under.
+    fn ek_certificate(&mut self) -> Result<Vec<u8>, ClientError>;
+    /// The AK public area (marshalled TPMT_PUBLIC).
+    fn ak_public(&mut self) -> Result<Vec<u8>, ClientError>;
+    /// TPM2_ActivateCredential on the service's challenge.
+    fn activate_credential(
+        &mut self,
+        c: &CredentialChallenge,
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError>;
+    /// Quotes `pcrs` of `bank` with `qualifying_data`.
+    fn quote(
+        &mut self,
+        qualifying_data: &[u8],
+        bank: HashAlg,
+        pcrs: &[u8],
+    ) -> Result<Quote, ClientError>;
+    /// The host evidence blob from NV, if the host provisioned one.
+    fn host_evidence(&mut self) -> Result<Option<Vec<u8>>, ClientError>;
+    /// TPM commands issued so far (for load-time reports).
+    fn command_count(&self) -> u64 {
+        0
+    }
+}
+
+/// The real attester: a TPM (the vTPM inside the VM) with an RSA-2048 EK and a cached AK.
+pub struct TpmAttester {
+    tpm: Tpm,
+    ek_cert: Vec<u8>,
+    ak: AkBlob,
+}
+
+impl TpmAttester {
+    /// Opens the TPM at `tcti` (`None`: env `TCTI`, else `device:/dev/tpmrm0`), reads the EK
+    /// certificate, and loads the AK from `ak_cache` if it is there and belongs to this TPM's
+    /// EK, else creates one (and stores it there). Real TPMs take ~1 s to create an AK: cache it.
+    pub fn open(tcti: Option<&str>, ak_cache: Option<&Path>) -> Result<Self, ClientError> {
+        let mut tpm = Tpm::open(tcti)?;
+        let ek_cert = tpm.ek_certificate(EkKind::Rsa2048)?;
+        let cached = ak_cache
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| AkBlob::from_json(&s).ok())
+            .filter(|b| b.ek == EkKind::Rsa2048);
+        let ak = match cached {
+            Some(ak) => ak,
+            None => {
+                let ak = tpm.create_ak(EkKind::Rsa2048, AkAlg::EcdsaP256)?;
+                if let Some(path) = ak_cache {
+                    store_ak(path, &ak);
+                }
+                ak
+            }
+        };
+        Ok(TpmAttester { tpm, ek_cert, ak })
+    }
+
+    /// The underlying TPM.
+    pub fn tpm(&mut self) -> &mut Tpm {
+        &mut self.tpm
+    }
+}
+
+fn store_ak(path: &Path, ak: &AkBlob) {
+    // The blob is TPM-wrapped (useless elsewhere); a failure to cache only costs speed.
+    let tmp: PathBuf = path.with_extension("tmp");
+    if std::fs::write(&tmp, ak.to_json()).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+impl Attester for TpmAttester {
+    fn ek_certificate(&mut self) -> Result<Vec<u8>, ClientError> {
+        Ok(self.ek_cert.clone())
+    }
+
+    fn ak_public(&mut self) -> Result<Vec<u8>, ClientError> {
+        Ok(self.ak.public.clone())
+    }
+
+    fn activate_credential(
+        &mut self,
+        c: &CredentialChallenge,
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        Ok(self
+            .tpm
+            .activate_credential(&self.ak, &c.id_object, &c.encrypted_secret)?)
+    }
+
+    fn quote(
+        &mut self,
+        qualifying_data: &[u8],
+        bank: HashAlg,
+        pcrs: &[u8],
+    ) -> Result<Quote, ClientError> {
+        let q = self.tpm.quote(&self.ak, qualifying_data, bank, pcrs)?;
+        Ok(Quote {
+            attest: q.attest,
+            signature: q.signature,
+            pcrs: q.pcrs,
+        })
+    }
+
+    fn host_evidence(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        match ovsa_tpm::host::read_host_evidence_blob(&mut self.tpm) {
+            Ok(blob) => Ok(Some(blob)),
+            Err(TpmError::NvIndexMissing(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn command_count(&self) -> u64 {
+        self.tpm.command_count()
+    }
+}

@@ -1,0 +1,203 @@
+//! The whole client path of one license check: connect (pinned mutual TLS 1.3) → challenge →
+//! credential activation → quote bound to nonce, ephemeral key and TLS channel → attest →
+//! open the sealed share. Tries the license's services in order when one is unreachable.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ovsa_core::attest::{quote_qualifying_data, Evidence};
+use ovsa_core::identity::Keystore;
+use ovsa_core::license::{CustomerLicense, KeyShare};
+use ovsa_core::protocol::{
+    AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, Purpose, RuntimeEphemeral,
+};
+
+use crate::attester::Attester;
+use crate::error::ClientError;
+use crate::http::Connection;
+use crate::tls::client_config;
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Connect / read / write timeout per service.
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where the time of one check went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// TCP + TLS handshake.
+    pub connect: Duration,
+    /// Round trips to the service (challenge + attest), excluding TPM work.
+    pub service: Duration,
+    /// TPM work (credential activation, quote, NV read).
+    pub tpm: Duration,
+    /// TPM commands issued.
+    pub tpm_commands: u64,
+}
+
+/// A successful check.
+pub struct Released {
+    /// The key share (secret).
+    pub share: KeyShare,
+    /// The service's answer (lease, uses, expiry).
+    pub response: AttestResponse,
+    /// The service that answered.
+    pub service_url: String,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Steps reported to an observer (for `ovsatool check` and logs).
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Connected to a service.
+    Connected(String),
+    /// A service could not be reached; trying the next.
+    Unreachable(String),
+    /// Challenge received.
+    Challenge(ChallengeResponse),
+    /// Credential activated.
+    CredentialActivated,
+    /// Quote made.
+    Quoted {
+        /// PCRs quoted.
+        pcrs: Vec<u8>,
+        /// Host evidence attached.
+        host_evidence: bool,
+    },
+}
+
+/// Runs one check for `license` with the customer's keystore and TPM.
+pub fn check_license(
+    license: &CustomerLicense,
+    customer: &Keystore,
+    attester: &mut dyn Attester,
+    purpose: Purpose,
+    opts: &ClientOptions,
+    observe: &mut dyn FnMut(&Step),
+) -> Result<Released, ClientError> {
+    let mut last = None;
+    for service in &license.services {
+        let config = Arc::new(
+            client_config(customer, &service.pins)
+                .map_err(|e| ClientError::Protocol(format!("TLS configuration: {e}")))?,
+        );
+        let start = Instant::now();
+        let conn = match Connection::open(&service.url, config, opts.timeout) {
+            Ok(c) => c,
+            Err(e @ ClientError::Unreachable { .. }) => {
+                observe(&Step::Unreachable(e.to_string()));
+                last = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let connect = start.elapsed();
+        observe(&Step::Connected(service.url.clone()));
+        return attest_on(conn, license, attester, purpose, connect, observe);
+    }
+    Err(last
+        .unwrap_or_else(|| ClientError::Protocol("the license names no license service".into())))
+}
+
+fn attest_on(
+    mut conn: Connection,
+    license: &CustomerLicense,
+    attester: &mut dyn Attester,
+    purpose: Purpose,
+    connect: Duration,
+    observe: &mut dyn FnMut(&Step),
+) -> Result<Released, ClientError> {
+    let mut t = Timings {
+        connect,
+        ..Timings::default()
+    };
+    let commands_before = attester.command_count();
+    let tpm_start = Instant::now();
+    let ek_certificate = attester.ek_certificate()?;
+    let ak_public = attester.ak_public()?;
+    t.tpm += tpm_start.elapsed();
+
+    let s = Instant::now();
+    let challenge: ChallengeResponse = conn.post_json(
+        "/v1/challenge",
+        &ChallengeRequest {
+            license_guid: license.license_guid,
+            purpose,
+            ek_certificate: ek_certificate.clone(),
+            ak_public: ak_public.clone(),
+        },
+    )?;
+    t.service += s.elapsed();
+    observe(&Step::Challenge(challenge.clone()));
+
+    let tpm_start = Instant::now();
+    let activated = attester.activate_credential(&challenge.credential)?;
+    observe(&Step::CredentialActivated);
+    let ephemeral = RuntimeEphemeral::generate()?;
+    let exporter = conn.exporter()?;
+    let qualifying =
+        quote_qualifying_data(&challenge.nonce, ephemeral.public_key(), Some(&exporter));
+    let quote = attester.quote(&qualifying, challenge.pcr_bank, &challenge.pcr_indices)?;
+    let host_evidence = if challenge.host_evidence_required {
+        Some(attester.host_evidence()?.ok_or_else(|| {
+            ClientError::Protocol(
+                "the license requires host evidence but the vTPM holds none: run `ovsatool host-quote` on the host before starting the VM".into(),
+            )
+        })?)
+    } else {
+        None
+    };
+    t.tpm += tpm_start.elapsed();
+    observe(&Step::Quoted {
+        pcrs: challenge.pcr_indices.clone(),
+        host_evidence: host_evidence.is_some(),
+    });
+
+    let s = Instant::now();
+    let response: AttestResponse = conn.post_json(
+        "/v1/attest",
+        &AttestRequest {
+            session_id: challenge.session_id,
+            evidence: Evidence {
+                ek_cert: ek_certificate,
+                ak_public,
+                quote: quote.attest,
+                signature: quote.signature,
+                pcrs: quote.pcrs,
+                host_evidence,
+            },
+            activated_secret: activated.to_vec(),
+            ephemeral_public_key: ephemeral.public_key().to_vec(),
+        },
+    )?;
+    t.service += s.elapsed();
+    if response.license_guid != license.license_guid {
+        return Err(ClientError::Protocol(
+            "the service answered for another license".into(),
+        ));
+    }
+    let share = ephemeral.open_share(
+        &response.share,
+        &challenge.nonce,
+        &challenge.session_id,
+        &license.license_guid,
+    )?;
+    t.tpm_commands = attester.command_count().saturating_sub(commands_before);
+    Ok(Released {
+        share,
+        service_url: conn.url().to_string(),
+        response,
+        timings: t,
+    })
+}

@@ -1,0 +1,256 @@
+//! A deliberately small, blocking HTTP/1.1 JSON client over one TLS connection (keep-alive), so
+//! the runtime needs no async runtime inside OVMS and can read the TLS exporter of the very
+//! connection its quote is bound to. Responses are parsed with `httparse`; bodies must carry a
+//! Content-Length and are bounded.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ovsa_core::protocol::{ErrorResponse, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ClientError;
+
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_BODY: usize = 1024 * 1024;
+
+/// One TLS connection to a license service.
+pub struct Connection {
+    stream: StreamOwned<ClientConnection, TcpStream>,
+    url: String,
+    authority: String,
+    prefix: String,
+}
+
+/// Splits `https://host:port/prefix` into (host, port, prefix).
+pub fn split_url(url: &str) -> Result<(String, u16, String), ClientError> {
+    ovsa_core::license::policy::validate_url(url)?;
+    let rest = url.trim_start_matches("https://");
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, p) = v6.split_once(']').unwrap_or((v6, ""));
+        (h.to_string(), p.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    let port = port.map(|p| p.parse().unwrap_or(443)).unwrap_or(443);
+    Ok((host, port, path.to_string()))
+}
+
+impl Connection {
+    /// Connects and completes the TLS handshake (server pinned, client certificate sent).
+    pub fn open(
+        url: &str,
+        config: Arc<ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let unreachable = |detail: String| ClientError::Unreachable {
+            url: url.to_string(),
+            detail,
+        };
+        let (host, port, prefix) = split_url(url)?;
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| unreachable(format!("cannot resolve {host}: {e}")))?
+            .next()
+            .ok_or_else(|| unreachable(format!("{host} has no address")))?;
+        let tcp =
+            TcpStream::connect_timeout(&addr, timeout).map_err(|e| unreachable(e.to_string()))?;
+        tcp.set_read_timeout(Some(timeout))
+            .map_err(|e| unreachable(e.to_string()))?;
+        tcp.set_write_timeout(Some(timeout))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.clone())
+            .map_err(|e| unreachable(format!("invalid server name {host}: {e}")))?;
+        let conn = ClientConnection::new(config, name).map_err(|e| unreachable(e.to_string()))?;
+        let mut stream = StreamOwned::new(conn, tcp);
+        // Drive the handshake now so pin and TLS failures are reported as such.
+        while stream.conn.is_handshaking() {
+            if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
+                return Err(handshake_error(url, &stream, e));
+            }
+        }
+        Ok(Connection {
+            stream,
+            url: url.to_string(),
+            authority: if port == 443 {
+                host
+            } else {
+                format!("{host}:{port}")
+            },
+            prefix,
+        })
+    }
+
+    /// The TLS exporter value the quote is bound to (RFC 8446 §7.5).
+    pub fn exporter(&self) -> Result<[u8; TLS_EXPORTER_LEN], ClientError> {
+        let mut out = [0u8; TLS_EXPORTER_LEN];
+        self.stream
+            .conn
+            .export_keying_material(&mut out, TLS_EXPORTER_LABEL, None)
+            .map_err(|e| ClientError::Protocol(format!("TLS exporter: {e}")))?;
+        Ok(out)
+    }
+
+    /// The service URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// POSTs `req` as JSON to `path` and parses the JSON answer; a non-2xx answer becomes
+    /// [`ClientError::Refused`] with the service's reason code.
+    pub fn post_json<Q: Serialize, R: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        req: &Q,
+    ) -> Result<R, ClientError> {
+        let body = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let head = format!(
+            "POST {}{} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.prefix,
+            path,
+            self.authority,
+            body.len()
+        );
+        let io = |e: std::io::Error| ClientError::Unreachable {
+            url: self.url.clone(),
+            detail: e.to_string(),
+        };
+        self.stream.write_all(head.as_bytes()).map_err(io)?;
+        self.stream.write_all(&body).map_err(io)?;
+        self.stream.flush().map_err(io)?;
+        let (status, body) = self.read_response()?;
+        if (200..300).contains(&status) {
+            serde_json::from_slice(&body)
+                .map_err(|e| ClientError::Protocol(format!("invalid response to {path}: {e}")))
+        } else {
+            match serde_json::from_slice::<ErrorResponse>(&body) {
+                Ok(e) => Err(ClientError::Refused {
+                    reason: e.error.code,
+                    message: e.error.message,
+                }),
+                Err(_) => Err(ClientError::Protocol(format!(
+                    "HTTP {status} from {path} without an OVSA error body"
+                ))),
+            }
+        }
+    }
+
+    fn read_response(&mut self) -> Result<(u16, Vec<u8>), ClientError> {
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(ClientError::Protocol("response head too large".into()));
+            }
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .map_err(|e| ClientError::Unreachable {
+                    url: self.url.clone(),
+                    detail: format!("reading response: {e}"),
+                })?;
+            if n == 0 {
+                return Err(ClientError::Unreachable {
+                    url: self.url.clone(),
+                    detail: "connection closed before a response".into(),
+                });
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        resp.parse(&buf[..head_end])
+            .map_err(|e| ClientError::Protocol(format!("invalid response head: {e}")))?;
+        let status = resp.code.unwrap_or(0);
+        let mut len = None;
+        for h in resp.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                len = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(ClientError::Protocol(
+                    "chunked responses are not supported".into(),
+                ));
+            }
+        }
+        let len =
+            len.ok_or_else(|| ClientError::Protocol("response without Content-Length".into()))?;
+        if len > MAX_BODY {
+            return Err(ClientError::Protocol(format!(
+                "response body of {len} bytes is too large"
+            )));
+        }
+        let mut body = buf[head_end..].to_vec();
+        while body.len() < len {
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .map_err(|e| ClientError::Unreachable {
+                    url: self.url.clone(),
+                    detail: format!("reading response body: {e}"),
+                })?;
+            if n == 0 {
+                return Err(ClientError::Protocol("response body truncated".into()));
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(len);
+        Ok((status, body))
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn handshake_error(
+    url: &str,
+    stream: &StreamOwned<ClientConnection, TcpStream>,
+    e: std::io::Error,
+) -> ClientError {
+    let pin_failure = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure
+                )
+            )
+        });
+    if pin_failure {
+        let found = stream
+            .conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(crate::tls::spki_pin)
+            .map(hex::encode)
+            .unwrap_or_else(|| "unknown".into());
+        return ClientError::PinMismatch {
+            url: url.to_string(),
+            found,
+        };
+    }
+    ClientError::Unreachable {
+        url: url.to_string(),
+        detail: format!("TLS handshake: {e}"),
+    }
+}

@@ -1,0 +1,19 @@
+//! # ovsa-client
+//!
+//! The customer side of a license check, shared by the runtime plugin and `ovsatool check`:
+//! attest with the vTPM ([`attester`]), talk to the license service over pinned mutual TLS 1.3
+//! ([`tls`], [`http`]), receive the key share sealed to an ephemeral key bound into the quote
+//! ([`flow`]). With the share, [`ovsa_core::license::CustomerLicense::unwrap_model_key`] yields
+//! the model key.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod attester;
+pub mod error;
+pub mod flow;
+pub mod http;
+pub mod tls;
+
+pub use attester::{Attester, TpmAttester};
+pub use error::ClientError;
+pub use flow::{check_license, ClientOptions, Released, Step, Timings};
