@@ -275,7 +275,9 @@ pub fn seal_share(
     session_id: &Uuid,
     license_guid: &Uuid,
 ) -> Result<SealedShare> {
-    use aws_lc_rs::agreement::{agree_ephemeral, EphemeralPrivateKey, UnparsedPublicKey, ECDH_P256};
+    use aws_lc_rs::agreement::{
+        agree_ephemeral, EphemeralPrivateKey, UnparsedPublicKey, ECDH_P256,
+    };
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let eph = EphemeralPrivateKey::generate(&ECDH_P256, &rng)
         .map_err(|_| Error::Crypto("ECDH key generation"))?;
@@ -287,10 +289,20 @@ pub fn seal_share(
     let z = agree_ephemeral(
         eph,
         UnparsedPublicKey::new(&ECDH_P256, runtime_epk),
-        Error::malformed("attest request", "ephemeral_public_key is not a P-256 point"),
+        Error::malformed(
+            "attest request",
+            "ephemeral_public_key is not a P-256 point",
+        ),
         |z| Ok(Zeroizing::new(z.to_vec())),
     )?;
-    let key = share_key(&z, challenge_nonce, session_id, license_guid, &epk, runtime_epk)?;
+    let key = share_key(
+        &z,
+        challenge_nonce,
+        session_id,
+        license_guid,
+        &epk,
+        runtime_epk,
+    )?;
     let nonce = random_array::<12>()?;
     let ciphertext = key.seal(nonce, license_guid.as_bytes(), share.as_bytes())?;
     Ok(SealedShare {
@@ -344,7 +356,14 @@ impl RuntimeEphemeral {
             Error::malformed("attest response", "service epk is not a P-256 point"),
             |z| Ok(Zeroizing::new(z.to_vec())),
         )?;
-        let key = share_key(&z, challenge_nonce, session_id, license_guid, &sealed.epk, &public)?;
+        let key = share_key(
+            &z,
+            challenge_nonce,
+            session_id,
+            license_guid,
+            &sealed.epk,
+            &public,
+        )?;
         let nonce: [u8; 12] = sealed
             .nonce
             .as_slice()
@@ -383,7 +402,11 @@ mod tests {
 
     #[test]
     fn reason_codes_are_stable() {
-        for r in [Reason::UsageLimitReached, Reason::PcrMismatch, Reason::Internal] {
+        for r in [
+            Reason::UsageLimitReached,
+            Reason::PcrMismatch,
+            Reason::Internal,
+        ] {
             let v = serde_json::to_value(r).unwrap();
             assert_eq!(v.as_str().unwrap(), r.as_str());
         }
