@@ -54,11 +54,17 @@ pub struct TpmAttester {
 
 impl TpmAttester {
     /// Opens the TPM at `tcti` (`None`: env `TCTI`, else `device:/dev/tpmrm0`), reads the EK
-    /// certificate, and loads the AK from `ak_cache` if it is there and belongs to this TPM's
-    /// EK, else creates one (and stores it there). Real TPMs take ~1 s to create an AK: cache it.
-    pub fn open(tcti: Option<&str>, ak_cache: Option<&Path>) -> Result<Self, ClientError> {
+    /// certificate, and loads the AK cached in `ak_cache_dir` for this TPM's EK if there is one,
+    /// else creates one (and caches it there). Real TPMs take ~1 s to create an AK: cache it.
+    /// The cache file is named after the EK certificate's hash, so TPMs never share an AK.
+    pub fn open(tcti: Option<&str>, ak_cache_dir: Option<&Path>) -> Result<Self, ClientError> {
         let mut tpm = Tpm::open(tcti)?;
         let ek_cert = tpm.ek_certificate(EkKind::Rsa2048)?;
+        let cache_file = ak_cache_dir.map(|d| {
+            let h = ovsa_core::crypto::hash::sha256(&ek_cert);
+            d.join(format!("ak-{}.json", hex::encode(&h[..12])))
+        });
+        let ak_cache = cache_file.as_deref();
         let cached = ak_cache
             .and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|s| AkBlob::from_json(&s).ok())

@@ -47,8 +47,8 @@ pub struct Timings {
 
 /// A successful check.
 pub struct Released {
-    /// The key share (secret).
-    pub share: KeyShare,
+    /// The key share (secret): present for loads, absent for renewals.
+    pub share: Option<KeyShare>,
     /// The service's answer (lease, uses, expiry).
     pub response: AttestResponse,
     /// The service that answered.
@@ -187,12 +187,20 @@ fn attest_on(
             "the service answered for another license".into(),
         ));
     }
-    let share = ephemeral.open_share(
-        &response.share,
-        &challenge.nonce,
-        &challenge.session_id,
-        &license.license_guid,
-    )?;
+    let share = match (&response.share, purpose) {
+        (Some(sealed), Purpose::Load) => Some(ephemeral.open_share(
+            sealed,
+            &challenge.nonce,
+            &challenge.session_id,
+            &license.license_guid,
+        )?),
+        (None, Purpose::Renew) => None,
+        _ => {
+            return Err(ClientError::Protocol(
+                "the service sent a key share where none belongs, or none where one was due".into(),
+            ))
+        }
+    };
     t.tpm_commands = attester.command_count().saturating_sub(commands_before);
     Ok(Released {
         share,

@@ -117,21 +117,7 @@ impl Connection {
         req: &Q,
     ) -> Result<R, ClientError> {
         let body = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let head = format!(
-            "POST {}{} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.prefix,
-            path,
-            self.authority,
-            body.len()
-        );
-        let io = |e: std::io::Error| ClientError::Unreachable {
-            url: self.url.clone(),
-            detail: e.to_string(),
-        };
-        self.stream.write_all(head.as_bytes()).map_err(io)?;
-        self.stream.write_all(&body).map_err(io)?;
-        self.stream.flush().map_err(io)?;
-        let (status, body) = self.read_response()?;
+        let (status, body) = self.post(path, &body)?;
         if (200..300).contains(&status) {
             serde_json::from_slice(&body)
                 .map_err(|e| ClientError::Protocol(format!("invalid response to {path}: {e}")))
@@ -146,6 +132,25 @@ impl Connection {
                 ))),
             }
         }
+    }
+
+    /// POSTs raw bytes and returns the status and body (for diagnostics and tests).
+    pub fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
+        let head = format!(
+            "POST {}{} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.prefix,
+            path,
+            self.authority,
+            body.len()
+        );
+        let io = |e: std::io::Error| ClientError::Unreachable {
+            url: self.url.clone(),
+            detail: e.to_string(),
+        };
+        self.stream.write_all(head.as_bytes()).map_err(io)?;
+        self.stream.write_all(body).map_err(io)?;
+        self.stream.flush().map_err(io)?;
+        self.read_response()
     }
 
     fn read_response(&mut self) -> Result<(u16, Vec<u8>), ClientError> {

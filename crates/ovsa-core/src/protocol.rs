@@ -30,7 +30,9 @@ const SHARE_KDF_LABEL: &[u8] = b"OVSA-v1 key share";
 pub enum Purpose {
     /// A model load: counts against the usage limit.
     Load,
-    /// A lease renewal of a loaded model: re-attests and re-checks the policy, counts no use.
+    /// A lease renewal of a loaded model: re-attests and re-checks the policy, counts no use,
+    /// and releases no key share (a loaded model needs none), so renewals cannot be used to
+    /// obtain the model key without counting a load.
     Renew,
 }
 
@@ -109,8 +111,9 @@ pub struct SealedShare {
 pub struct AttestResponse {
     /// The license.
     pub license_guid: Uuid,
-    /// The sealed key share.
-    pub share: SealedShare,
+    /// The sealed key share (loads only; absent for renewals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<SealedShare>,
     /// Seconds until the runtime must check again.
     pub lease_seconds: u32,
     /// Successful loads so far, including this one.
@@ -128,8 +131,10 @@ pub struct AttestResponse {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Reason {
-    /// The body is not a valid request (JSON, types, sizes).
+    /// The body is not a valid request (JSON, types, encodings).
     MalformedRequest,
+    /// The body exceeds the size limit.
+    RequestTooLarge,
     /// No such license is registered.
     UnknownLicense,
     /// The TLS client certificate is not the license's customer certificate.
@@ -169,6 +174,7 @@ impl Reason {
     pub fn http_status(self) -> u16 {
         match self {
             Reason::MalformedRequest => 400,
+            Reason::RequestTooLarge => 413,
             Reason::ClientCertificateMismatch => 401,
             Reason::UnknownLicense | Reason::UnknownSession => 404,
             Reason::SessionExpired => 410,
@@ -197,6 +203,7 @@ impl Reason {
         // The serde names (a unit test keeps the two in step).
         match self {
             Reason::MalformedRequest => "malformed_request",
+            Reason::RequestTooLarge => "request_too_large",
             Reason::UnknownLicense => "unknown_license",
             Reason::ClientCertificateMismatch => "client_certificate_mismatch",
             Reason::LicenseRevoked => "license_revoked",
