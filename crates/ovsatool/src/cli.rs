@@ -47,6 +47,81 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Owner-side recovery: decrypt a package with its master license.
     Decrypt(DecryptArgs),
+    /// Host admin: quote the host TPM bound to the VM's vTPM and store the evidence in the vTPM's NV.
+    HostQuote(HostQuoteArgs),
+    /// Quote a TPM and write the evidence plus tpm2-tools files (quote.msg, quote.sig, pcrs.bin, ak.pub).
+    Attest(AttestArgs),
+    /// Customer diagnostic: run the whole license check (TPM, license service, key, model) and report each step.
+    Check(CheckArgs),
+}
+
+/// `host-quote`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Run on the physical host before the VM starts, while the host still holds the vTPM's \
+platform authorization. The NV indices (0x01000000..) are defined with platform authorization so the guest \
+cannot rewrite or remove them; verifiers rely on the signatures only."
+)]
+pub struct HostQuoteArgs {
+    /// TCTI of the host's hardware TPM, e.g. device:/dev/tpmrm0.
+    #[arg(long, value_name = "TCTI")]
+    pub host_tcti: String,
+    /// TCTI of the VM's vTPM (e.g. the swtpm socket of the VM).
+    #[arg(long, value_name = "TCTI")]
+    pub vtpm_tcti: String,
+    /// Host PCRs to quote.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7")]
+    pub pcrs: Vec<u8>,
+    /// Host PCR bank.
+    #[arg(long, default_value = "sha256")]
+    pub bank: String,
+}
+
+/// `attest`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Note: tpm2_checkquote of tpm2-tools 5.4 (Debian 12) fails to hash pcrs.bin when 8 PCRs \
+of one bank are quoted; quote 7 or fewer (e.g. --pcrs 0,1,2,3,4,5,7) when cross-checking with it."
+)]
+pub struct AttestArgs {
+    /// TCTI of the TPM.
+    #[arg(long, value_name = "TCTI")]
+    pub tcti: String,
+    /// Qualifying data (hex, up to 64 bytes), e.g. a verifier's nonce.
+    #[arg(long, value_name = "HEX")]
+    pub nonce: String,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// PCRs to quote.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7")]
+    pub pcrs: Vec<u8>,
+    /// PCR bank.
+    #[arg(long, default_value = "sha256")]
+    pub bank: String,
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Customer keystore and passphrase.
+    #[command(flatten)]
+    pub ks: KeystoreArgs,
+    /// The customer license (.lic).
+    #[arg(long, value_name = "FILE")]
+    pub license: PathBuf,
+    /// The protected model (.dat).
+    #[arg(long, value_name = "FILE")]
+    pub package: PathBuf,
+    /// TCTI of the vTPM (default: env TCTI, else device:/dev/tpmrm0).
+    #[arg(long, value_name = "TCTI")]
+    pub tcti: Option<String>,
+    /// Directory to cache the attestation key in (saves ~1 s per run on hardware TPMs).
+    #[arg(long, value_name = "DIR")]
+    pub ak_cache: Option<PathBuf>,
+    /// Only renew (re-attest and re-check the policy without counting a load; no model key).
+    #[arg(long)]
+    pub renew_only: bool,
 }
 
 /// Options shared by commands that open a keystore.
@@ -215,6 +290,19 @@ pub struct TcbArgs {
     /// Expected host TPM PCRs from `tpm2_pcrread` output.
     #[arg(long, value_name = "FILE", conflicts_with = "host_pcr")]
     pub host_pcrs_file: Option<PathBuf>,
+    /// Read the vTPM PCRs (--vtpm-bank, --pcrs) from a live TPM at this TCTI.
+    #[arg(long, value_name = "TCTI", conflicts_with_all = ["vtpm_pcr", "vtpm_pcrs_file"])]
+    pub from_tpm: Option<String>,
+    /// Read the host PCRs from a live host TPM at this TCTI.
+    #[arg(long, value_name = "TCTI", conflicts_with_all = ["host_pcr", "host_pcrs_file"])]
+    pub host_from_tpm: Option<String>,
+    /// Take the host PCRs from the host evidence stored in the vTPM given by --from-tpm
+    /// (the values the host quote signed).
+    #[arg(long, requires = "from_tpm", conflicts_with_all = ["host_pcr", "host_pcrs_file", "host_from_tpm"])]
+    pub host_evidence: bool,
+    /// PCR indices read by --from-tpm / --host-from-tpm.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7")]
+    pub pcrs: Vec<u8>,
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,

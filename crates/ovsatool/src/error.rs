@@ -7,6 +7,12 @@ pub enum CliError {
     /// An error from the core library (formats, crypto, verification).
     #[error(transparent)]
     Core(#[from] ovsa_core::Error),
+    /// A TPM operation failed.
+    #[error("TPM: {0}")]
+    Tpm(#[from] ovsa_tpm::TpmError),
+    /// The license check failed.
+    #[error(transparent)]
+    Client(#[from] ovsa_client::ClientError),
     /// The command line asks for something inconsistent.
     #[error("{0}")]
     Usage(String),

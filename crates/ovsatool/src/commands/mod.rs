@@ -1,5 +1,6 @@
 //! One module per command.
 
+mod check;
 mod decrypt;
 mod inspect;
 mod keygen;
@@ -7,6 +8,7 @@ mod licgen;
 mod protect;
 mod sale;
 mod tcb;
+mod tpm;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,9 @@ pub fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Sale(a) => sale::run(&a),
         Command::Inspect(a) => return inspect::run(&a),
         Command::Decrypt(a) => decrypt::run(&a),
+        Command::HostQuote(a) => tpm::host_quote(&a),
+        Command::Attest(a) => tpm::attest(&a),
+        Command::Check(a) => return check::run(&a),
     }
     .map(|()| ExitCode::SUCCESS)
 }

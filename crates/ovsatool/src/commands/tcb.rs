@@ -13,21 +13,36 @@ use crate::error::{CliError, CliResult};
 use crate::secrets::load_keystore;
 
 pub fn run(a: &TcbArgs) -> CliResult<()> {
-    let vtpm = pcr_set(
-        "vTPM",
-        &a.vtpm_bank,
-        &a.vtpm_pcr,
-        a.vtpm_pcrs_file.as_deref(),
-    )?
+    let vtpm = match &a.from_tpm {
+        Some(tcti) => Some(live_pcrs(tcti, &a.vtpm_bank, &a.pcrs)?),
+        None => pcr_set(
+            "vTPM",
+            &a.vtpm_bank,
+            &a.vtpm_pcr,
+            a.vtpm_pcrs_file.as_deref(),
+        )?,
+    }
     .ok_or_else(|| {
-        CliError::Usage("give the vTPM PCRs: --vtpm-pcr INDEX=HEX or --vtpm-pcrs-file FILE".into())
+        CliError::Usage(
+            "give the vTPM PCRs: --from-tpm TCTI, --vtpm-pcr INDEX=HEX or --vtpm-pcrs-file FILE"
+                .into(),
+        )
     })?;
-    let host = pcr_set(
-        "host",
-        &a.host_bank,
-        &a.host_pcr,
-        a.host_pcrs_file.as_deref(),
-    )?;
+    let host = if let Some(tcti) = &a.host_from_tpm {
+        Some(live_pcrs(tcti, &a.host_bank, &a.pcrs)?)
+    } else if a.host_evidence {
+        let tcti = a.from_tpm.as_deref().unwrap_or_default();
+        let mut vtpm_tpm = ovsa_tpm::Tpm::open(Some(tcti))?;
+        let ev = ovsa_tpm::host::read_host_evidence(&mut vtpm_tpm)?;
+        Some(PcrSet::from_attest(&ev.pcrs)?)
+    } else {
+        pcr_set(
+            "host",
+            &a.host_bank,
+            &a.host_pcr,
+            a.host_pcrs_file.as_deref(),
+        )?
+    };
     let isv = load_keystore(&a.ks.keystore, a.ks.passphrase_file.as_deref())?;
     let signed = Signed::sign(
         TcbReference {
@@ -45,6 +60,13 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
         serde_json::to_string_pretty(signed.body_json()).unwrap_or_default()
     );
     Ok(())
+}
+
+fn live_pcrs(tcti: &str, bank: &str, pcrs: &[u8]) -> CliResult<PcrSet> {
+    let bank: PcrBank = bank.parse()?;
+    let mut tpm = ovsa_tpm::Tpm::open(Some(tcti))?;
+    let read = tpm.read_pcrs(bank.to_attest(), pcrs)?;
+    Ok(PcrSet::from_attest(&read)?)
 }
 
 fn pcr_set(

@@ -1,0 +1,75 @@
+//! `ovsatool host-quote` and `ovsatool attest`: the TPM-facing commands.
+
+use ovsa_core::attest::HashAlg;
+use ovsa_core::license::PcrBank;
+use ovsa_tpm::host::{write_host_evidence, HostQuoteOptions};
+use ovsa_tpm::{AkAlg, EkKind, Tpm};
+
+use crate::cli::{AttestArgs, HostQuoteArgs};
+use crate::error::{CliError, CliResult};
+
+fn bank(s: &str) -> CliResult<HashAlg> {
+    Ok(s.parse::<PcrBank>()?.to_attest())
+}
+
+pub fn host_quote(a: &HostQuoteArgs) -> CliResult<()> {
+    let mut host = Tpm::open(Some(&a.host_tcti))?;
+    let mut vtpm = Tpm::open(Some(&a.vtpm_tcti))?;
+    let opts = HostQuoteOptions {
+        bank: bank(&a.bank)?,
+        pcrs: a.pcrs.clone(),
+        ..HostQuoteOptions::default()
+    };
+    let ev = write_host_evidence(&mut host, &mut vtpm, &opts)?;
+    let host_ek = ovsa_core::identity::Certificate::from_der(&ev.ek_cert)
+        .map(|c| c.subject().to_string())
+        .unwrap_or_else(|_| "<unparsed>".into());
+    say!(
+        "host evidence written to the vTPM's NV (host EK '{}', {} PCRs of {:?}, quote bound to the vTPM's EK certificate)",
+        host_ek,
+        ev.pcrs.values.len(),
+        ev.pcrs.bank
+    );
+    Ok(())
+}
+
+pub fn attest(a: &AttestArgs) -> CliResult<()> {
+    let nonce = hex::decode(a.nonce.trim_start_matches("0x"))
+        .map_err(|e| CliError::Usage(format!("--nonce is not hex: {e}")))?;
+    if nonce.len() > 64 {
+        return Err(CliError::Usage("--nonce is longer than 64 bytes".into()));
+    }
+    let mut tpm = Tpm::open(Some(&a.tcti))?;
+    let ek_cert = tpm.ek_certificate(EkKind::Rsa2048)?;
+    let ak = tpm.create_ak(EkKind::Rsa2048, AkAlg::EcdsaP256)?;
+    let q = tpm.quote(&ak, &nonce, bank(&a.bank)?, &a.pcrs)?;
+    ovsa_tpm::tools::write_tpm2_tools_files(&a.out, &q, &ak.public)?;
+    let evidence = ovsa_core::attest::Evidence {
+        ek_cert,
+        ak_public: ak.public.clone(),
+        quote: q.attest.clone(),
+        signature: q.signature.clone(),
+        pcrs: q.pcrs.clone(),
+        host_evidence: match ovsa_tpm::host::read_host_evidence_blob(&mut tpm) {
+            Ok(b) => Some(b),
+            Err(ovsa_tpm::TpmError::NvIndexMissing(_)) => None,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let path = a.out.join("evidence.json");
+    let json = serde_json::to_vec_pretty(&evidence).map_err(|e| CliError::Usage(e.to_string()))?;
+    std::fs::write(&path, json).map_err(|e| ovsa_core::Error::io(&path, e))?;
+    say!(
+        "wrote {} and {}",
+        path.display(),
+        ovsa_tpm::tools::FILES.join(", ")
+    );
+    say!(
+        "verify with: tpm2_checkquote -u {0}/ak.pub -m {0}/quote.msg -s {0}/quote.sig -f {0}/pcrs.bin -l {1}:{3} -g sha256 -q {2}",
+        a.out.display(),
+        a.bank,
+        hex::encode(&nonce),
+        a.pcrs.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
+    );
+    Ok(())
+}
