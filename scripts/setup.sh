@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: C toolchain bits for aws-lc-sys, the TPM stack (swtpm + tpm2-tss + tpm2-tools).
+# Debian packages: C toolchain bits for aws-lc-sys, the TPM stack (swtpm + tpm2-tss + tpm2-tools),
+# PostgreSQL server binaries (the license server's storage tests start a private server).
 APT_PACKAGES=(
   build-essential pkg-config cmake clang libclang-dev
   swtpm swtpm-tools tpm2-tools libtss2-dev
+  postgresql
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
