@@ -1,0 +1,647 @@
+//! PostgreSQL backend for a fleet of stateless replicas sharing one database.
+//!
+//! - Connections: a small pool of [`POOL_SIZE`] `tokio-postgres` clients per store, opened on
+//!   demand and replaced when they break; each client caches its prepared statements. A client is
+//!   held exclusively for one operation (a transaction must not interleave with other callers'
+//!   statements), so concurrent requests run in parallel up to the pool size.
+//! - Migrations run at connect inside one transaction holding a transaction-scoped advisory lock,
+//!   so replicas starting together apply them once, in order.
+//! - [`PgStore::record_use`] locks the license row (`SELECT ... FOR UPDATE`) in a `READ COMMITTED`
+//!   transaction: concurrent checks of one license, from any replica, queue on that row lock. The
+//!   activation count is read by a later statement of the same transaction, so it sees everything
+//!   the previous lock holder committed. Dropping the future mid-way rolls the transaction back.
+//! - No TLS: the database is expected on loopback or a private link (`NoTls`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::sqlite::codec::{self, RawActivation, RawAudit, RawLicense, RawSession};
+use super::{
+    Activation, AuditEntry, AuditFilter, Decision, LicenseRecord, SessionRecord, StoreError,
+    StoreResult, UsageState, SCHEMA_VERSION,
+};
+
+/// Clients per store (per replica). Measured with 8 concurrent checks on 2 cores: see the
+/// storage tests.
+pub const POOL_SIZE: usize = 4;
+
+/// Advisory lock key serialising migrations ("OVSA" "MIGR" in ASCII).
+const MIGRATION_LOCK: i64 = 0x4f56_5341_4d49_4752;
+
+/// Numbered migrations: `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "CREATE TABLE licenses (
+        license_guid    TEXT PRIMARY KEY,
+        model_guid      TEXT NOT NULL,
+        model_name      TEXT NOT NULL,
+        model_version   TEXT NOT NULL,
+        header_hash     TEXT NOT NULL,
+        license_digest  TEXT NOT NULL,
+        customer_cert   BYTEA NOT NULL,
+        isv_cert_sha256 TEXT NOT NULL,
+        policy          TEXT NOT NULL,
+        lease_seconds   BIGINT NOT NULL,
+        tcb             TEXT NOT NULL,
+        key_share       BYTEA NOT NULL,
+        issued          TEXT NOT NULL,
+        registered_at   BIGINT NOT NULL,
+        revoked_at      BIGINT,
+        first_use       BIGINT,
+        uses            BIGINT NOT NULL DEFAULT 0 CHECK (uses >= 0)
+    );
+    CREATE TABLE activations (
+        license_guid TEXT NOT NULL REFERENCES licenses (license_guid) ON DELETE CASCADE,
+        instance_id  TEXT NOT NULL,
+        first_seen   BIGINT NOT NULL,
+        last_seen    BIGINT NOT NULL,
+        checks       BIGINT NOT NULL,
+        PRIMARY KEY (license_guid, instance_id)
+    );
+    CREATE TABLE sessions (
+        session_id         TEXT PRIMARY KEY,
+        license_guid       TEXT NOT NULL,
+        purpose            TEXT NOT NULL,
+        nonce              BYTEA NOT NULL,
+        client_cert_sha256 TEXT NOT NULL,
+        ek_cert_sha256     TEXT NOT NULL,
+        ak_name            BYTEA NOT NULL,
+        credential_secret  BYTEA NOT NULL,
+        expires_at         BIGINT NOT NULL
+    );
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+    CREATE TABLE audit (
+        id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at           BIGINT NOT NULL,
+        license_guid TEXT,
+        client       TEXT NOT NULL,
+        action       TEXT NOT NULL,
+        purpose      TEXT,
+        result       TEXT NOT NULL,
+        reason       TEXT,
+        message      TEXT NOT NULL,
+        instance_id  TEXT
+    );
+    CREATE INDEX audit_by_license ON audit (license_guid, id);",
+];
+
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
+
+macro_rules! license_columns {
+    () => {
+        "license_guid, model_guid, model_name, model_version, header_hash, license_digest, \
+         customer_cert, isv_cert_sha256, policy, lease_seconds, tcb, key_share, issued, \
+         registered_at, revoked_at, first_use, uses"
+    };
+}
+macro_rules! session_columns {
+    () => {
+        "session_id, license_guid, purpose, nonce, client_cert_sha256, ek_cert_sha256, ak_name, \
+         credential_secret, expires_at"
+    };
+}
+macro_rules! audit_columns {
+    () => {
+        "at, license_guid, client, action, purpose, result, reason, message, instance_id"
+    };
+}
+
+const ADD_LICENSE: &str = concat!(
+    "INSERT INTO licenses (",
+    license_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+     ON CONFLICT (license_guid) DO NOTHING"
+);
+const GET_LICENSE: &str = concat!(
+    "SELECT ",
+    license_columns!(),
+    " FROM licenses WHERE license_guid = $1"
+);
+const LIST_LICENSES: &str = concat!(
+    "SELECT ",
+    license_columns!(),
+    " FROM licenses ORDER BY registered_at, license_guid"
+);
+const ACTIVATIONS: &str = "SELECT instance_id, first_seen, last_seen, checks FROM activations \
+     WHERE license_guid = $1 ORDER BY first_seen, instance_id";
+const REVOKE: &str =
+    "UPDATE licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE license_guid = $1";
+const PUT_SESSION: &str = concat!(
+    "INSERT INTO sessions (",
+    session_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+);
+const TAKE_SESSION: &str = concat!(
+    "DELETE FROM sessions WHERE session_id = $1 RETURNING ",
+    session_columns!()
+);
+const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at < $1";
+const LOCK_LICENSE: &str = "SELECT policy, revoked_at, first_use, uses FROM licenses \
+     WHERE license_guid = $1 FOR UPDATE";
+const COUNT_INSTANCES: &str = "SELECT COUNT(*), COUNT(*) FILTER (WHERE instance_id = $2) \
+     FROM activations WHERE license_guid = $1";
+const SET_USES: &str = "UPDATE licenses SET uses = $2, first_use = COALESCE(first_use, $3) \
+     WHERE license_guid = $1";
+const UPSERT_ACTIVATION: &str =
+    "INSERT INTO activations (license_guid, instance_id, first_seen, last_seen, checks) \
+     VALUES ($1, $2, $3, $3, 1) ON CONFLICT (license_guid, instance_id) \
+     DO UPDATE SET last_seen = EXCLUDED.last_seen, checks = activations.checks + 1";
+const APPEND_AUDIT: &str = concat!(
+    "INSERT INTO audit (",
+    audit_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+);
+const AUDIT_ALL: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit ORDER BY id DESC LIMIT $1"
+);
+const AUDIT_LICENSE: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit WHERE license_guid = $1 ORDER BY id DESC LIMIT $2"
+);
+
+type SqlParam = dyn tokio_postgres::types::ToSql + Sync;
+
+/// One client and its prepared statements.
+struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    /// The prepared statement for `sql`, preparing it on first use.
+    async fn prepare(&mut self, sql: &'static str) -> StoreResult<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).await?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+}
+
+/// A fixed-size pool of clients, connected on demand.
+struct Pool {
+    config: Config,
+    permits: Semaphore,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// A client borrowed from the pool; returned on drop unless its connection broke.
+struct Pooled<'a> {
+    pool: &'a Pool,
+    conn: Option<Conn>,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        // Invariant: `conn` is `Some` from construction until `drop`.
+        self.conn.as_ref().expect("pooled connection present until drop")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        // Invariant: `conn` is `Some` from construction until `drop`.
+        self.conn.as_mut().expect("pooled connection present until drop")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if !conn.client.is_closed() {
+                self.pool.lock_idle().push(conn);
+            }
+        }
+    }
+}
+
+impl Pool {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        // The vector stays consistent even if a holder panicked (push/pop only).
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn get(&self) -> StoreResult<Pooled<'_>> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Task("connection pool closed".into()))?;
+        let idle = {
+            let mut idle = self.lock_idle();
+            idle.retain(|c| !c.client.is_closed());
+            idle.pop()
+        };
+        let conn = match idle {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        Ok(Pooled {
+            pool: self,
+            conn: Some(conn),
+            _permit: permit,
+        })
+    }
+
+    async fn connect(&self) -> StoreResult<Conn> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!("PostgreSQL connection closed: {e}");
+            }
+        });
+        Ok(Conn {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("hosts", &self.pool.config.get_hosts())
+            .field("dbname", &self.pool.config.get_dbname())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any password replaced, for error messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.into(),
+        },
+        None => url.into(),
+    }
+}
+
+impl PgStore {
+    /// Connects to `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (no TLS) and brings the schema up
+    /// to [`SCHEMA_VERSION`].
+    pub async fn connect(url: &str) -> StoreResult<PgStore> {
+        let mut config: Config = url
+            .parse()
+            .map_err(|_| StoreError::BadUrl(redact(url)))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("ovsa-license-server");
+        }
+        let store = PgStore {
+            pool: Pool {
+                config,
+                permits: Semaphore::new(POOL_SIZE),
+                idle: Mutex::new(Vec::with_capacity(POOL_SIZE)),
+            },
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut c = self.pool.get().await?;
+        let tx = c.client.transaction().await?;
+        tx.batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
+             CREATE TABLE IF NOT EXISTS schema_version (
+                version    BIGINT PRIMARY KEY,
+                applied_at BIGINT NOT NULL
+             );"
+        ))
+        .await?;
+        let found: i64 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version", &[])
+            .await?
+            .try_get(0)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let now = codec::ts(OffsetDateTime::now_utc());
+        for (from, sql) in MIGRATIONS.iter().enumerate().skip(codec::version_index(found)?) {
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                &[&(from as i64 + 1), &now],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Registers a license; [`StoreError::Duplicate`] if its GUID is taken.
+    pub async fn add_license(&self, rec: &LicenseRecord) -> StoreResult<()> {
+        let r = RawLicense::encode(rec)?;
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(ADD_LICENSE).await?;
+        let n = c
+            .client
+            .execute(
+                &st,
+                &[
+                    &r.license_guid,
+                    &r.model_guid,
+                    &r.model_name,
+                    &r.model_version,
+                    &r.header_hash,
+                    &r.license_digest,
+                    &r.customer_cert,
+                    &r.isv_cert_sha256,
+                    &r.policy,
+                    &r.lease_seconds,
+                    &r.tcb,
+                    &&r.key_share[..],
+                    &r.issued,
+                    &r.registered_at,
+                    &r.revoked_at,
+                    &r.first_use,
+                    &r.uses,
+                ],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Duplicate(rec.license_guid));
+        }
+        Ok(())
+    }
+
+    /// One license.
+    pub async fn license(&self, guid: Uuid) -> StoreResult<Option<LicenseRecord>> {
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(GET_LICENSE).await?;
+        c.client
+            .query_opt(&st, &[&guid.to_string()])
+            .await?
+            .map(|r| license_row(&r)?.decode())
+            .transpose()
+    }
+
+    /// All licenses, by registration time.
+    pub async fn list_licenses(&self) -> StoreResult<Vec<LicenseRecord>> {
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(LIST_LICENSES).await?;
+        c.client
+            .query(&st, &[])
+            .await?
+            .iter()
+            .map(|r| license_row(r)?.decode())
+            .collect()
+    }
+
+    /// The machines that activated a license, by first activation.
+    pub async fn activations(&self, guid: Uuid) -> StoreResult<Vec<Activation>> {
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(ACTIVATIONS).await?;
+        c.client
+            .query(&st, &[&guid.to_string()])
+            .await?
+            .iter()
+            .map(|r| {
+                RawActivation {
+                    instance_id: r.try_get(0)?,
+                    first_seen: r.try_get(1)?,
+                    last_seen: r.try_get(2)?,
+                    checks: r.try_get(3)?,
+                }
+                .decode()
+            })
+            .collect()
+    }
+
+    /// Revokes a license (the earliest revocation time is kept). `false` if unknown.
+    pub async fn revoke(&self, guid: Uuid, at: OffsetDateTime) -> StoreResult<bool> {
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(REVOKE).await?;
+        let n = c
+            .client
+            .execute(&st, &[&guid.to_string(), &codec::ts(at)])
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Stores a new session.
+    pub async fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        let s = RawSession::encode(session);
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(PUT_SESSION).await?;
+        c.client
+            .execute(
+                &st,
+                &[
+                    &s.session_id,
+                    &s.license_guid,
+                    &s.purpose,
+                    &s.nonce,
+                    &s.client_cert_sha256,
+                    &s.ek_cert_sha256,
+                    &s.ak_name,
+                    &&s.credential_secret[..],
+                    &s.expires_at,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes and returns a session (single use, across replicas).
+    pub async fn take_session(&self, id: Uuid) -> StoreResult<Option<SessionRecord>> {
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(TAKE_SESSION).await?;
+        let Some(r) = c.client.query_opt(&st, &[&id.to_string()]).await? else {
+            return Ok(None);
+        };
+        RawSession {
+            session_id: r.try_get(0)?,
+            license_guid: r.try_get(1)?,
+            purpose: r.try_get(2)?,
+            nonce: r.try_get(3)?,
+            client_cert_sha256: r.try_get(4)?,
+            ek_cert_sha256: r.try_get(5)?,
+            ak_name: r.try_get(6)?,
+            credential_secret: Zeroizing::new(r.try_get(7)?),
+            expires_at: r.try_get(8)?,
+        }
+        .decode()
+        .map(Some)
+    }
+
+    /// Deletes sessions that expired before `now`.
+    pub async fn purge_sessions(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(PURGE_SESSIONS).await?;
+        Ok(c.client.execute(&st, &[&codec::ts(now)]).await?)
+    }
+
+    /// Applies one check in one transaction holding the license row lock (see the module
+    /// documentation).
+    pub async fn record_use(
+        &self,
+        guid: Uuid,
+        instance_id: [u8; 32],
+        now: OffsetDateTime,
+        decide: &(dyn Fn(&UsageState) -> Decision + Sync),
+    ) -> StoreResult<Option<Decision>> {
+        let guid = guid.to_string();
+        let instance = hex::encode(instance_id);
+        let now = codec::ts(now);
+        let mut c = self.pool.get().await?;
+        let lock = c.prepare(LOCK_LICENSE).await?;
+        let count = c.prepare(COUNT_INSTANCES).await?;
+        let set_uses = c.prepare(SET_USES).await?;
+        let upsert = c.prepare(UPSERT_ACTIVATION).await?;
+        let tx = c.client.transaction().await?;
+        // Pipelined: the count runs after the lock is granted, with a fresh snapshot.
+        let (lock_args, count_args): ([&SqlParam; 1], [&SqlParam; 2]) =
+            ([&guid], [&guid, &instance]);
+        let (license, counts) = tokio::try_join!(
+            tx.query_opt(&lock, &lock_args),
+            tx.query_one(&count, &count_args),
+        )?;
+        let Some(license) = license else {
+            return Ok(None);
+        };
+        let state = codec::usage_state(
+            &license.try_get::<_, String>(0)?,
+            license.try_get(1)?,
+            license.try_get(2)?,
+            license.try_get(3)?,
+            counts.try_get(0)?,
+            counts.try_get(1)?,
+        )?;
+        let decision = decide(&state);
+        if let Decision::Grant {
+            uses, first_use, ..
+        } = &decision
+        {
+            let uses = codec::to_i64(*uses, "uses")?;
+            let first_use = codec::ts(*first_use);
+            let set_args: [&SqlParam; 3] = [&guid, &uses, &first_use];
+            let upsert_args: [&SqlParam; 3] = [&guid, &instance, &now];
+            tokio::try_join!(
+                tx.execute(&set_uses, &set_args),
+                tx.execute(&upsert, &upsert_args),
+            )?;
+        }
+        tx.commit().await?;
+        Ok(Some(decision))
+    }
+
+    /// Appends an audit entry.
+    pub async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let a = RawAudit::encode(entry);
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(APPEND_AUDIT).await?;
+        c.client
+            .execute(
+                &st,
+                &[
+                    &a.at,
+                    &a.license_guid,
+                    &a.client,
+                    &a.action,
+                    &a.purpose,
+                    &a.result,
+                    &a.reason,
+                    &a.message,
+                    &a.instance_id,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Lists audit entries, newest first; `limit` 0 means no limit.
+    pub async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+        let limit = codec::limit(filter.limit);
+        let mut c = self.pool.get().await?;
+        let rows = match filter.license_guid {
+            Some(g) => {
+                let st = c.prepare(AUDIT_LICENSE).await?;
+                c.client.query(&st, &[&g.to_string(), &limit]).await?
+            }
+            None => {
+                let st = c.prepare(AUDIT_ALL).await?;
+                c.client.query(&st, &[&limit]).await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                RawAudit {
+                    at: r.try_get(0)?,
+                    license_guid: r.try_get(1)?,
+                    client: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    purpose: r.try_get(4)?,
+                    result: r.try_get(5)?,
+                    reason: r.try_get(6)?,
+                    message: r.try_get(7)?,
+                    instance_id: r.try_get(8)?,
+                }
+                .decode()
+            })
+            .collect()
+    }
+}
+
+fn license_row(r: &Row) -> Result<RawLicense, tokio_postgres::Error> {
+    Ok(RawLicense {
+        license_guid: r.try_get(0)?,
+        model_guid: r.try_get(1)?,
+        model_name: r.try_get(2)?,
+        model_version: r.try_get(3)?,
+        header_hash: r.try_get(4)?,
+        license_digest: r.try_get(5)?,
+        customer_cert: r.try_get(6)?,
+        isv_cert_sha256: r.try_get(7)?,
+        policy: r.try_get(8)?,
+        lease_seconds: r.try_get(9)?,
+        tcb: r.try_get(10)?,
+        key_share: Zeroizing::new(r.try_get(11)?),
+        issued: r.try_get(12)?,
+        registered_at: r.try_get(13)?,
+        revoked_at: r.try_get(14)?,
+        first_use: r.try_get(15)?,
+        uses: r.try_get(16)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+    }
+}

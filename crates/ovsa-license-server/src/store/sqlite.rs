@@ -1,0 +1,906 @@
+//! Embedded SQLite backend: one database file (created on first open, mode 0600 because it holds
+//! key shares), WAL journal, `synchronous=NORMAL`, foreign keys on.
+//!
+//! rusqlite is blocking, so every operation runs on [`tokio::task::spawn_blocking`] with the
+//! connection behind an async mutex whose *owned* guard is moved into the blocking task and back.
+//! That lets [`SqliteStore::record_use`] keep one `BEGIN IMMEDIATE` transaction open across two
+//! blocking phases (read the state; write the outcome) while the caller's non-`'static` decide
+//! closure runs on the async side in between, with the connection still exclusively held. If the
+//! calling future is dropped between the phases, the guard drops with the transaction open; every
+//! operation therefore starts by rolling back any transaction it finds left open.
+//!
+//! One connection serves one store: SQLite admits one writer at a time anyway, and nearly every
+//! call on the attestation path writes. Several stores (processes or [`SqliteStore`] values) on the
+//! same file serialise on SQLite's write lock; `BEGIN IMMEDIATE` takes it before reading, so the
+//! read-decide-write of [`SqliteStore::record_use`] is atomic across all of them, and the busy
+//! timeout makes the others wait instead of failing.
+//!
+//! The row encoding shared with the PostgreSQL backend lives in [`codec`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use super::{
+    Activation, AuditEntry, AuditFilter, Decision, LicenseRecord, SessionRecord, StoreError,
+    StoreResult, UsageState, SCHEMA_VERSION,
+};
+use codec::{RawActivation, RawAudit, RawLicense, RawSession};
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Numbered migrations: `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "CREATE TABLE licenses (
+        license_guid    TEXT PRIMARY KEY NOT NULL,
+        model_guid      TEXT NOT NULL,
+        model_name      TEXT NOT NULL,
+        model_version   TEXT NOT NULL,
+        header_hash     TEXT NOT NULL,
+        license_digest  TEXT NOT NULL,
+        customer_cert   BLOB NOT NULL,
+        isv_cert_sha256 TEXT NOT NULL,
+        policy          TEXT NOT NULL,
+        lease_seconds   INTEGER NOT NULL,
+        tcb             TEXT NOT NULL,
+        key_share       BLOB NOT NULL,
+        issued          TEXT NOT NULL,
+        registered_at   INTEGER NOT NULL,
+        revoked_at      INTEGER,
+        first_use       INTEGER,
+        uses            INTEGER NOT NULL DEFAULT 0 CHECK (uses >= 0)
+    );
+    CREATE TABLE activations (
+        license_guid TEXT NOT NULL REFERENCES licenses (license_guid) ON DELETE CASCADE,
+        instance_id  TEXT NOT NULL,
+        first_seen   INTEGER NOT NULL,
+        last_seen    INTEGER NOT NULL,
+        checks       INTEGER NOT NULL,
+        PRIMARY KEY (license_guid, instance_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE sessions (
+        session_id         TEXT PRIMARY KEY NOT NULL,
+        license_guid       TEXT NOT NULL,
+        purpose            TEXT NOT NULL,
+        nonce              BLOB NOT NULL,
+        client_cert_sha256 TEXT NOT NULL,
+        ek_cert_sha256     TEXT NOT NULL,
+        ak_name            BLOB NOT NULL,
+        credential_secret  BLOB NOT NULL,
+        expires_at         INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+    CREATE TABLE audit (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at           INTEGER NOT NULL,
+        license_guid TEXT,
+        client       TEXT NOT NULL,
+        action       TEXT NOT NULL,
+        purpose      TEXT,
+        result       TEXT NOT NULL,
+        reason       TEXT,
+        message      TEXT NOT NULL,
+        instance_id  TEXT
+    );
+    CREATE INDEX audit_by_license ON audit (license_guid, id);",
+];
+
+const LICENSE_COLUMNS: &str = "license_guid, model_guid, model_name, model_version, header_hash, \
+     license_digest, customer_cert, isv_cert_sha256, policy, lease_seconds, tcb, key_share, issued, \
+     registered_at, revoked_at, first_use, uses";
+
+const SESSION_COLUMNS: &str = "session_id, license_guid, purpose, nonce, client_cert_sha256, \
+     ek_cert_sha256, ak_name, credential_secret, expires_at";
+
+const AUDIT_COLUMNS: &str =
+    "at, license_guid, client, action, purpose, result, reason, message, instance_id";
+
+/// The SQLite store.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn task_error(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Task(e.to_string())
+}
+
+/// Rolls back a transaction left open by a cancelled or failed caller.
+fn reset(conn: &Connection) -> StoreResult<()> {
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK")?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path`, creating it (mode 0600) if missing, and brings the
+    /// schema up to [`SCHEMA_VERSION`]. The parent directory must exist.
+    pub async fn open(path: &str) -> StoreResult<SqliteStore> {
+        let path = PathBuf::from(path);
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || open_blocking(&p))
+            .await
+            .map_err(task_error)??;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// Runs `f` on the connection in a blocking task.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let mut guard = Arc::clone(&self.conn).lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            reset(&guard)?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(task_error)?
+    }
+
+    /// Registers a license; [`StoreError::Duplicate`] if its GUID is taken.
+    pub async fn add_license(&self, rec: &LicenseRecord) -> StoreResult<()> {
+        let raw = RawLicense::encode(rec)?;
+        let guid = rec.license_guid;
+        self.run(move |c| {
+            let n = c.execute(
+                &format!(
+                    "INSERT INTO licenses ({LICENSE_COLUMNS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+                     ON CONFLICT (license_guid) DO NOTHING"
+                ),
+                params![
+                    raw.license_guid,
+                    raw.model_guid,
+                    raw.model_name,
+                    raw.model_version,
+                    raw.header_hash,
+                    raw.license_digest,
+                    raw.customer_cert,
+                    raw.isv_cert_sha256,
+                    raw.policy,
+                    raw.lease_seconds,
+                    raw.tcb,
+                    &raw.key_share[..],
+                    raw.issued,
+                    raw.registered_at,
+                    raw.revoked_at,
+                    raw.first_use,
+                    raw.uses,
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Duplicate(guid));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// One license.
+    pub async fn license(&self, guid: Uuid) -> StoreResult<Option<LicenseRecord>> {
+        self.run(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {LICENSE_COLUMNS} FROM licenses WHERE license_guid = ?1"
+            ))?
+            .query_row([guid.to_string()], license_row)
+            .optional()?
+            .map(RawLicense::decode)
+            .transpose()
+        })
+        .await
+    }
+
+    /// All licenses, by registration time.
+    pub async fn list_licenses(&self) -> StoreResult<Vec<LicenseRecord>> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {LICENSE_COLUMNS} FROM licenses ORDER BY registered_at, license_guid"
+            ))?;
+            let rows = stmt.query_map([], license_row)?;
+            rows.map(|r| RawLicense::decode(r?)).collect()
+        })
+        .await
+    }
+
+    /// The machines that activated a license, by first activation.
+    pub async fn activations(&self, guid: Uuid) -> StoreResult<Vec<Activation>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT instance_id, first_seen, last_seen, checks FROM activations \
+                 WHERE license_guid = ?1 ORDER BY first_seen, instance_id",
+            )?;
+            let rows = stmt.query_map([guid.to_string()], |r| {
+                Ok(RawActivation {
+                    instance_id: r.get(0)?,
+                    first_seen: r.get(1)?,
+                    last_seen: r.get(2)?,
+                    checks: r.get(3)?,
+                })
+            })?;
+            rows.map(|r| r?.decode()).collect()
+        })
+        .await
+    }
+
+    /// Revokes a license (the earliest revocation time is kept). `false` if unknown.
+    pub async fn revoke(&self, guid: Uuid, at: OffsetDateTime) -> StoreResult<bool> {
+        let at = codec::ts(at);
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE licenses SET revoked_at = COALESCE(revoked_at, ?2) WHERE license_guid = ?1",
+                params![guid.to_string(), at],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    /// Stores a new session.
+    pub async fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        let raw = RawSession::encode(session);
+        self.run(move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?
+            .execute(params![
+                raw.session_id,
+                raw.license_guid,
+                raw.purpose,
+                raw.nonce,
+                raw.client_cert_sha256,
+                raw.ek_cert_sha256,
+                raw.ak_name,
+                &raw.credential_secret[..],
+                raw.expires_at,
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes and returns a session (single use).
+    pub async fn take_session(&self, id: Uuid) -> StoreResult<Option<SessionRecord>> {
+        self.run(move |c| {
+            c.prepare_cached(&format!(
+                "DELETE FROM sessions WHERE session_id = ?1 RETURNING {SESSION_COLUMNS}"
+            ))?
+            .query_row([id.to_string()], |r| {
+                Ok(RawSession {
+                    session_id: r.get(0)?,
+                    license_guid: r.get(1)?,
+                    purpose: r.get(2)?,
+                    nonce: r.get(3)?,
+                    client_cert_sha256: r.get(4)?,
+                    ek_cert_sha256: r.get(5)?,
+                    ak_name: r.get(6)?,
+                    credential_secret: zeroize::Zeroizing::new(r.get(7)?),
+                    expires_at: r.get(8)?,
+                })
+            })
+            .optional()?
+            .map(RawSession::decode)
+            .transpose()
+        })
+        .await
+    }
+
+    /// Deletes sessions that expired before `now`.
+    pub async fn purge_sessions(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        let now = codec::ts(now);
+        self.run(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM sessions WHERE expires_at < ?1")?
+                .execute([now])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// Applies one check in one `BEGIN IMMEDIATE` transaction (see the module documentation).
+    pub async fn record_use(
+        &self,
+        guid: Uuid,
+        instance_id: [u8; 32],
+        now: OffsetDateTime,
+        decide: &(dyn Fn(&UsageState) -> Decision + Sync),
+    ) -> StoreResult<Option<Decision>> {
+        let guard = Arc::clone(&self.conn).lock_owned().await;
+        let guid_s = guid.to_string();
+        let instance = hex::encode(instance_id);
+        // Phase 1: take the write lock and read the state.
+        let (guard, state) = {
+            let (guid_s, instance) = (guid_s.clone(), instance.clone());
+            tokio::task::spawn_blocking(move || {
+                let r = read_usage(&guard, &guid_s, &instance);
+                (guard, r)
+            })
+            .await
+            .map_err(task_error)?
+        };
+        let state = match state {
+            Ok(Some(state)) => state,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // The connection stays held (and the transaction open) while the Relying Party decides.
+        let decision = decide(&state);
+        // Phase 2: write the outcome and commit.
+        let write = match &decision {
+            Decision::Grant {
+                uses, first_use, ..
+            } => Some((codec::to_i64(*uses, "uses")?, codec::ts(*first_use))),
+            Decision::Refuse(_) => None,
+        };
+        let now = codec::ts(now);
+        tokio::task::spawn_blocking(move || {
+            let r = write_usage(&guard, &guid_s, &instance, now, write);
+            if r.is_err() {
+                // Best effort: `reset` on the next use rolls back if this fails too.
+                let _ = guard.execute_batch("ROLLBACK");
+            }
+            r
+        })
+        .await
+        .map_err(task_error)??;
+        Ok(Some(decision))
+    }
+
+    /// Appends an audit entry.
+    pub async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let raw = RawAudit::encode(entry);
+        self.run(move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?
+            .execute(params![
+                raw.at,
+                raw.license_guid,
+                raw.client,
+                raw.action,
+                raw.purpose,
+                raw.result,
+                raw.reason,
+                raw.message,
+                raw.instance_id,
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Lists audit entries, newest first; `limit` 0 means no limit.
+    pub async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+        let guid = filter.license_guid.map(|g| g.to_string());
+        let limit = codec::limit(filter.limit);
+        self.run(move |c| {
+            let read = |r: &Row<'_>| {
+                Ok(RawAudit {
+                    at: r.get(0)?,
+                    license_guid: r.get(1)?,
+                    client: r.get(2)?,
+                    action: r.get(3)?,
+                    purpose: r.get(4)?,
+                    result: r.get(5)?,
+                    reason: r.get(6)?,
+                    message: r.get(7)?,
+                    instance_id: r.get(8)?,
+                })
+            };
+            let raws = match guid {
+                Some(g) => c
+                    .prepare_cached(&format!(
+                        "SELECT {AUDIT_COLUMNS} FROM audit WHERE license_guid = ?1 \
+                         ORDER BY id DESC LIMIT ?2"
+                    ))?
+                    .query_map(params![g, limit], read)?
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => c
+                    .prepare_cached(&format!(
+                        "SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ?1"
+                    ))?
+                    .query_map([limit], read)?
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            raws.into_iter().map(RawAudit::decode).collect()
+        })
+        .await
+    }
+}
+
+/// Opens, configures and migrates a connection.
+fn open_blocking(path: &Path) -> StoreResult<Connection> {
+    let shown = path.display().to_string();
+    let open_err = |reason: String| StoreError::Open {
+        path: shown.clone(),
+        reason,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(open_err(format!(
+            "directory {} does not exist; create it first",
+            dir.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(open_err("it is a directory".into()));
+    }
+    if !path.exists() {
+        // The file holds key shares: create it private (SQLite gives its -wal and -shm files
+        // the same mode).
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        match opts.open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(open_err(e.to_string())),
+        }
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| open_err(e.to_string()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(open_err(format!(
+            "cannot enable WAL journal mode (got '{mode}')"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Applies the missing migrations in one write transaction (so concurrent openers do not race).
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let r = (|| {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                version    INTEGER PRIMARY KEY NOT NULL,
+                applied_at INTEGER NOT NULL
+            )",
+        )?;
+        let found: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let now = codec::ts(OffsetDateTime::now_utc());
+        for (from, sql) in MIGRATIONS.iter().enumerate().skip(codec::version_index(found)?) {
+            conn.execute_batch(sql)?;
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+                params![from as i64 + 1, now],
+            )?;
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn license_row(r: &Row<'_>) -> rusqlite::Result<RawLicense> {
+    Ok(RawLicense {
+        license_guid: r.get(0)?,
+        model_guid: r.get(1)?,
+        model_name: r.get(2)?,
+        model_version: r.get(3)?,
+        header_hash: r.get(4)?,
+        license_digest: r.get(5)?,
+        customer_cert: r.get(6)?,
+        isv_cert_sha256: r.get(7)?,
+        policy: r.get(8)?,
+        lease_seconds: r.get(9)?,
+        tcb: r.get(10)?,
+        key_share: zeroize::Zeroizing::new(r.get(11)?),
+        issued: r.get(12)?,
+        registered_at: r.get(13)?,
+        revoked_at: r.get(14)?,
+        first_use: r.get(15)?,
+        uses: r.get(16)?,
+    })
+}
+
+/// Phase 1 of `record_use`: begins the write transaction and reads the usage state. Leaves the
+/// transaction open only when it returns `Ok(Some(_))`.
+fn read_usage(conn: &Connection, guid: &str, instance: &str) -> StoreResult<Option<UsageState>> {
+    reset(conn)?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let r = (|| {
+        let lic = conn
+            .prepare_cached("SELECT policy, revoked_at, first_use, uses FROM licenses WHERE license_guid = ?1")?
+            .query_row([guid], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?;
+        let Some((policy, revoked_at, first_use, uses)) = lic else {
+            return Ok(None);
+        };
+        let (count, known): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE instance_id = ?2) FROM activations \
+                 WHERE license_guid = ?1",
+            )?
+            .query_row([guid, instance], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        codec::usage_state(&policy, revoked_at, first_use, uses, count, known).map(Some)
+    })();
+    if !matches!(r, Ok(Some(_))) {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    r
+}
+
+/// Phase 2 of `record_use`: on a grant, writes `(uses, first_use)` and the activation; commits.
+fn write_usage(
+    conn: &Connection,
+    guid: &str,
+    instance: &str,
+    now: i64,
+    grant: Option<(i64, i64)>,
+) -> StoreResult<()> {
+    if let Some((uses, first_use)) = grant {
+        conn.prepare_cached(
+            "UPDATE licenses SET uses = ?2, first_use = COALESCE(first_use, ?3) \
+             WHERE license_guid = ?1",
+        )?
+        .execute(params![guid, uses, first_use])?;
+        conn.prepare_cached(
+            "INSERT INTO activations (license_guid, instance_id, first_seen, last_seen, checks) \
+             VALUES (?1, ?2, ?3, ?3, 1) \
+             ON CONFLICT (license_guid, instance_id) \
+             DO UPDATE SET last_seen = excluded.last_seen, checks = checks + 1",
+        )?
+        .execute(params![guid, instance, now])?;
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
+/// Row encoding shared by both backends: GUIDs as text, hashes as lowercase hex, policy and TCB
+/// reference as JSON text, times as whole unix seconds (rounded down, which errs on the strict
+/// side for every limit), counters as signed 64-bit integers.
+pub(super) mod codec {
+    use ovsa_core::protocol::{Purpose, Reason};
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+    use zeroize::Zeroizing;
+
+    use crate::store::{
+        Activation, AuditEntry, LicenseRecord, SessionRecord, StoreError, StoreResult, UsageState,
+    };
+
+    /// Unix seconds.
+    pub fn ts(t: OffsetDateTime) -> i64 {
+        t.unix_timestamp()
+    }
+
+    /// From unix seconds.
+    pub fn from_ts(s: i64, what: &str) -> StoreResult<OffsetDateTime> {
+        OffsetDateTime::from_unix_timestamp(s)
+            .map_err(|_| StoreError::Corrupt(format!("{what}: time {s} is out of range")))
+    }
+
+    fn opt_ts(s: Option<i64>, what: &str) -> StoreResult<Option<OffsetDateTime>> {
+        s.map(|s| from_ts(s, what)).transpose()
+    }
+
+    /// A counter to its column value.
+    pub fn to_i64(v: u64, what: &str) -> StoreResult<i64> {
+        i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} does not fit")))
+    }
+
+    /// A counter from its column value.
+    pub fn to_u64(v: i64, what: &str) -> StoreResult<u64> {
+        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is negative ({v})")))
+    }
+
+    /// An audit limit (0: none) as a SQL `LIMIT`.
+    pub fn limit(limit: u32) -> i64 {
+        if limit == 0 {
+            i64::MAX
+        } else {
+            i64::from(limit)
+        }
+    }
+
+    /// Number of migrations already applied for schema version `found` (checked `0..=current`).
+    pub fn version_index(found: i64) -> StoreResult<usize> {
+        usize::try_from(found)
+            .map_err(|_| StoreError::Corrupt(format!("schema version {found} is negative")))
+    }
+
+    fn guid(s: &str, what: &str) -> StoreResult<Uuid> {
+        Uuid::parse_str(s).map_err(|_| StoreError::Corrupt(format!("{what} is not a GUID")))
+    }
+
+    /// 32 bytes from lowercase hex.
+    pub fn hex32(s: &str, what: &str) -> StoreResult<[u8; 32]> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes of hex")))?;
+        Ok(out)
+    }
+
+    fn json<T: DeserializeOwned>(s: &str, what: &str) -> StoreResult<T> {
+        serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    }
+
+    fn to_json<T: Serialize>(v: &T, what: &str) -> StoreResult<String> {
+        serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    }
+
+    /// The serde (snake_case) name of a unit enum value such as [`Purpose`] or [`Reason`].
+    fn name<T: Serialize>(v: &T) -> String {
+        match serde_json::to_value(v) {
+            Ok(serde_json::Value::String(s)) => s,
+            // Unit variants always serialise as strings; keep something readable regardless.
+            _ => String::from("unknown"),
+        }
+    }
+
+    fn from_name<T: DeserializeOwned>(s: String, what: &str) -> StoreResult<T> {
+        serde_json::from_value(serde_json::Value::String(s))
+            .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    }
+
+    /// Builds the Relying Party's view from the locked license row and activation counts.
+    pub fn usage_state(
+        policy: &str,
+        revoked_at: Option<i64>,
+        first_use: Option<i64>,
+        uses: i64,
+        instance_count: i64,
+        instance_known: i64,
+    ) -> StoreResult<UsageState> {
+        Ok(UsageState {
+            policy: json(policy, "license policy")?,
+            revoked_at: opt_ts(revoked_at, "revoked_at")?,
+            first_use: opt_ts(first_use, "first_use")?,
+            uses: to_u64(uses, "uses")?,
+            instance_known: instance_known > 0,
+            instance_count: to_u64(instance_count, "instance count")?,
+        })
+    }
+
+    /// A `licenses` row.
+    pub struct RawLicense {
+        pub license_guid: String,
+        pub model_guid: String,
+        pub model_name: String,
+        pub model_version: String,
+        pub header_hash: String,
+        pub license_digest: String,
+        pub customer_cert: Vec<u8>,
+        pub isv_cert_sha256: String,
+        pub policy: String,
+        pub lease_seconds: i64,
+        pub tcb: String,
+        pub key_share: Zeroizing<Vec<u8>>,
+        pub issued: String,
+        pub registered_at: i64,
+        pub revoked_at: Option<i64>,
+        pub first_use: Option<i64>,
+        pub uses: i64,
+    }
+
+    impl RawLicense {
+        /// Encodes a record.
+        pub fn encode(r: &LicenseRecord) -> StoreResult<RawLicense> {
+            Ok(RawLicense {
+                license_guid: r.license_guid.to_string(),
+                model_guid: r.model_guid.to_string(),
+                model_name: r.model_name.clone(),
+                model_version: r.model_version.clone(),
+                header_hash: hex::encode(r.header_hash),
+                license_digest: hex::encode(r.license_digest),
+                customer_cert: r.customer_cert.clone(),
+                isv_cert_sha256: hex::encode(r.isv_cert_sha256),
+                policy: to_json(&r.policy, "license policy")?,
+                lease_seconds: i64::from(r.lease_seconds),
+                tcb: to_json(&r.tcb, "TCB reference")?,
+                key_share: r.key_share.clone(),
+                issued: r.issued.clone(),
+                registered_at: ts(r.registered_at),
+                revoked_at: r.revoked_at.map(ts),
+                first_use: r.first_use.map(ts),
+                uses: to_i64(r.uses, "uses")?,
+            })
+        }
+
+        /// Decodes a row.
+        pub fn decode(self) -> StoreResult<LicenseRecord> {
+            Ok(LicenseRecord {
+                license_guid: guid(&self.license_guid, "license_guid")?,
+                model_guid: guid(&self.model_guid, "model_guid")?,
+                model_name: self.model_name,
+                model_version: self.model_version,
+                header_hash: hex32(&self.header_hash, "header_hash")?,
+                license_digest: hex32(&self.license_digest, "license_digest")?,
+                customer_cert: self.customer_cert,
+                isv_cert_sha256: hex32(&self.isv_cert_sha256, "isv_cert_sha256")?,
+                policy: json(&self.policy, "license policy")?,
+                lease_seconds: u32::try_from(self.lease_seconds).map_err(|_| {
+                    StoreError::Corrupt(format!("lease_seconds {} is out of range", self.lease_seconds))
+                })?,
+                tcb: json(&self.tcb, "TCB reference")?,
+                key_share: self.key_share,
+                issued: self.issued,
+                registered_at: from_ts(self.registered_at, "registered_at")?,
+                revoked_at: opt_ts(self.revoked_at, "revoked_at")?,
+                first_use: opt_ts(self.first_use, "first_use")?,
+                uses: to_u64(self.uses, "uses")?,
+            })
+        }
+    }
+
+    /// An `activations` row (without the license GUID).
+    pub struct RawActivation {
+        pub instance_id: String,
+        pub first_seen: i64,
+        pub last_seen: i64,
+        pub checks: i64,
+    }
+
+    impl RawActivation {
+        /// Decodes a row.
+        pub fn decode(self) -> StoreResult<Activation> {
+            Ok(Activation {
+                instance_id: hex32(&self.instance_id, "instance_id")?,
+                first_seen: from_ts(self.first_seen, "first_seen")?,
+                last_seen: from_ts(self.last_seen, "last_seen")?,
+                checks: to_u64(self.checks, "checks")?,
+            })
+        }
+    }
+
+    /// A `sessions` row.
+    pub struct RawSession {
+        pub session_id: String,
+        pub license_guid: String,
+        pub purpose: String,
+        pub nonce: Vec<u8>,
+        pub client_cert_sha256: String,
+        pub ek_cert_sha256: String,
+        pub ak_name: Vec<u8>,
+        pub credential_secret: Zeroizing<Vec<u8>>,
+        pub expires_at: i64,
+    }
+
+    impl RawSession {
+        /// Encodes a record.
+        pub fn encode(s: &SessionRecord) -> RawSession {
+            RawSession {
+                session_id: s.session_id.to_string(),
+                license_guid: s.license_guid.to_string(),
+                purpose: name(&s.purpose),
+                nonce: s.nonce.clone(),
+                client_cert_sha256: hex::encode(s.client_cert_sha256),
+                ek_cert_sha256: hex::encode(s.ek_cert_sha256),
+                ak_name: s.ak_name.clone(),
+                credential_secret: s.credential_secret.clone(),
+                expires_at: ts(s.expires_at),
+            }
+        }
+
+        /// Decodes a row.
+        pub fn decode(self) -> StoreResult<SessionRecord> {
+            Ok(SessionRecord {
+                session_id: guid(&self.session_id, "session_id")?,
+                license_guid: guid(&self.license_guid, "session license_guid")?,
+                purpose: from_name::<Purpose>(self.purpose, "session purpose")?,
+                nonce: self.nonce,
+                client_cert_sha256: hex32(&self.client_cert_sha256, "client_cert_sha256")?,
+                ek_cert_sha256: hex32(&self.ek_cert_sha256, "ek_cert_sha256")?,
+                ak_name: self.ak_name,
+                credential_secret: self.credential_secret,
+                expires_at: from_ts(self.expires_at, "session expires_at")?,
+            })
+        }
+    }
+
+    /// An `audit` row (without the id).
+    pub struct RawAudit {
+        pub at: i64,
+        pub license_guid: Option<String>,
+        pub client: String,
+        pub action: String,
+        pub purpose: Option<String>,
+        pub result: String,
+        pub reason: Option<String>,
+        pub message: String,
+        pub instance_id: Option<String>,
+    }
+
+    impl RawAudit {
+        /// Encodes an entry.
+        pub fn encode(e: &AuditEntry) -> RawAudit {
+            RawAudit {
+                at: ts(e.at),
+                license_guid: e.license_guid.map(|g| g.to_string()),
+                client: e.client.clone(),
+                action: e.action.clone(),
+                purpose: e.purpose.as_ref().map(name),
+                result: e.result.clone(),
+                reason: e.reason.as_ref().map(name),
+                message: e.message.clone(),
+                instance_id: e.instance_id.map(hex::encode),
+            }
+        }
+
+        /// Decodes a row.
+        pub fn decode(self) -> StoreResult<AuditEntry> {
+            Ok(AuditEntry {
+                at: from_ts(self.at, "audit time")?,
+                license_guid: self
+                    .license_guid
+                    .map(|g| guid(&g, "audit license_guid"))
+                    .transpose()?,
+                client: self.client,
+                action: self.action,
+                purpose: self
+                    .purpose
+                    .map(|p| from_name::<Purpose>(p, "audit purpose"))
+                    .transpose()?,
+                result: self.result,
+                reason: self
+                    .reason
+                    .map(|r| from_name::<Reason>(r, "audit reason"))
+                    .transpose()?,
+                message: self.message,
+                instance_id: self
+                    .instance_id
+                    .map(|i| hex32(&i, "audit instance_id"))
+                    .transpose()?,
+            })
+        }
+    }
+}
+
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
