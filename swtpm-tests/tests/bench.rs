@@ -19,7 +19,7 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
     v[i]
 }
 
-fn report(name: &str, v: &mut Vec<Duration>) {
+fn report(name: &str, v: &mut [Duration]) {
     let p50 = pct(v, 0.50);
     let p99 = pct(v, 0.99);
     println!(
