@@ -13,6 +13,9 @@ mod qualify;
 mod verify;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 pub use credential::{make_credential_rsa, CredentialChallenge};
 pub use ekcert::{ek_spki, verify_ek_chain, EkTrust, TCG_KP_EK_CERTIFICATE};
 pub use error::AttestError;
