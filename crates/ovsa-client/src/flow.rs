@@ -46,6 +46,7 @@ pub struct Timings {
 }
 
 /// A successful check.
+#[derive(Debug)]
 pub struct Released {
     /// The key share (secret): present for loads, absent for renewals.
     pub share: Option<KeyShare>,

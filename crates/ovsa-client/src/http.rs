@@ -79,7 +79,7 @@ impl Connection {
         // Drive the handshake now so pin and TLS failures are reported as such.
         while stream.conn.is_handshaking() {
             if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
-                return Err(handshake_error(url, &stream, e));
+                return Err(handshake_error(url, e));
             }
         }
         Ok(Connection {
@@ -143,14 +143,22 @@ impl Connection {
             self.authority,
             body.len()
         );
-        let io = |e: std::io::Error| ClientError::Unreachable {
-            url: self.url.clone(),
+        let url = self.url.clone();
+        let io = move |e: std::io::Error| ClientError::Unreachable {
+            url,
             detail: e.to_string(),
         };
-        self.stream.write_all(head.as_bytes()).map_err(io)?;
-        self.stream.write_all(body).map_err(io)?;
-        self.stream.flush().map_err(io)?;
-        self.read_response()
+        let sent = self
+            .stream
+            .write_all(head.as_bytes())
+            .and_then(|()| self.stream.write_all(body))
+            .and_then(|()| self.stream.flush());
+        match sent {
+            Ok(()) => self.read_response(),
+            // The server may answer (e.g. 413) and close before reading a large body: prefer
+            // its answer to the write error.
+            Err(e) => self.read_response().map_err(|_| io(e)),
+        }
     }
 
     fn read_response(&mut self) -> Result<(u16, Vec<u8>), ClientError> {
@@ -225,37 +233,25 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn handshake_error(
-    url: &str,
-    stream: &StreamOwned<ClientConnection, TcpStream>,
-    e: std::io::Error,
-) -> ClientError {
-    let pin_failure = e
+fn handshake_error(url: &str, e: std::io::Error) -> ClientError {
+    let pin = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|r| {
-            matches!(
-                r,
-                rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::ApplicationVerificationFailure
-                )
-            )
+        .and_then(|r| match r {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+                o.0.downcast_ref::<crate::tls::PinMismatch>()
+                    .map(|p| p.found)
+            }
+            _ => None,
         });
-    if pin_failure {
-        let found = stream
-            .conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(crate::tls::spki_pin)
-            .map(hex::encode)
-            .unwrap_or_else(|| "unknown".into());
-        return ClientError::PinMismatch {
+    match pin {
+        Some(found) => ClientError::PinMismatch {
             url: url.to_string(),
-            found,
-        };
-    }
-    ClientError::Unreachable {
-        url: url.to_string(),
-        detail: format!("TLS handshake: {e}"),
+            found: hex::encode(found),
+        },
+        None => ClientError::Unreachable {
+            url: url.to_string(),
+            detail: format!("TLS handshake: {e}"),
+        },
     }
 }

@@ -43,6 +43,15 @@ pub fn spki_pin(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
         .map(|c| sha256(c.spki_der()))
 }
 
+/// The error the verifier raises when the server's key is not pinned (carries the key's pin so
+/// the operator can compare it with the license).
+#[derive(Debug, thiserror::Error)]
+#[error("server key pin {} is not in the license", hex::encode(found))]
+pub struct PinMismatch {
+    /// SHA-256 of the server's SubjectPublicKeyInfo.
+    pub found: [u8; 32],
+}
+
 #[derive(Debug)]
 struct PinnedServer {
     pins: Vec<[u8; 32]>,
@@ -67,7 +76,9 @@ impl ServerCertVerifier for PinnedServer {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
+                    found: pin,
+                }))),
             ))
         }
     }

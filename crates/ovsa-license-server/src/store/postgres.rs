@@ -207,14 +207,18 @@ impl std::ops::Deref for Pooled<'_> {
     type Target = Conn;
     fn deref(&self) -> &Conn {
         // Invariant: `conn` is `Some` from construction until `drop`.
-        self.conn.as_ref().expect("pooled connection present until drop")
+        self.conn
+            .as_ref()
+            .expect("pooled connection present until drop")
     }
 }
 
 impl std::ops::DerefMut for Pooled<'_> {
     fn deref_mut(&mut self) -> &mut Conn {
         // Invariant: `conn` is `Some` from construction until `drop`.
-        self.conn.as_mut().expect("pooled connection present until drop")
+        self.conn
+            .as_mut()
+            .expect("pooled connection present until drop")
     }
 }
 
@@ -303,9 +307,7 @@ impl PgStore {
     /// Connects to `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (no TLS) and brings the schema up
     /// to [`SCHEMA_VERSION`].
     pub async fn connect(url: &str) -> StoreResult<PgStore> {
-        let mut config: Config = url
-            .parse()
-            .map_err(|_| StoreError::BadUrl(redact(url)))?;
+        let mut config: Config = url.parse().map_err(|_| StoreError::BadUrl(redact(url)))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -335,7 +337,10 @@ impl PgStore {
         ))
         .await?;
         let found: i64 = tx
-            .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version", &[])
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version",
+                &[],
+            )
             .await?
             .try_get(0)?;
         if found > SCHEMA_VERSION {
@@ -345,7 +350,11 @@ impl PgStore {
             });
         }
         let now = codec::ts(OffsetDateTime::now_utc());
-        for (from, sql) in MIGRATIONS.iter().enumerate().skip(codec::version_index(found)?) {
+        for (from, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(codec::version_index(found)?)
+        {
             tx.batch_execute(sql).await?;
             tx.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",

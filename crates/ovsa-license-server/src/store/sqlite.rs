@@ -501,7 +501,11 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             });
         }
         let now = codec::ts(OffsetDateTime::now_utc());
-        for (from, sql) in MIGRATIONS.iter().enumerate().skip(codec::version_index(found)?) {
+        for (from, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(codec::version_index(found)?)
+        {
             conn.execute_batch(sql)?;
             conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
@@ -548,7 +552,9 @@ fn read_usage(conn: &Connection, guid: &str, instance: &str) -> StoreResult<Opti
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let r = (|| {
         let lic = conn
-            .prepare_cached("SELECT policy, revoked_at, first_use, uses FROM licenses WHERE license_guid = ?1")?
+            .prepare_cached(
+                "SELECT policy, revoked_at, first_use, uses FROM licenses WHERE license_guid = ?1",
+            )?
             .query_row([guid], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -767,7 +773,10 @@ pub(super) mod codec {
                 isv_cert_sha256: hex32(&self.isv_cert_sha256, "isv_cert_sha256")?,
                 policy: json(&self.policy, "license policy")?,
                 lease_seconds: u32::try_from(self.lease_seconds).map_err(|_| {
-                    StoreError::Corrupt(format!("lease_seconds {} is out of range", self.lease_seconds))
+                    StoreError::Corrupt(format!(
+                        "lease_seconds {} is out of range",
+                        self.lease_seconds
+                    ))
                 })?,
                 tcb: json(&self.tcb, "TCB reference")?,
                 key_share: self.key_share,

@@ -1,0 +1,159 @@
+//! `POST /v1/attest`: verify the evidence (Verifier), apply the policy (Relying Party), release
+//! the key share sealed to the runtime's ephemeral key.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::Json;
+use ovsa_core::crypto::ct_eq;
+use ovsa_core::encoding::format_rfc3339;
+use ovsa_core::license::KeyShare;
+use ovsa_core::protocol::{seal_share, AttestRequest, AttestResponse, Purpose, Reason};
+use time::OffsetDateTime;
+
+use super::challenge::license_for_client;
+use super::{audit, body_error, instrumented, parse_body, ApiError, AppState, Conn, ConnInfo};
+use crate::relying_party::decide;
+use crate::store::{AuditEntry, Decision};
+use crate::verifier::verify_session_evidence;
+
+pub async fn handle(
+    State(st): State<Arc<AppState>>,
+    conn: Conn,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AttestResponse>, ApiError> {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            return instrumented(&st, "attest", &conn, async { Err(body_error(rejection)) }).await
+        }
+    };
+    instrumented(&st, "attest", &conn, attest(&st, &conn, &body)).await
+}
+
+async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestResponse, ApiError> {
+    let req: AttestRequest = parse_body(body)?;
+    let now = OffsetDateTime::now_utc();
+    // Single use: the session is deleted as it is read, so a replay finds nothing.
+    let session = st
+        .store
+        .take_session(req.session_id)
+        .await
+        .map_err(|e| ApiError::internal("loading session", e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                Reason::UnknownSession,
+                "unknown attestation session: it was already used (replay), expired, or never issued; ask for a new challenge",
+            )
+        })?;
+    let mut instance = None;
+    let result = async {
+        if now > session.expires_at {
+            return Err(ApiError::new(
+                Reason::SessionExpired,
+                "the challenge expired before the attestation arrived; ask for a new one",
+            ));
+        }
+        if !ct_eq(&session.client_cert_sha256, &conn.client_cert_sha256) {
+            return Err(ApiError::new(
+                Reason::ClientCertificateMismatch,
+                "the attestation came from another client than the challenge",
+            ));
+        }
+        let license = license_for_client(st, conn, session.license_guid).await?;
+        let verified = verify_session_evidence(st, conn, &session, &license, &req, now)?;
+        instance = Some(verified.ek_cert_sha256);
+        let purpose = session.purpose;
+        let decision = st
+            .store
+            .record_use(
+                session.license_guid,
+                verified.ek_cert_sha256,
+                now,
+                &|state| decide(state, purpose, now),
+            )
+            .await
+            .map_err(|e| ApiError::internal("recording use", e))?
+            .ok_or_else(|| ApiError::new(Reason::UnknownLicense, "license was removed"))?;
+        match decision {
+            Decision::Refuse(reason) => {
+                Err(ApiError::new(reason, refusal_message(reason, &license)))
+            }
+            Decision::Grant {
+                uses, not_after, ..
+            } => {
+                let sealed = match purpose {
+                    Purpose::Renew => None,
+                    Purpose::Load => {
+                        let share = KeyShare::from_bytes(&license.key_share)
+                            .map_err(|e| ApiError::internal("stored key share", e))?;
+                        Some(
+                            seal_share(
+                                &share,
+                                &req.ephemeral_public_key,
+                                &session.nonce,
+                                &session.session_id,
+                                &session.license_guid,
+                            )
+                            .map_err(|e| ApiError::new(Reason::MalformedRequest, e.to_string()))?,
+                        )
+                    }
+                };
+                Ok(AttestResponse {
+                    license_guid: session.license_guid,
+                    share: sealed,
+                    lease_seconds: license.lease_seconds,
+                    uses,
+                    usage_limit: license.policy.usage_limit,
+                    not_after: not_after.map(format_rfc3339),
+                })
+            }
+        }
+    }
+    .await;
+    let (res, reason, message) = match &result {
+        Ok(r) if r.share.is_some() => (
+            "granted",
+            None,
+            format!("key share released; uses {}", r.uses),
+        ),
+        Ok(r) => ("granted", None, format!("lease renewed; uses {}", r.uses)),
+        Err(e) => ("refused", Some(e.reason), e.message.clone()),
+    };
+    audit(
+        st,
+        AuditEntry {
+            at: now,
+            license_guid: Some(session.license_guid),
+            client: conn.audit_name(),
+            action: "attest".into(),
+            purpose: Some(session.purpose),
+            result: res.into(),
+            reason,
+            message,
+            instance_id: instance,
+        },
+    )
+    .await;
+    result
+}
+
+fn refusal_message(reason: Reason, license: &crate::store::LicenseRecord) -> String {
+    let guid = license.license_guid;
+    match reason {
+        Reason::LicenseRevoked => format!("license {guid} was revoked"),
+        Reason::LicenseExpired => format!("license {guid} has expired"),
+        Reason::LicenseNotYetValid => format!("license {guid} is not valid yet"),
+        Reason::UsageLimitReached => format!(
+            "license {guid} has reached its usage limit of {} loads",
+            license.policy.usage_limit.unwrap_or_default()
+        ),
+        Reason::InstanceLimitReached => format!(
+            "license {guid} is already active on {} machines, its instance limit",
+            license.policy.instance_limit.unwrap_or_default()
+        ),
+        other => format!("refused: {other}"),
+    }
+}

@@ -1,0 +1,138 @@
+//! `POST /v1/challenge`: a fresh single-use nonce and a credential challenge for the AK.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::Json;
+use ovsa_core::attest::issue_credential;
+use ovsa_core::crypto::{ct_eq, hash::sha256, random_array};
+use ovsa_core::protocol::{ChallengeRequest, ChallengeResponse, Reason};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::{audit, body_error, instrumented, parse_body, ApiError, AppState, Conn, ConnInfo};
+use crate::store::{AuditEntry, LicenseRecord, SessionRecord};
+use crate::verifier::attest_reason;
+
+pub async fn handle(
+    State(st): State<Arc<AppState>>,
+    conn: Conn,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ChallengeResponse>, ApiError> {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            return instrumented(&st, "challenge", &conn, async {
+                Err(body_error(rejection))
+            })
+            .await
+        }
+    };
+    instrumented(&st, "challenge", &conn, challenge(&st, &conn, &body)).await
+}
+
+/// Loads the license and checks the TLS client is its customer.
+pub async fn license_for_client(
+    st: &AppState,
+    conn: &ConnInfo,
+    guid: Uuid,
+) -> Result<LicenseRecord, ApiError> {
+    let license = st
+        .store
+        .license(guid)
+        .await
+        .map_err(|e| ApiError::internal("loading license", e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                Reason::UnknownLicense,
+                format!("license {guid} is not registered with this license service"),
+            )
+        })?;
+    if !ct_eq(&sha256(&license.customer_cert), &conn.client_cert_sha256) {
+        return Err(ApiError::new(
+            Reason::ClientCertificateMismatch,
+            format!(
+                "the TLS client certificate is not the customer certificate of license {guid}; connect with the keystore the license was sold to"
+            ),
+        ));
+    }
+    Ok(license)
+}
+
+async fn challenge(
+    st: &AppState,
+    conn: &ConnInfo,
+    body: &[u8],
+) -> Result<ChallengeResponse, ApiError> {
+    let req: ChallengeRequest = parse_body(body)?;
+    let now = OffsetDateTime::now_utc();
+    let result = issue(st, conn, &req, now).await;
+    let (res, reason, message) = match &result {
+        Ok(_) => ("issued", None, "challenge issued".to_string()),
+        Err(e) => ("refused", Some(e.reason), e.message.clone()),
+    };
+    audit(
+        st,
+        AuditEntry {
+            at: now,
+            license_guid: Some(req.license_guid),
+            client: conn.audit_name(),
+            action: "challenge".into(),
+            purpose: Some(req.purpose),
+            result: res.into(),
+            reason,
+            message,
+            instance_id: Some(sha256(&req.ek_certificate)),
+        },
+    )
+    .await;
+    result
+}
+
+async fn issue(
+    st: &AppState,
+    conn: &ConnInfo,
+    req: &ChallengeRequest,
+    now: OffsetDateTime,
+) -> Result<ChallengeResponse, ApiError> {
+    let license = license_for_client(st, conn, req.license_guid).await?;
+    if license.revoked_at.is_some() {
+        return Err(ApiError::new(
+            Reason::LicenseRevoked,
+            format!("license {} was revoked", req.license_guid),
+        ));
+    }
+    let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    let (pending, credential) =
+        issue_credential(&st.verifier, &req.ek_certificate, &req.ak_public, now_secs)
+            .map_err(|e| ApiError::new(attest_reason(&e), e.to_string()))?;
+    let nonce = random_array::<32>().map_err(|e| ApiError::internal("nonce", e))?;
+    let session = SessionRecord {
+        session_id: Uuid::new_v4(),
+        license_guid: req.license_guid,
+        purpose: req.purpose,
+        nonce: nonce.to_vec(),
+        client_cert_sha256: conn.client_cert_sha256,
+        ek_cert_sha256: *pending.ek_cert_sha256(),
+        ak_name: pending.ak_name().to_vec(),
+        credential_secret: Zeroizing::new(pending.secret().to_vec()),
+        expires_at: now + st.settings.session_ttl,
+    };
+    st.store
+        .put_session(&session)
+        .await
+        .map_err(|e| ApiError::internal("storing session", e))?;
+    let vtpm = &license.tcb.vtpm;
+    Ok(ChallengeResponse {
+        session_id: session.session_id,
+        nonce: session.nonce.clone(),
+        expires_in: u32::try_from(st.settings.session_ttl.as_secs()).unwrap_or(u32::MAX),
+        credential,
+        pcr_bank: vtpm.bank.to_attest(),
+        pcr_indices: vtpm.pcrs.iter().map(|p| p.index).collect(),
+        host_evidence_required: st.settings.require_host_evidence || license.tcb.host.is_some(),
+    })
+}

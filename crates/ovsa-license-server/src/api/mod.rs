@@ -1,0 +1,224 @@
+//! The HTTP API (`docs/PROTOCOL.md`): routes, shared state, connection identity, errors.
+
+mod attest;
+mod challenge;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use ovsa_core::attest::VerifierConfig;
+use ovsa_core::protocol::{ErrorDetail, ErrorResponse, Reason, MAX_REQUEST_BYTES};
+
+use crate::metrics::Metrics;
+use crate::store::{AuditEntry, Store};
+
+/// Service settings that handlers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a challenge stays valid.
+    pub session_ttl: Duration,
+    /// Refuse attestations without host evidence, whatever the TCB reference says.
+    pub require_host_evidence: bool,
+    /// Upper bound on one request's handling.
+    pub request_timeout: Duration,
+}
+
+/// Shared state of the handlers.
+pub struct AppState {
+    /// Storage.
+    pub store: Store,
+    /// Verifier configuration (trusted EK CAs).
+    pub verifier: VerifierConfig,
+    /// Settings.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// What the TLS layer established about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's certificate (DER).
+    pub client_cert: Vec<u8>,
+    /// Its SHA-256.
+    pub client_cert_sha256: [u8; 32],
+    /// Its subject, for the audit log.
+    pub client_subject: String,
+    /// The TLS exporter value the quote must be bound to.
+    pub exporter: [u8; ovsa_core::protocol::TLS_EXPORTER_LEN],
+    /// Peer address.
+    pub peer: std::net::SocketAddr,
+}
+
+impl ConnInfo {
+    /// How the client appears in the audit log.
+    pub fn audit_name(&self) -> String {
+        format!(
+            "{} (sha256:{})",
+            self.client_subject,
+            hex::encode(&self.client_cert_sha256[..8])
+        )
+    }
+}
+
+/// A refusal: reason code + message, rendered as an [`ErrorResponse`].
+#[derive(Debug)]
+pub struct ApiError {
+    /// Stable code.
+    pub reason: Reason,
+    /// Message for the runtime's log (never secret).
+    pub message: String,
+}
+
+impl ApiError {
+    /// Makes an error.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        ApiError {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// An internal failure; details go to the server log, not to the client.
+    pub fn internal(context: &str, e: impl std::fmt::Display) -> Self {
+        tracing::error!("{context}: {e}");
+        ApiError::new(
+            Reason::Internal,
+            "internal error; see the license service log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.reason.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorResponse {
+            error: ErrorDetail {
+                code: self.reason,
+                message: self.message,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Parses a JSON body into `T`, refusing with `malformed_request` and the parser's message.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            Reason::MalformedRequest,
+            format!("invalid request body: {e}"),
+        )
+    })
+}
+
+/// Maps a body-extraction failure (too large, unreadable) to a refusal.
+pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            Reason::RequestTooLarge,
+            format!("request body exceeds the {MAX_REQUEST_BYTES}-byte limit"),
+        )
+    } else {
+        ApiError::new(
+            Reason::MalformedRequest,
+            format!("unreadable request body: {rejection}"),
+        )
+    }
+}
+
+/// Builds the router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/challenge", post(challenge::handle))
+        .route("/v1/attest", post(attest::handle))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        Reason::MalformedRequest,
+        "no such endpoint: the API is POST /v1/challenge, POST /v1/attest, GET /healthz, GET /metrics",
+    )
+}
+
+async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    match st.store.license(uuid::Uuid::nil()).await {
+        Ok(_) => {
+            Json(serde_json::json!({"status": "ok", "storage": st.store.backend()})).into_response()
+        }
+        Err(e) => {
+            tracing::error!("health check: storage: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "unavailable", "storage": st.store.backend()})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Runs a handler body with the request timeout, records metrics, and logs refusals.
+pub async fn instrumented<T, F>(
+    st: &AppState,
+    endpoint: &'static str,
+    conn: &ConnInfo,
+    fut: F,
+) -> Result<Json<T>, ApiError>
+where
+    F: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let start = Instant::now();
+    let result = match tokio::time::timeout(st.settings.request_timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::new(
+            Reason::Busy,
+            "request timed out; retry later",
+        )),
+    };
+    let reason = result.as_ref().err().map(|e| e.reason.as_str());
+    st.metrics
+        .observe(endpoint, reason, start.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        tracing::info!(
+            endpoint,
+            client = %conn.audit_name(),
+            peer = %conn.peer,
+            reason = e.reason.as_str(),
+            "refused: {}",
+            e.message
+        );
+    }
+    result.map(Json)
+}
+
+/// Appends to the audit log; a failure to audit is logged (the decision stands).
+pub async fn audit(st: &AppState, entry: AuditEntry) {
+    if let Err(e) = st.store.append_audit(&entry).await {
+        tracing::error!("audit log write failed: {e}");
+    }
+}
+
+/// Extracts the connection identity (always present: the TLS layer inserts it).
+pub type Conn = Extension<Arc<ConnInfo>>;

@@ -1,0 +1,349 @@
+//! Storage behind one interface: SQLite (embedded default, one file, WAL) or PostgreSQL (a fleet
+//! of stateless replicas sharing one database).
+//!
+//! Every policy-relevant update happens in [`Store::record_use`], one transaction per check:
+//! read the license row and this instance's activation under a lock, ask the Relying Party's
+//! pure [`crate::relying_party::decide`], write the outcome. Concurrent checks, on one replica or
+//! many, are serialised by the database, so a use count can never be spent twice.
+
+pub mod postgres;
+pub mod sqlite;
+
+use ovsa_core::license::{Policy, Registration, TcbReference};
+use ovsa_core::protocol::{Purpose, Reason};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL is not understood.
+    #[error(
+        "database URL '{0}' is not understood: use sqlite:PATH or postgres://USER@HOST:PORT/DB"
+    )]
+    BadUrl(String),
+    /// A license with this GUID is already registered.
+    #[error("license {0} is already registered")]
+    Duplicate(Uuid),
+    /// The schema in the database is newer than this build.
+    #[error("database schema version {found} is newer than this build's {supported}; upgrade ovsa-license-server")]
+    SchemaTooNew {
+        /// Version found.
+        found: i64,
+        /// Version this build knows.
+        supported: i64,
+    },
+    /// The database cannot be opened or created (e.g. its directory does not exist).
+    #[error("cannot open database '{path}': {reason}")]
+    Open {
+        /// The database file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A stored row does not decode (corruption or manual edits).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// SQLite failure.
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failure.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A blocking task failed.
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// Result alias for storage.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The schema version this build writes (migrations bring older databases up to it).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// A registered license as stored.
+#[derive(Clone)]
+pub struct LicenseRecord {
+    /// License GUID.
+    pub license_guid: Uuid,
+    /// Model GUID.
+    pub model_guid: Uuid,
+    /// Model name.
+    pub model_name: String,
+    /// Model version.
+    pub model_version: String,
+    /// Package header hash.
+    pub header_hash: [u8; 32],
+    /// Digest of the customer license.
+    pub license_digest: [u8; 32],
+    /// Customer certificate (DER): the only TLS client identity accepted for this license.
+    pub customer_cert: Vec<u8>,
+    /// SHA-256 of the signing ISV certificate.
+    pub isv_cert_sha256: [u8; 32],
+    /// The limits.
+    pub policy: Policy,
+    /// Lease length.
+    pub lease_seconds: u32,
+    /// Reference measurements.
+    pub tcb: TcbReference,
+    /// The secret share.
+    pub key_share: Zeroizing<Vec<u8>>,
+    /// Sale time (RFC 3339, from the registration).
+    pub issued: String,
+    /// When it was registered here.
+    pub registered_at: OffsetDateTime,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// First successful activation.
+    pub first_use: Option<OffsetDateTime>,
+    /// Successful loads.
+    pub uses: u64,
+}
+
+impl std::fmt::Debug for LicenseRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LicenseRecord")
+            .field("license_guid", &self.license_guid)
+            .field("model_name", &self.model_name)
+            .field("uses", &self.uses)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LicenseRecord {
+    /// Builds the record to insert from a verified registration.
+    pub fn from_registration(
+        reg: &Registration,
+        isv_cert_sha256: [u8; 32],
+        registered_at: OffsetDateTime,
+    ) -> Self {
+        LicenseRecord {
+            license_guid: reg.license_guid,
+            model_guid: reg.model_guid,
+            model_name: reg.model_name.clone(),
+            model_version: reg.model_version.clone(),
+            header_hash: reg.header_hash,
+            license_digest: reg.license_digest,
+            customer_cert: reg.customer_certificate.clone(),
+            isv_cert_sha256,
+            policy: reg.policy.clone(),
+            lease_seconds: reg.lease_seconds,
+            tcb: reg.tcb.clone(),
+            key_share: Zeroizing::new(reg.key_share.as_bytes().to_vec()),
+            issued: reg.issued.clone(),
+            registered_at,
+            revoked_at: None,
+            first_use: None,
+            uses: 0,
+        }
+    }
+}
+
+/// One machine that activated a license: identified by SHA-256 of its vTPM EK certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activation {
+    /// SHA-256 of the vTPM EK certificate.
+    pub instance_id: [u8; 32],
+    /// First successful check.
+    pub first_seen: OffsetDateTime,
+    /// Latest successful check.
+    pub last_seen: OffsetDateTime,
+    /// Successful checks (loads and renewals).
+    pub checks: u64,
+}
+
+/// A pending attestation session (challenge issued, attestation not yet received).
+#[derive(Clone)]
+pub struct SessionRecord {
+    /// Session identifier.
+    pub session_id: Uuid,
+    /// License it is for.
+    pub license_guid: Uuid,
+    /// Load or renew.
+    pub purpose: Purpose,
+    /// The nonce sent.
+    pub nonce: Vec<u8>,
+    /// SHA-256 of the TLS client certificate that asked.
+    pub client_cert_sha256: [u8; 32],
+    /// SHA-256 of the EK certificate the credential challenge was made for.
+    pub ek_cert_sha256: [u8; 32],
+    /// Name of the AK the challenge was made for.
+    pub ak_name: Vec<u8>,
+    /// The credential secret (single use; deleted with the session).
+    pub credential_secret: Zeroizing<Vec<u8>>,
+    /// Expiry.
+    pub expires_at: OffsetDateTime,
+}
+
+/// What the Relying Party sees of a license when deciding one check.
+#[derive(Debug, Clone)]
+pub struct UsageState {
+    /// The limits.
+    pub policy: Policy,
+    /// Revocation time.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// First successful activation.
+    pub first_use: Option<OffsetDateTime>,
+    /// Successful loads so far.
+    pub uses: u64,
+    /// Whether this instance activated this license before.
+    pub instance_known: bool,
+    /// Number of distinct instances so far.
+    pub instance_count: u64,
+}
+
+/// The Relying Party's decision on one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Release the share.
+    Grant {
+        /// Loads after this check.
+        uses: u64,
+        /// First activation (now, if this is the first).
+        first_use: OffsetDateTime,
+        /// When the license ends, if it has a time limit.
+        not_after: Option<OffsetDateTime>,
+    },
+    /// Refuse.
+    Refuse(Reason),
+}
+
+/// An audit log entry: every decision the service makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Time of the decision.
+    pub at: OffsetDateTime,
+    /// License concerned, if known.
+    pub license_guid: Option<Uuid>,
+    /// Who asked: the client certificate's subject and SHA-256.
+    pub client: String,
+    /// Which step: `challenge` or `attest`, or an admin action (`add`, `revoke`).
+    pub action: String,
+    /// `load` / `renew` where relevant.
+    pub purpose: Option<Purpose>,
+    /// `granted`, `issued` or `refused`.
+    pub result: String,
+    /// Reason code when refused.
+    pub reason: Option<Reason>,
+    /// Human-readable detail (never secret).
+    pub message: String,
+    /// Instance (SHA-256 of the vTPM EK certificate), if known.
+    pub instance_id: Option<[u8; 32]>,
+}
+
+/// Which audit entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this license.
+    pub license_guid: Option<Uuid>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+/// A storage backend.
+pub enum Store {
+    /// Embedded SQLite.
+    Sqlite(sqlite::SqliteStore),
+    /// PostgreSQL (boxed: its connection pool makes it much larger than the SQLite handle).
+    Postgres(Box<postgres::PgStore>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) `sqlite:PATH` or `postgres://...`.
+    pub async fn open(url: &str) -> StoreResult<Store> {
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(StoreError::BadUrl(url.into()));
+            }
+            Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(Box::new(postgres::PgStore::connect(url).await?)))
+        } else {
+            Err(StoreError::BadUrl(url.into()))
+        }
+    }
+
+    /// Short name of the backend.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Registers a license. Fails with [`StoreError::Duplicate`] if already registered.
+    pub async fn add_license(&self, rec: &LicenseRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.add_license(rec).await)
+    }
+
+    /// One license.
+    pub async fn license(&self, guid: Uuid) -> StoreResult<Option<LicenseRecord>> {
+        dispatch!(self, s => s.license(guid).await)
+    }
+
+    /// All licenses, by registration time.
+    pub async fn list_licenses(&self) -> StoreResult<Vec<LicenseRecord>> {
+        dispatch!(self, s => s.list_licenses().await)
+    }
+
+    /// The machines that activated a license.
+    pub async fn activations(&self, guid: Uuid) -> StoreResult<Vec<Activation>> {
+        dispatch!(self, s => s.activations(guid).await)
+    }
+
+    /// Revokes a license (effective for every later check). `false` if unknown.
+    pub async fn revoke(&self, guid: Uuid, at: OffsetDateTime) -> StoreResult<bool> {
+        dispatch!(self, s => s.revoke(guid, at).await)
+    }
+
+    /// Stores a new session.
+    pub async fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.put_session(session).await)
+    }
+
+    /// Atomically removes and returns a session: a second call for the same id returns `None`
+    /// (so a nonce can be used once only, across replicas).
+    pub async fn take_session(&self, id: Uuid) -> StoreResult<Option<SessionRecord>> {
+        dispatch!(self, s => s.take_session(id).await)
+    }
+
+    /// Deletes sessions that expired before `now`; returns how many.
+    pub async fn purge_sessions(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        dispatch!(self, s => s.purge_sessions(now).await)
+    }
+
+    /// Applies one check atomically: loads the license's usage state and this instance's
+    /// activation under a lock, calls `decide`, and on [`Decision::Grant`] writes the new use
+    /// count, first use and activation. Returns `Ok(None)` if the license is unknown.
+    pub async fn record_use(
+        &self,
+        guid: Uuid,
+        instance_id: [u8; 32],
+        now: OffsetDateTime,
+        decide: &(dyn Fn(&UsageState) -> Decision + Sync),
+    ) -> StoreResult<Option<Decision>> {
+        dispatch!(self, s => s.record_use(guid, instance_id, now, decide).await)
+    }
+
+    /// Appends an audit entry.
+    pub async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        dispatch!(self, s => s.append_audit(entry).await)
+    }
+
+    /// Lists audit entries, newest first.
+    pub async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
+        dispatch!(self, s => s.audit(filter).await)
+    }
+}

@@ -1,0 +1,70 @@
+//! The Verifier step of an attestation (RFC 9334): evidence in, attestation result out, using
+//! [`ovsa_core::attest::verify`] with the session's nonce, the runtime's ephemeral key and the
+//! TLS channel bound into the expected qualifying data.
+
+use ovsa_core::attest::{
+    quote_qualifying_data, verify, AkBinding, AttestError, AttestationResult, Expected,
+    PendingCredential,
+};
+use ovsa_core::protocol::{AttestRequest, Reason};
+use time::OffsetDateTime;
+
+use crate::api::{ApiError, AppState, ConnInfo};
+use crate::store::{LicenseRecord, SessionRecord};
+
+/// Maps a verification failure to its protocol reason.
+pub fn attest_reason(e: &AttestError) -> Reason {
+    use AttestError as E;
+    match e {
+        E::EkCertMalformed(_) | E::EkCertUntrusted(_) | E::EkKeyUnsupported => Reason::UntrustedEk,
+        E::AkNameMismatch | E::EkCertMismatch | E::CredentialMismatch => Reason::CredentialMismatch,
+        E::PcrBankMismatch { .. } | E::PcrNotQuoted(_) | E::PcrValueMismatch(_) => {
+            Reason::PcrMismatch
+        }
+        E::HostEvidenceMissing
+        | E::HostBlob(_)
+        | E::HostBindingMismatch
+        | E::HostAkNotEnrolled
+        | E::Host(_) => Reason::HostEvidenceInvalid,
+        E::Crypto(_) => Reason::Internal,
+        _ => Reason::QuoteInvalid,
+    }
+}
+
+/// Verifies the evidence of `req` for `session`.
+pub fn verify_session_evidence(
+    st: &AppState,
+    conn: &ConnInfo,
+    session: &SessionRecord,
+    license: &LicenseRecord,
+    req: &AttestRequest,
+    now: OffsetDateTime,
+) -> Result<AttestationResult, ApiError> {
+    let secret: [u8; 32] = session
+        .credential_secret
+        .as_slice()
+        .try_into()
+        .map_err(|_| ApiError::internal("session", "stored credential secret is not 32 bytes"))?;
+    let pending =
+        PendingCredential::from_parts(session.ek_cert_sha256, session.ak_name.clone(), secret);
+    let qualifying = quote_qualifying_data(
+        &session.nonce,
+        &req.ephemeral_public_key,
+        Some(&conn.exporter),
+    );
+    let reference = license.tcb.reference_values();
+    let mut config = st.verifier.clone();
+    config.require_host_evidence |= license.tcb.host.is_some();
+    let expected = Expected {
+        qualifying_data: &qualifying,
+        reference: &reference,
+        binding: AkBinding::Activated {
+            pending: &pending,
+            response: &req.activated_secret,
+        },
+        previous_clock: None,
+        now: u64::try_from(now.unix_timestamp()).unwrap_or(0),
+    };
+    verify(&config, &req.evidence, &expected)
+        .map_err(|e| ApiError::new(attest_reason(&e), format!("attestation refused: {e}")))
+}
