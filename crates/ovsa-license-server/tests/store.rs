@@ -1,0 +1,767 @@
+//! Storage backends: the same test bodies against SQLite and a private PostgreSQL server.
+//!
+//! `cargo test -p ovsa-license-server --test store -- --nocapture` also prints the
+//! `record_use` throughput figures of `throughput_8_concurrent`.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration as StdDuration, Instant};
+
+use common::{Backend, TestDb};
+use ovsa_core::license::{PcrBank, PcrSet, PcrValue, Policy, TcbReference, Validity};
+use ovsa_core::protocol::{Purpose, Reason};
+use ovsa_license_server::relying_party::decide;
+use ovsa_license_server::store::{
+    AuditEntry, AuditFilter, Decision, LicenseRecord, SessionRecord, Store, StoreError,
+    SCHEMA_VERSION,
+};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+/// Runs `body(TestDb)` as two tests, `NAME::sqlite` and `NAME::postgres`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::TestDb::new(super::Backend::Sqlite)).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name(super::TestDb::new(super::Backend::Postgres)).await
+            }
+        }
+    )*};
+}
+
+both!(
+    licenses_add_get_list_duplicate,
+    revocation,
+    sessions_single_use_and_purge,
+    usage_limit_reached_exactly_at_n,
+    instance_limit,
+    days_from_first_use_expiry,
+    unknown_license,
+    audit_append_filter_limit,
+    schema_too_new_is_refused,
+    reopen_sees_the_data,
+    concurrent_checks_spend_exactly_the_limit,
+    two_replicas_race_for_the_last_use,
+    throughput_8_concurrent,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+fn customer_cert() -> Vec<u8> {
+    static CERT: OnceLock<Vec<u8>> = OnceLock::new();
+    CERT.get_or_init(|| {
+        let (ks, _) = ovsa_core::identity::Keystore::generate(
+            ovsa_core::crypto::KeyAlgorithm::EcdsaP256,
+            "CN=customer",
+            30,
+        )
+        .expect("keystore");
+        ks.certificate().der().to_vec()
+    })
+    .clone()
+}
+
+fn policy(validity: Validity, usage_limit: Option<u64>, instance_limit: Option<u32>) -> Policy {
+    Policy {
+        validity,
+        usage_limit,
+        instance_limit,
+    }
+}
+
+fn perpetual(usage_limit: Option<u64>, instance_limit: Option<u32>) -> Policy {
+    policy(Validity::Perpetual, usage_limit, instance_limit)
+}
+
+fn random32() -> [u8; 32] {
+    ovsa_core::crypto::random_array::<32>().expect("randomness")
+}
+
+/// Whole seconds (what the stores keep).
+fn secs(t: OffsetDateTime) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(t.unix_timestamp()).expect("time")
+}
+
+fn license(policy: Policy, registered_at: OffsetDateTime) -> LicenseRecord {
+    LicenseRecord {
+        license_guid: Uuid::new_v4(),
+        model_guid: Uuid::new_v4(),
+        model_name: "resnet-50".into(),
+        model_version: "1.2.3".into(),
+        header_hash: random32(),
+        license_digest: random32(),
+        customer_cert: customer_cert(),
+        isv_cert_sha256: random32(),
+        policy,
+        lease_seconds: 600,
+        tcb: TcbReference {
+            name: "test-vm".into(),
+            vtpm: PcrSet::new(
+                PcrBank::Sha256,
+                vec![
+                    PcrValue {
+                        index: 0,
+                        value: random32().to_vec(),
+                    },
+                    PcrValue {
+                        index: 7,
+                        value: random32().to_vec(),
+                    },
+                ],
+            )
+            .expect("PCR set"),
+            host: None,
+            created: "2026-01-01T00:00:00Z".into(),
+        },
+        key_share: Zeroizing::new(random32().to_vec()),
+        issued: "2026-01-01T00:00:00Z".into(),
+        registered_at: secs(registered_at),
+        revoked_at: None,
+        first_use: None,
+        uses: 0,
+    }
+}
+
+fn assert_same_license(a: &LicenseRecord, b: &LicenseRecord) {
+    assert_eq!(a.license_guid, b.license_guid);
+    assert_eq!(a.model_guid, b.model_guid);
+    assert_eq!(a.model_name, b.model_name);
+    assert_eq!(a.model_version, b.model_version);
+    assert_eq!(a.header_hash, b.header_hash);
+    assert_eq!(a.license_digest, b.license_digest);
+    assert_eq!(a.customer_cert, b.customer_cert);
+    assert_eq!(a.isv_cert_sha256, b.isv_cert_sha256);
+    assert_eq!(a.policy, b.policy);
+    assert_eq!(a.lease_seconds, b.lease_seconds);
+    assert_eq!(a.tcb, b.tcb);
+    assert_eq!(*a.key_share, *b.key_share);
+    assert_eq!(a.issued, b.issued);
+    assert_eq!(a.registered_at, b.registered_at);
+    assert_eq!(a.revoked_at, b.revoked_at);
+    assert_eq!(a.first_use, b.first_use);
+    assert_eq!(a.uses, b.uses);
+}
+
+fn session(license_guid: Uuid, expires_at: OffsetDateTime) -> SessionRecord {
+    SessionRecord {
+        session_id: Uuid::new_v4(),
+        license_guid,
+        purpose: Purpose::Renew,
+        nonce: random32().to_vec(),
+        client_cert_sha256: random32(),
+        ek_cert_sha256: random32(),
+        ak_name: random32().to_vec(),
+        credential_secret: Zeroizing::new(random32().to_vec()),
+        expires_at: secs(expires_at),
+    }
+}
+
+/// One check with the real Relying Party.
+async fn check(
+    store: &Store,
+    guid: Uuid,
+    instance: [u8; 32],
+    purpose: Purpose,
+    now: OffsetDateTime,
+) -> Option<Decision> {
+    store
+        .record_use(guid, instance, now, &|s| decide(s, purpose, now))
+        .await
+        .expect("record_use")
+}
+
+async fn load(store: &Store, guid: Uuid, instance: [u8; 32], now: OffsetDateTime) -> Decision {
+    check(store, guid, instance, Purpose::Load, now)
+        .await
+        .expect("known license")
+}
+
+async fn uses(store: &Store, guid: Uuid) -> u64 {
+    store.license(guid).await.unwrap().expect("license").uses
+}
+
+fn granted(d: &Decision) -> bool {
+    matches!(d, Decision::Grant { .. })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Functional tests
+
+async fn licenses_add_get_list_duplicate(db: TestDb) {
+    let store = db.open().await;
+    let now = OffsetDateTime::now_utc();
+    assert!(store.list_licenses().await.unwrap().is_empty());
+    let a = license(perpetual(Some(3), None), now);
+    let b = license(
+        policy(
+            Validity::Window {
+                not_before: Some("2026-01-01T00:00:00Z".into()),
+                not_after: "2036-01-01T00:00:00Z".into(),
+            },
+            None,
+            Some(2),
+        ),
+        now - Duration::hours(1),
+    );
+    store.add_license(&a).await.unwrap();
+    store.add_license(&b).await.unwrap();
+    assert_same_license(&store.license(a.license_guid).await.unwrap().unwrap(), &a);
+    assert_same_license(&store.license(b.license_guid).await.unwrap().unwrap(), &b);
+    assert!(store.license(Uuid::new_v4()).await.unwrap().is_none());
+    // By registration time: b was registered first.
+    let list = store.list_licenses().await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert_same_license(&list[0], &b);
+    assert_same_license(&list[1], &a);
+    // Duplicate GUID: refused, the original untouched.
+    let mut dup = license(perpetual(None, None), now);
+    dup.license_guid = a.license_guid;
+    match store.add_license(&dup).await {
+        Err(StoreError::Duplicate(g)) => assert_eq!(g, a.license_guid),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    assert_same_license(&store.license(a.license_guid).await.unwrap().unwrap(), &a);
+    assert!(store.activations(a.license_guid).await.unwrap().is_empty());
+}
+
+async fn revocation(db: TestDb) {
+    let store = db.open().await;
+    let now = OffsetDateTime::now_utc();
+    let lic = license(perpetual(Some(10), None), now);
+    store.add_license(&lic).await.unwrap();
+    let vm = random32();
+    assert!(granted(&load(&store, lic.license_guid, vm, now).await));
+    assert!(!store.revoke(Uuid::new_v4(), now).await.unwrap());
+    let at = now + Duration::seconds(5);
+    assert!(store.revoke(lic.license_guid, at).await.unwrap());
+    // A later revocation keeps the first time.
+    assert!(store
+        .revoke(lic.license_guid, at + Duration::hours(1))
+        .await
+        .unwrap());
+    let rec = store.license(lic.license_guid).await.unwrap().unwrap();
+    assert_eq!(rec.revoked_at, Some(secs(at)));
+    // Effective on the next check (load and renewal), and nothing is written.
+    let later = at + Duration::seconds(1);
+    assert_eq!(
+        load(&store, lic.license_guid, vm, later).await,
+        Decision::Refuse(Reason::LicenseRevoked)
+    );
+    assert_eq!(
+        check(&store, lic.license_guid, vm, Purpose::Renew, later).await,
+        Some(Decision::Refuse(Reason::LicenseRevoked))
+    );
+    assert_eq!(uses(&store, lic.license_guid).await, 1);
+    assert_eq!(
+        store.activations(lic.license_guid).await.unwrap()[0].checks,
+        1
+    );
+}
+
+async fn sessions_single_use_and_purge(db: TestDb) {
+    let store = db.open().await;
+    let now = OffsetDateTime::now_utc();
+    let guid = Uuid::new_v4();
+    let fresh = session(guid, now + Duration::seconds(60));
+    let mut load_session = session(guid, now + Duration::seconds(60));
+    load_session.purpose = Purpose::Load;
+    let old1 = session(guid, now - Duration::seconds(1));
+    let old2 = session(guid, now - Duration::hours(1));
+    for s in [&fresh, &load_session, &old1, &old2] {
+        store.put_session(s).await.unwrap();
+    }
+    // Single use.
+    let got = store.take_session(fresh.session_id).await.unwrap().unwrap();
+    assert_eq!(got.session_id, fresh.session_id);
+    assert_eq!(got.license_guid, fresh.license_guid);
+    assert_eq!(got.purpose, Purpose::Renew);
+    assert_eq!(got.nonce, fresh.nonce);
+    assert_eq!(got.client_cert_sha256, fresh.client_cert_sha256);
+    assert_eq!(got.ek_cert_sha256, fresh.ek_cert_sha256);
+    assert_eq!(got.ak_name, fresh.ak_name);
+    assert_eq!(*got.credential_secret, *fresh.credential_secret);
+    assert_eq!(got.expires_at, fresh.expires_at);
+    assert!(store
+        .take_session(fresh.session_id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.take_session(Uuid::new_v4()).await.unwrap().is_none());
+    // Purge removes exactly the expired ones.
+    assert_eq!(store.purge_sessions(now).await.unwrap(), 2);
+    assert_eq!(store.purge_sessions(now).await.unwrap(), 0);
+    assert!(store.take_session(old1.session_id).await.unwrap().is_none());
+    let got = store
+        .take_session(load_session.session_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.purpose, Purpose::Load);
+}
+
+async fn usage_limit_reached_exactly_at_n(db: TestDb) {
+    let store = db.open().await;
+    let now = OffsetDateTime::now_utc();
+    let lic = license(perpetual(Some(3), None), now);
+    let guid = lic.license_guid;
+    store.add_license(&lic).await.unwrap();
+    let vm = random32();
+    for n in 1..=3u64 {
+        match load(&store, guid, vm, now + Duration::seconds(n as i64)).await {
+            Decision::Grant {
+                uses,
+                first_use,
+                not_after,
+            } => {
+                assert_eq!(uses, n);
+                assert_eq!(secs(first_use), secs(now + Duration::seconds(1)));
+                assert_eq!(not_after, None);
+            }
+            d => panic!("load {n}: {d:?}"),
+        }
+        assert_eq!(uses(&store, guid).await, n);
+    }
+    assert_eq!(
+        load(&store, guid, vm, now + Duration::seconds(10)).await,
+        Decision::Refuse(Reason::UsageLimitReached)
+    );
+    assert_eq!(uses(&store, guid).await, 3);
+    // A renewal of the loaded model still passes and spends nothing.
+    let renew = check(
+        &store,
+        guid,
+        vm,
+        Purpose::Renew,
+        now + Duration::seconds(11),
+    )
+    .await;
+    assert!(
+        matches!(renew, Some(Decision::Grant { uses: 3, .. })),
+        "{renew:?}"
+    );
+    let rec = store.license(guid).await.unwrap().unwrap();
+    assert_eq!(rec.uses, 3);
+    assert_eq!(rec.first_use, Some(secs(now + Duration::seconds(1))));
+    let acts = store.activations(guid).await.unwrap();
+    assert_eq!(acts.len(), 1);
+    assert_eq!(acts[0].instance_id, vm);
+    assert_eq!(
+        acts[0].checks, 4,
+        "3 loads + 1 renewal; the refusal is not counted"
+    );
+    assert_eq!(acts[0].first_seen, secs(now + Duration::seconds(1)));
+    assert_eq!(acts[0].last_seen, secs(now + Duration::seconds(11)));
+}
+
+async fn instance_limit(db: TestDb) {
+    let store = db.open().await;
+    let now = OffsetDateTime::now_utc();
+    let lic = license(perpetual(None, Some(2)), now);
+    let guid = lic.license_guid;
+    store.add_license(&lic).await.unwrap();
+    let (a, b, c) = (random32(), random32(), random32());
+    assert!(granted(&load(&store, guid, a, now).await));
+    assert!(granted(&load(&store, guid, b, now).await));
+    assert_eq!(
+        load(&store, guid, c, now).await,
+        Decision::Refuse(Reason::InstanceLimitReached)
+    );
+    // Known machines keep working.
+    assert!(granted(&load(&store, guid, a, now).await));
+    assert!(granted(&load(&store, guid, b, now).await));
+    let mut acts: Vec<_> = store
+        .activations(guid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.instance_id, a.checks))
+        .collect();
+    acts.sort();
+    let mut want = vec![(a, 2), (b, 2)];
+    want.sort();
+    assert_eq!(acts, want);
+    assert_eq!(uses(&store, guid).await, 4);
+}
+
+async fn days_from_first_use_expiry(db: TestDb) {
+    let store = db.open().await;
+    let t0 = secs(OffsetDateTime::now_utc()) - Duration::days(100);
+    let lic = license(
+        policy(Validity::DaysFromFirstUse { days: 30 }, None, None),
+        t0 - Duration::days(1),
+    );
+    let guid = lic.license_guid;
+    store.add_license(&lic).await.unwrap();
+    let vm = random32();
+    match load(&store, guid, vm, t0).await {
+        Decision::Grant {
+            first_use,
+            not_after,
+            ..
+        } => {
+            assert_eq!(first_use, t0);
+            assert_eq!(not_after, Some(t0 + Duration::days(30)));
+        }
+        d => panic!("{d:?}"),
+    }
+    // Later checks keep the first use.
+    match load(&store, guid, vm, t0 + Duration::days(29)).await {
+        Decision::Grant { first_use, .. } => assert_eq!(first_use, t0),
+        d => panic!("{d:?}"),
+    }
+    let last = t0 + Duration::days(30) - Duration::seconds(1);
+    assert!(granted(&load(&store, guid, vm, last).await));
+    assert_eq!(
+        load(&store, guid, vm, t0 + Duration::days(30)).await,
+        Decision::Refuse(Reason::LicenseExpired)
+    );
+    assert_eq!(
+        check(&store, guid, vm, Purpose::Renew, t0 + Duration::days(31)).await,
+        Some(Decision::Refuse(Reason::LicenseExpired))
+    );
+    let rec = store.license(guid).await.unwrap().unwrap();
+    assert_eq!(rec.first_use, Some(t0));
+    assert_eq!(rec.uses, 3);
+}
+
+async fn unknown_license(db: TestDb) {
+    let store = db.open().await;
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(
+        check(&store, Uuid::new_v4(), random32(), Purpose::Load, now).await,
+        None
+    );
+    // The store stays usable after the early return (transaction closed).
+    let lic = license(perpetual(Some(1), None), now);
+    store.add_license(&lic).await.unwrap();
+    assert!(granted(
+        &load(&store, lic.license_guid, random32(), now).await
+    ));
+}
+
+async fn audit_append_filter_limit(db: TestDb) {
+    let store = db.open().await;
+    let now = secs(OffsetDateTime::now_utc());
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let entry = |i: i64, guid: Option<Uuid>| AuditEntry {
+        at: now + Duration::seconds(i),
+        license_guid: guid,
+        client: format!("CN=customer {i} / sha256:{}", hex::encode([i as u8; 32])),
+        action: if i % 2 == 0 { "challenge" } else { "attest" }.into(),
+        purpose: guid.map(|_| {
+            if i % 3 == 0 {
+                Purpose::Renew
+            } else {
+                Purpose::Load
+            }
+        }),
+        result: if i == 4 { "refused" } else { "granted" }.into(),
+        reason: (i == 4).then_some(Reason::UsageLimitReached),
+        message: format!("entry {i}"),
+        instance_id: (i % 2 == 1).then(random32),
+    };
+    let entries = vec![
+        entry(0, Some(a)),
+        entry(1, Some(b)),
+        entry(2, Some(a)),
+        entry(3, None),
+        entry(4, Some(a)),
+        entry(5, Some(b)),
+    ];
+    for e in &entries {
+        store.append_audit(e).await.unwrap();
+    }
+    let newest_first = |pick: &dyn Fn(&AuditEntry) -> bool| -> Vec<AuditEntry> {
+        entries.iter().rev().filter(|e| pick(e)).cloned().collect()
+    };
+    let all = store.audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(all, newest_first(&|_| true));
+    let only_a = store
+        .audit(&AuditFilter {
+            license_guid: Some(a),
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(only_a, newest_first(&|e| e.license_guid == Some(a)));
+    let two = store
+        .audit(&AuditFilter {
+            license_guid: Some(a),
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(two, only_a[..2].to_vec());
+    let last = store
+        .audit(&AuditFilter {
+            license_guid: None,
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(last, vec![entries[5].clone()]);
+    assert!(store
+        .audit(&AuditFilter {
+            license_guid: Some(Uuid::new_v4()),
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn schema_too_new_is_refused(db: TestDb) {
+    // Opening twice is idempotent (no second migration).
+    drop(db.open().await);
+    drop(db.open().await);
+    let newer = SCHEMA_VERSION + 1;
+    let sql = format!("INSERT INTO schema_version (version, applied_at) VALUES ({newer}, 0)");
+    match db.backend {
+        Backend::Sqlite => {
+            let path = db.url.strip_prefix("sqlite:").unwrap();
+            let conn = rusqlite::Connection::open(path).unwrap();
+            let versions: i64 = conn
+                .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(versions, SCHEMA_VERSION);
+            conn.execute_batch(&sql).unwrap();
+        }
+        Backend::Postgres => {
+            let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let versions: i64 = client
+                .query_one("SELECT COUNT(*) FROM schema_version", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(versions, SCHEMA_VERSION);
+            client.batch_execute(&sql).await.unwrap();
+        }
+    }
+    match Store::open(&db.url).await {
+        Err(e @ StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (newer, SCHEMA_VERSION));
+            assert!(e.to_string().contains("upgrade"), "{e}");
+        }
+        Err(e) => panic!("expected SchemaTooNew, got {e}"),
+        Ok(_) => panic!("expected SchemaTooNew, the store opened"),
+    }
+}
+
+async fn reopen_sees_the_data(db: TestDb) {
+    let now = OffsetDateTime::now_utc();
+    let lic = license(perpetual(Some(5), None), now);
+    let vm = random32();
+    {
+        let store = db.open().await;
+        store.add_license(&lic).await.unwrap();
+        assert!(granted(&load(&store, lic.license_guid, vm, now).await));
+        store
+            .put_session(&session(lic.license_guid, now))
+            .await
+            .unwrap();
+    }
+    let store = db.open().await;
+    let rec = store.license(lic.license_guid).await.unwrap().unwrap();
+    assert_eq!(rec.uses, 1);
+    assert_eq!(rec.first_use, Some(secs(now)));
+    assert_eq!(*rec.key_share, *lic.key_share);
+    assert_eq!(store.activations(lic.license_guid).await.unwrap().len(), 1);
+    assert!(matches!(
+        load(&store, lic.license_guid, vm, now).await,
+        Decision::Grant { uses: 2, .. }
+    ));
+    if db.backend == Backend::Sqlite {
+        // The file holds key shares: private to its owner.
+        use std::os::unix::fs::PermissionsExt;
+        let path = db.url.strip_prefix("sqlite:").unwrap();
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+
+/// `tasks` tasks x `per_task` loads on `guid`, spread round-robin over `stores`; each task is
+/// one machine. Returns the number of grants and each check's latency.
+async fn hammer(
+    stores: &[Arc<Store>],
+    guid: Uuid,
+    tasks: usize,
+    per_task: usize,
+) -> (u64, Vec<StdDuration>) {
+    let grants = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let store = Arc::clone(&stores[t % stores.len()]);
+        let grants = Arc::clone(&grants);
+        handles.push(tokio::spawn(async move {
+            let vm = random32();
+            let mut lat = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let now = OffsetDateTime::now_utc();
+                let start = Instant::now();
+                let d = load(&store, guid, vm, now).await;
+                lat.push(start.elapsed());
+                match d {
+                    Decision::Grant { .. } => {
+                        grants.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Decision::Refuse(Reason::UsageLimitReached) => {}
+                    d => panic!("unexpected {d:?}"),
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await.expect("task"));
+    }
+    (grants.load(Ordering::Relaxed), lat)
+}
+
+async fn concurrent_checks_spend_exactly_the_limit(db: TestDb) {
+    let store = Arc::new(db.open().await);
+    let now = OffsetDateTime::now_utc();
+    let (tasks, per_task, limit) = (8, 25, 50);
+    let lic = license(perpetual(Some(limit), None), now);
+    store.add_license(&lic).await.unwrap();
+    let (grants, _) = hammer(&[Arc::clone(&store)], lic.license_guid, tasks, per_task).await;
+    assert_eq!(grants, limit);
+    assert_eq!(uses(&store, lic.license_guid).await, limit);
+    let acts = store.activations(lic.license_guid).await.unwrap();
+    assert_eq!(acts.iter().map(|a| a.checks).sum::<u64>(), limit);
+}
+
+async fn two_replicas_race_for_the_last_use(db: TestDb) {
+    // Two independent stores (connections/pools) on one database, like two service replicas.
+    let r1 = Arc::new(db.open().await);
+    let r2 = Arc::new(db.open().await);
+    let now = OffsetDateTime::now_utc();
+    for round in 0..3 {
+        let lic = license(perpetual(Some(1), None), now);
+        r1.add_license(&lic).await.unwrap();
+        let stores = [Arc::clone(&r1), Arc::clone(&r2)];
+        let (grants, _) = hammer(&stores, lic.license_guid, 16, 4).await;
+        assert_eq!(
+            grants, 1,
+            "round {round}: exactly one replica wins the last use"
+        );
+        assert_eq!(uses(&r2, lic.license_guid).await, 1);
+        assert_eq!(uses(&r1, lic.license_guid).await, 1);
+    }
+}
+
+fn percentile(sorted: &[StdDuration], p: f64) -> StdDuration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn throughput_8_concurrent(db: TestDb) {
+    let store = Arc::new(db.open().await);
+    let now = OffsetDateTime::now_utc();
+    let lic = license(perpetual(None, None), now);
+    store.add_license(&lic).await.unwrap();
+    let (tasks, per_task) = (8, 150);
+    // Warm up (prepared statements, pool connections).
+    hammer(&[Arc::clone(&store)], lic.license_guid, tasks, 5).await;
+    let start = Instant::now();
+    let (grants, mut lat) = hammer(&[Arc::clone(&store)], lic.license_guid, tasks, per_task).await;
+    let wall = start.elapsed();
+    let total = (tasks * per_task) as u64;
+    assert_eq!(grants, total);
+    assert_eq!(
+        uses(&store, lic.license_guid).await,
+        total + (tasks * 5) as u64
+    );
+    lat.sort();
+    eprintln!(
+        "record_use {:?}: {} tasks x {} checks: {:.0} checks/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        db.backend,
+        tasks,
+        per_task,
+        total as f64 / wall.as_secs_f64(),
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.last().unwrap().as_secs_f64() * 1e3,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend-specific
+
+#[tokio::test]
+async fn sqlite_missing_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("no/such/dir/l.db").display());
+    match Store::open(&url).await {
+        Err(e @ StoreError::Open { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("does not exist"), "{msg}");
+        }
+        Err(e) => panic!("expected Open, got {e}"),
+        Ok(_) => panic!("opened a database in a missing directory"),
+    }
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_an_error() {
+    // Nothing listens on port 1.
+    let r = tokio::time::timeout(
+        StdDuration::from_secs(20),
+        Store::open("postgres://postgres@127.0.0.1:1/x"),
+    )
+    .await
+    .expect("fails fast");
+    assert!(matches!(r, Err(StoreError::Postgres(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_migrating_together() {
+    // Several replicas starting at once on an empty database: the advisory lock serialises the
+    // migrations, every one of them opens.
+    let url = common::pg::shared().create_database();
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { Store::open(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+    let versions = common::pg::shared()
+        .psql(
+            url.rsplit('/').next().unwrap(),
+            "SELECT string_agg(version::text, ',') FROM schema_version",
+        )
+        .unwrap();
+    assert_eq!(versions, SCHEMA_VERSION.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_openers_migrating_together() {
+    let db = TestDb::sqlite();
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { Store::open(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+}
