@@ -679,6 +679,15 @@ fn guest_cannot_rewrite_or_undefine_host_evidence() {
     let u_owner = ctx.execute_with_nullauth_session(|c| c.nv_undefine_space(Provision::Owner, h));
     assert!(u_owner.is_err(), "owner must not undefine host evidence");
     assert!(host::read_host_evidence(&mut vtpm).is_ok());
+    // The attributes documented in docs/ATTESTATION.md (plus TPMA_NV_WRITTEN), seen by tpm2-tools.
+    let out = std::process::Command::new("tpm2_nvreadpublic")
+        .arg("0x01000000")
+        .env("TPM2TOOLS_TCTI", pair.vtpm.tcti())
+        .env("TSS2_LOG", "all+none")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("value: 0x62070001"), "{text}");
 }
 
 fn vtpm_undefine(vtpm: &mut Tpm, index: u32) {
