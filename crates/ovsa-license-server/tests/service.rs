@@ -2,6 +2,7 @@
 //! vTPMs (EK certificates from a private CA), the real client, SQLite storage (and PostgreSQL
 //! where noted), and the model key actually unwrapped and used to decrypt the package.
 
+mod common;
 mod world;
 
 use ovsa_client::{ClientError, Step};
@@ -236,4 +237,58 @@ fn malformed_requests_get_reasons_not_crashes() {
         metrics.contains("ovsa_license_decisions_total"),
         "{metrics}"
     );
+}
+
+#[test]
+fn two_replicas_on_one_postgres_race_for_the_last_use_and_exactly_one_wins() {
+    let db = common::TestDb::postgres();
+    let mut w = World::with_db(tempfile::tempdir().unwrap(), &db.url);
+    let second = w.replica(&db.url);
+    let lic = w.sell(perpetual(Some(1), None), &w.customer, None);
+    // Half the clients go to replica A, half to replica B (same license, services reordered).
+    let mut via_b = lic.body().clone();
+    via_b.services[0].url = second;
+    let tpms: Vec<Swtpm> = (0..6).map(|_| Swtpm::start(names::VTPM)).collect();
+    let barrier = std::sync::Barrier::new(tpms.len());
+    let results: Vec<Result<u64, ClientError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = tpms
+            .iter()
+            .enumerate()
+            .map(|(i, tpm)| {
+                let body = if i % 2 == 0 {
+                    lic.body().clone()
+                } else {
+                    via_b.clone()
+                };
+                let (w, barrier) = (&w, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    w.check_body(&body, &w.customer, tpm, Purpose::Load)
+                        .map(|r| r.response.uses)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1, "{results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert!(
+                matches!(
+                    e,
+                    ClientError::Refused {
+                        reason: Reason::UsageLimitReached,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
+    }
+    let stored =
+        w.rt.block_on(w.state.store.license(lic.body().license_guid))
+            .unwrap()
+            .unwrap();
+    assert_eq!(stored.uses, 1);
 }

@@ -34,6 +34,7 @@ use zeroize::Zeroizing;
 pub struct World {
     pub rt: tokio::runtime::Runtime,
     pub server: Option<RunningServer>,
+    pub replicas: Vec<RunningServer>,
     pub state: Arc<AppState>,
     pub dir: tempfile::TempDir,
     pub isv: Keystore,
@@ -158,6 +159,7 @@ impl World {
         World {
             rt,
             server: Some(server),
+            replicas: Vec::new(),
             state,
             dir,
             isv,
@@ -172,6 +174,33 @@ impl World {
 
     pub fn url(&self) -> String {
         format!("https://{}", self.server.as_ref().unwrap().addr)
+    }
+
+    /// Starts another replica of the service on the same database (same TLS key); returns its
+    /// URL. It runs until the world is dropped.
+    pub fn replica(&mut self, db_url: &str) -> String {
+        let cert_path = self.dir.path().join("server.crt");
+        let key_path = self.dir.path().join("server.ks");
+        let tls = ovsa_license_server::tls::server_config(&cert_path, &key_path).unwrap();
+        let store = self.rt.block_on(Store::open(db_url)).unwrap();
+        let state = Arc::new(AppState {
+            store,
+            verifier: self.state.verifier.clone(),
+            settings: self.state.settings.clone(),
+            metrics: Default::default(),
+        });
+        let server = self
+            .rt
+            .block_on(server::start(
+                "127.0.0.1:0".parse().unwrap(),
+                tls,
+                state,
+                Limits::default(),
+            ))
+            .unwrap();
+        let url = format!("https://{}", server.addr);
+        self.replicas.push(server);
+        url
     }
 
     pub fn server_pin(&self) -> Pin {
@@ -461,6 +490,9 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         if let Some(s) = self.server.take() {
+            self.rt.block_on(s.shutdown());
+        }
+        for s in self.replicas.drain(..) {
             self.rt.block_on(s.shutdown());
         }
     }
