@@ -1,8 +1,9 @@
 //! A reusable swtpm harness for tests.
 //!
-//! - [`TestCa`]: a private swtpm-localca CA (root + intermediate) in a temporary directory; the
-//!   global `/var/lib/swtpm-localca` and `/etc/swtpm*` are never used.
-//! - Templates: a TPM state provisioned once per test process and per name with
+//! - [`TestCa`]: a private swtpm-localca CA (root + intermediate) in the harness cache directory
+//!   ([`cache_root`]); the global `/var/lib/swtpm-localca` and `/etc/swtpm*` are never used.
+//! - Templates: a TPM state provisioned once per name (cached across test processes in
+//!   [`cache_root`], guarded by a lock file) with
 //!   `swtpm_setup --tpm2 --create-ek-cert --create-platform-cert` (RSA-2048 and P-384 EK
 //!   certificates signed by the template's CA); each [`Swtpm`] copies the state, so starting a
 //!   TPM costs only the swtpm process start.
@@ -77,9 +78,8 @@ impl TestCa {
         pem_der(&self.issuer_pem())
     }
 
-    fn new(name: &str, base: &Path) -> std::io::Result<Self> {
-        let dir = base.join(format!("ca-{name}"));
-        std::fs::create_dir_all(&dir)?;
+    fn write_config(name: &str, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
         std::fs::write(
             dir.join("swtpm-localca.conf"),
             format!(
@@ -98,10 +98,7 @@ impl TestCa {
                 d = dir.display()
             ),
         )?;
-        Ok(Self {
-            name: name.to_string(),
-            dir,
-        })
+        Ok(())
     }
 }
 
@@ -110,7 +107,6 @@ fn pem_der(p: &[u8]) -> Vec<u8> {
 }
 
 struct Registry {
-    base: tempfile::TempDir,
     cas: HashMap<String, Arc<TestCa>>,
     templates: HashMap<String, (PathBuf, Arc<TestCa>)>,
 }
@@ -119,14 +115,53 @@ fn registry() -> &'static Mutex<Registry> {
     static R: OnceLock<Mutex<Registry>> = OnceLock::new();
     R.get_or_init(|| {
         Mutex::new(Registry {
-            base: tempfile::Builder::new()
-                .prefix("ovsa-swtpm-templates-")
-                .tempdir()
-                .expect("cannot create a temporary directory for swtpm templates"),
             cas: HashMap::new(),
             templates: HashMap::new(),
         })
     })
+}
+
+/// Where provisioned CAs and template states are cached across test processes:
+/// `$OVSA_SWTPM_CACHE_DIR`, else `<temp dir>/ovsa-swtpm-cache-v1`. Delete it to re-provision.
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("OVSA_SWTPM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("ovsa-swtpm-cache-v1"))
+}
+
+/// A cross-process lock: a file created with `O_EXCL`, removed on drop (stale after 2 min).
+struct FileLock(PathBuf);
+
+impl FileLock {
+    fn acquire(path: PathBuf) -> Self {
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => return FileLock(path),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let stale = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > Duration::from_secs(120));
+                    if stale {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot create lock file {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The CA used for the built-in template `template`.
@@ -138,7 +173,7 @@ fn ca_for(template: &str) -> &'static str {
     }
 }
 
-/// Get (creating on first use) the CA called `name`.
+/// The CA called `name` (its certificates exist once a template of it has been provisioned).
 pub fn ca(name: &str) -> Arc<TestCa> {
     let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
     ca_locked(&mut r, name)
@@ -148,25 +183,54 @@ fn ca_locked(r: &mut Registry, name: &str) -> Arc<TestCa> {
     if let Some(c) = r.cas.get(name) {
         return c.clone();
     }
-    let c = Arc::new(TestCa::new(name, r.base.path()).expect("cannot write CA config"));
+    let c = Arc::new(TestCa {
+        name: name.to_string(),
+        dir: cache_root().join(name),
+    });
     r.cas.insert(name.to_string(), c.clone());
     c
 }
 
-/// Provision (once per process) the template state `name` and return its directory and CA.
+/// Provision (once; cached across processes in [`cache_root`]) the template state `name` and
+/// return its directory and CA.
 pub fn template(name: &str) -> (PathBuf, Arc<TestCa>) {
-    let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(t) = r.templates.get(name) {
-        return t.clone();
+    let ca = {
+        let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = r.templates.get(name) {
+            return t.clone();
+        }
+        ca_locked(&mut r, ca_for(name))
+    };
+    // Provision without holding the in-process registry lock, so templates of different CAs
+    // are provisioned in parallel; the per-CA lock file serializes the rest (also across
+    // processes).
+    let dir = ca.dir().join(format!("tpl-{name}"));
+    let done = dir.join(".complete");
+    if !done.exists() {
+        std::fs::create_dir_all(cache_root()).expect("swtpm cache dir");
+        let _lock = FileLock::acquire(cache_root().join(format!("{}.lock", ca.name)));
+        if !done.exists() {
+            TestCa::write_config(&ca.name, ca.dir()).expect("cannot write CA config");
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("template dir");
+            provision(name, &dir, &ca);
+            std::fs::write(&done, b"").expect("template marker");
+        }
     }
-    let ca = ca_locked(&mut r, ca_for(name));
-    let dir = r.base.path().join(format!("tpl-{name}"));
-    std::fs::create_dir_all(&dir).expect("template dir");
+    registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .templates
+        .insert(name.to_string(), (dir.clone(), ca.clone()));
+    (dir, ca)
+}
+
+fn provision(name: &str, dir: &Path, ca: &TestCa) {
     let t0 = Instant::now();
     let out = Command::new("swtpm_setup")
         .arg("--tpm2")
         .arg("--tpmstate")
-        .arg(&dir)
+        .arg(dir)
         .args(["--create-ek-cert", "--create-platform-cert", "--overwrite"])
         .arg("--config")
         .arg(ca.dir().join("swtpm_setup.conf"))
@@ -182,9 +246,6 @@ pub fn template(name: &str) -> (PathBuf, Arc<TestCa>) {
     if std::env::var_os("OVSA_SWTPM_VERBOSE").is_some() {
         eprintln!("swtpm template {name}: provisioned in {:?}", t0.elapsed());
     }
-    r.templates
-        .insert(name.to_string(), (dir.clone(), ca.clone()));
-    (dir, ca)
 }
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
