@@ -51,6 +51,7 @@ both!(
     concurrent_checks_spend_exactly_the_limit,
     two_replicas_race_for_the_last_use,
     throughput_8_concurrent,
+    interrupted_check_leaves_nothing_locked,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -665,6 +666,35 @@ async fn two_replicas_race_for_the_last_use(db: TestDb) {
     }
 }
 
+async fn interrupted_check_leaves_nothing_locked(db: TestDb) {
+    // A check whose caller goes away mid-transaction (here: the decide closure panics) must roll
+    // back and release its locks at once, for this store and for other replicas.
+    let r1 = Arc::new(db.open().await);
+    let r2 = db.open().await;
+    let now = OffsetDateTime::now_utc();
+    let lic = license(perpetual(Some(5), None), now);
+    let guid = lic.license_guid;
+    r1.add_license(&lic).await.unwrap();
+    let store = Arc::clone(&r1);
+    let crashed = tokio::spawn(async move {
+        store
+            .record_use(guid, random32(), now, &|_| {
+                panic!("decide interrupted (expected)")
+            })
+            .await
+    })
+    .await;
+    assert!(crashed.unwrap_err().is_panic());
+    let quick = StdDuration::from_secs(2);
+    for store in [&r2, &*r1] {
+        let d = tokio::time::timeout(quick, load(store, guid, random32(), now))
+            .await
+            .expect("no lock left behind");
+        assert!(granted(&d));
+    }
+    assert_eq!(uses(&r2, guid).await, 2);
+}
+
 fn percentile(sorted: &[StdDuration], p: f64) -> StdDuration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -763,5 +793,119 @@ async fn sqlite_openers_migrating_together() {
         .collect();
     for o in opens {
         o.await.unwrap().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures (run with `-- --ignored --nocapture`)
+
+/// What a benchmark checks against.
+enum Target {
+    Store(Store),
+    Pg(ovsa_license_server::store::postgres::PgStore),
+}
+
+impl Target {
+    async fn load(&self, guid: Uuid, vm: [u8; 32]) -> Decision {
+        let now = OffsetDateTime::now_utc();
+        let decide = |s: &_| decide(s, Purpose::Load, now);
+        match self {
+            Target::Store(s) => s.record_use(guid, vm, now, &decide).await,
+            Target::Pg(p) => p.record_use(guid, vm, now, &decide).await,
+        }
+        .expect("record_use")
+        .expect("known license")
+    }
+}
+
+/// 8 tasks x `per_task` loads; `spread`: each task on its own license, else all on one.
+async fn figures(label: &str, target: Target, add: &Store, spread: bool, per_task: usize) {
+    let tasks = 8;
+    let now = OffsetDateTime::now_utc();
+    let guids: Vec<Uuid> = (0..if spread { tasks } else { 1 })
+        .map(|_| Uuid::new_v4())
+        .collect();
+    for g in &guids {
+        let mut lic = license(perpetual(None, None), now);
+        lic.license_guid = *g;
+        add.add_license(&lic).await.unwrap();
+    }
+    let target = Arc::new(target);
+    let run = |n: usize| {
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (target, guid) = (Arc::clone(&target), guids[t % guids.len()]);
+                tokio::spawn(async move {
+                    let vm = random32();
+                    let mut lat = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        let start = Instant::now();
+                        assert!(granted(&target.load(guid, vm).await));
+                        lat.push(start.elapsed());
+                    }
+                    lat
+                })
+            })
+            .collect();
+        async move {
+            let mut lat = Vec::new();
+            for h in handles {
+                lat.extend(h.await.unwrap());
+            }
+            lat
+        }
+    };
+    run(10).await;
+    let start = Instant::now();
+    let mut lat = run(per_task).await;
+    let wall = start.elapsed();
+    let mut total = 0;
+    for g in &guids {
+        total += uses(add, *g).await;
+    }
+    assert_eq!(total, (tasks * (per_task + 10)) as u64);
+    lat.sort();
+    eprintln!(
+        "{label:<34} {:<10} {:>6.0} checks/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+        if spread { "8 licenses" } else { "1 license" },
+        lat.len() as f64 / wall.as_secs_f64(),
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "prints figures; slow"]
+async fn record_use_figures() {
+    use ovsa_license_server::store::postgres::PgStore;
+    let per_task = 250;
+    for spread in [false, true] {
+        let db = TestDb::sqlite();
+        let add = db.open().await;
+        figures(
+            "sqlite",
+            Target::Store(db.open().await),
+            &add,
+            spread,
+            per_task,
+        )
+        .await;
+    }
+    let durable = common::pg::PgServer::start_with(&[
+        ("fsync", "on"),
+        ("synchronous_commit", "on"),
+        ("full_page_writes", "on"),
+    ])
+    .unwrap();
+    for (name, server) in [("fsync off", common::pg::shared()), ("fsync on", &durable)] {
+        for pool in [1, 2, 4, 8] {
+            for spread in [false, true] {
+                let url = server.create_database();
+                let add = Store::open(&url).await.unwrap();
+                let pg = PgStore::connect_with_pool(&url, pool).await.unwrap();
+                let label = format!("postgres {name}, pool {pool}");
+                figures(&label, Target::Pg(pg), &add, spread, per_task).await;
+            }
+        }
     }
 }

@@ -28,9 +28,11 @@ use super::{
     StoreResult, UsageState, SCHEMA_VERSION,
 };
 
-/// Clients per store (per replica). Measured with 8 concurrent checks on 2 cores: see the
-/// storage tests.
-pub const POOL_SIZE: usize = 4;
+/// Clients per store (per replica). With 8 concurrent checks on 2 cores and durable commits, 8
+/// clients let PostgreSQL group-commit: ~3x the throughput of 4 on distinct licenses (see
+/// `record_use_figures` in the storage tests). Checks of one license queue on its row lock
+/// whatever the pool size.
+pub const POOL_SIZE: usize = 8;
 
 /// Advisory lock key serialising migrations ("OVSA" "MIGR" in ASCII).
 const MIGRATION_LOCK: i64 = 0x4f56_5341_4d49_4752;
@@ -276,7 +278,8 @@ impl Pool {
 
 /// The PostgreSQL store.
 pub struct PgStore {
-    pool: Pool,
+    // Boxed: `Config` is large and the store sits in an enum.
+    pool: Box<Pool>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -307,6 +310,12 @@ impl PgStore {
     /// Connects to `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (no TLS) and brings the schema up
     /// to [`SCHEMA_VERSION`].
     pub async fn connect(url: &str) -> StoreResult<PgStore> {
+        Self::connect_with_pool(url, POOL_SIZE).await
+    }
+
+    /// [`PgStore::connect`] with `pool_size` clients (at least 1) instead of [`POOL_SIZE`].
+    pub async fn connect_with_pool(url: &str, pool_size: usize) -> StoreResult<PgStore> {
+        let pool_size = pool_size.max(1);
         let mut config: Config = url.parse().map_err(|_| StoreError::BadUrl(redact(url)))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
@@ -315,11 +324,11 @@ impl PgStore {
             config.application_name("ovsa-license-server");
         }
         let store = PgStore {
-            pool: Pool {
+            pool: Box::new(Pool {
                 config,
-                permits: Semaphore::new(POOL_SIZE),
-                idle: Mutex::new(Vec::with_capacity(POOL_SIZE)),
-            },
+                permits: Semaphore::new(pool_size),
+                idle: Mutex::new(Vec::with_capacity(pool_size)),
+            }),
         };
         store.migrate().await?;
         Ok(store)

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use time::OffsetDateTime;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::{
@@ -120,6 +120,31 @@ fn task_error(e: tokio::task::JoinError) -> StoreError {
     StoreError::Task(e.to_string())
 }
 
+/// The connection, exclusively held. Dropping it with a transaction still open (a caller
+/// cancelled between the two phases of `record_use`) rolls that transaction back, releasing
+/// SQLite's write lock at once for the other connections on the file.
+struct Held(OwnedMutexGuard<Connection>);
+
+impl std::ops::Deref for Held {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Held {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Quick: nothing was written yet, so the rollback only drops the lock.
+        let _ = reset(&self.0);
+    }
+}
+
 /// Rolls back a transaction left open by a cancelled or failed caller.
 fn reset(conn: &Connection) -> StoreResult<()> {
     if !conn.is_autocommit() {
@@ -143,13 +168,17 @@ impl SqliteStore {
         })
     }
 
+    async fn hold(&self) -> Held {
+        Held(Arc::clone(&self.conn).lock_owned().await)
+    }
+
     /// Runs `f` on the connection in a blocking task.
     async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let mut guard = Arc::clone(&self.conn).lock_owned().await;
+        let mut guard = self.hold().await;
         tokio::task::spawn_blocking(move || {
             reset(&guard)?;
             f(&mut guard)
@@ -325,7 +354,7 @@ impl SqliteStore {
         now: OffsetDateTime,
         decide: &(dyn Fn(&UsageState) -> Decision + Sync),
     ) -> StoreResult<Option<Decision>> {
-        let guard = Arc::clone(&self.conn).lock_owned().await;
+        let guard = self.hold().await;
         let guid_s = guid.to_string();
         let instance = hex::encode(instance_id);
         // Phase 1: take the write lock and read the state.
