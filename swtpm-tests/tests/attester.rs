@@ -78,3 +78,45 @@ fn ek_certificates_and_cached_ak_across_connections() {
     let expected = HashAlg::Sha256.digest(&[before.values[&16].as_slice(), &[1u8; 32]].concat());
     assert_eq!(q.pcrs.values[&16], expected);
 }
+
+#[test]
+fn ecc_p256_ek_credential_activation() {
+    use tss_esapi::{
+        abstraction::{ek, AsymmetricAlgorithmSelection},
+        interface_types::ecc::EccCurve,
+        traits::Marshall,
+    };
+    let s = Swtpm::start(names::VTPM);
+    let mut tpm = s.open();
+    // swtpm provisions no P-256 EK certificate; take the EK's public point from the TPM.
+    let point = {
+        let ctx = tpm.context();
+        let h = ek::create_ek_object_2(
+            ctx,
+            AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+            None,
+        )
+        .unwrap();
+        let (public, _, _) = ctx.read_public(h).unwrap();
+        ctx.flush_context(h.into()).unwrap();
+        match attest::wire::parse_public(&public.marshall().unwrap())
+            .unwrap()
+            .key
+        {
+            attest::wire::PublicKey::Ecc { x, y, .. } => [vec![4], x, y].concat(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let ak = tpm.create_ak(EkKind::EccP256, AkAlg::EcdsaP256).unwrap();
+    let secret = [0x5a; 32];
+    let ch = attest::make_credential_ecc_p256(&point, &ak.name().unwrap(), &secret).unwrap();
+    let got = tpm
+        .activate_credential(&ak, &ch.id_object, &ch.encrypted_secret)
+        .unwrap();
+    assert_eq!(&got[..], &secret[..]);
+    // Made for another AK Name: the TPM refuses.
+    let other = attest::make_credential_ecc_p256(&point, &[0, 0x0b, 1, 2, 3], &secret).unwrap();
+    assert!(tpm
+        .activate_credential(&ak, &other.id_object, &other.encrypted_secret)
+        .is_err());
+}

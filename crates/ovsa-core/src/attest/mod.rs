@@ -16,7 +16,9 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use credential::{make_credential_rsa, CredentialChallenge};
+pub use credential::{
+    make_credential, make_credential_ecc_p256, make_credential_rsa, CredentialChallenge,
+};
 pub use ekcert::{ek_spki, verify_ek_chain, EkTrust, TCG_KP_EK_CERTIFICATE};
 pub use error::AttestError;
 pub use host_blob::{HostBlobError, HostEvidence, HOST_EVIDENCE_NV_BASE};

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::credential::{make_credential_rsa, CredentialChallenge};
+use super::credential::{make_credential, CredentialChallenge};
 use super::ekcert::{ek_spki, verify_ek_chain, EkTrust};
 use super::error::AttestError;
 use super::host_blob::HostEvidence;
@@ -187,7 +187,7 @@ pub fn issue_credential(
     let ak_name = ak.name()?;
     let mut secret = Zeroizing::new([0u8; 32]);
     aws_lc_rs::rand::fill(&mut secret[..]).map_err(|_| AttestError::Crypto("random"))?;
-    let challenge = make_credential_rsa(&ek_spki(ek_cert)?, &ak_name, &secret[..])?;
+    let challenge = make_credential(&ek_spki(ek_cert)?, &ak_name, &secret[..])?;
     Ok((
         PendingCredential {
             ek_cert_sha256: sha256(ek_cert),
