@@ -756,7 +756,53 @@ async fn postgres_unreachable_is_an_error() {
     )
     .await
     .expect("fails fast");
-    assert!(matches!(r, Err(StoreError::Postgres(_))));
+    match r {
+        Err(e @ StoreError::Postgres(_)) => {
+            let msg = e.to_string();
+            assert!(msg.contains("connect") && msg.contains("refused"), "{msg}");
+        }
+        Err(e) => panic!("expected a PostgreSQL error, got {e}"),
+        Ok(_) => panic!("connected to port 1"),
+    }
+}
+
+#[tokio::test]
+async fn postgres_server_errors_are_described_without_detail() {
+    let server = common::pg::shared();
+    let e = Store::open(&server.url("no_such_database"))
+        .await
+        .err()
+        .expect("no such database");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("does not exist") && msg.contains("SQLSTATE 3D000"),
+        "{msg}"
+    );
+    // A constraint violation's DETAIL quotes the failing row (key share included): not shown.
+    let url = server.create_database();
+    let store = Store::open(&url).await.unwrap();
+    let lic = license(perpetual(None, None), OffsetDateTime::now_utc());
+    store.add_license(&lic).await.unwrap();
+    let db = url.rsplit('/').next().unwrap();
+    server
+        .psql(
+            db,
+            "ALTER TABLE licenses ADD CONSTRAINT tiny_uses CHECK (uses < 1) NOT VALID",
+        )
+        .unwrap();
+    let e = store
+        .record_use(
+            lic.license_guid,
+            random32(),
+            OffsetDateTime::now_utc(),
+            &|s| decide(s, Purpose::Load, OffsetDateTime::now_utc()),
+        )
+        .await
+        .expect_err("check constraint violated");
+    let msg = e.to_string();
+    assert!(msg.contains("tiny_uses"), "{msg}");
+    assert!(!msg.contains("Failing row"), "{msg}");
+    assert!(!msg.contains(&hex::encode(&lic.key_share[..])), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

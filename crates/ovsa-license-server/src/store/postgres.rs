@@ -291,6 +291,29 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+/// A PostgreSQL error for operators: the server's severity, message and SQLSTATE, or the client
+/// error with its causes (e.g. "error connecting to server: Connection refused"). The server's
+/// DETAIL is left out on purpose: for constraint violations it quotes the failing row, which can
+/// hold a key share or credential secret.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+    }
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 /// `url` with any password replaced, for error messages.
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
