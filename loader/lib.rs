@@ -3,10 +3,25 @@
 //! On `loadModel` the plugin attests the VM's vTPM (plus the host evidence stored in its NVRAM),
 //! obtains the license's key share from the license service over TLS, unwraps the model key with
 //! [`ovsa_core::license::CustomerLicense::unwrap_model_key`], and decrypts the package straight
-//! into OVMS's buffers with [`ovsa_core::package::Package::decrypt_file_into`]. The OVMS-facing
-//! C++ shim lives in `ffi/`, the interface it implements in `include/`.
+//! into OVMS's buffers with [`ovsa_core::package::Package::decrypt_file_into`]. A lease worker
+//! per loaded version renews the license and blacklists the version when the license is refused
+//! or the service stays unreachable past the grace period.
 //!
-//! This crate is the root package of the workspace; the plugin itself is built by the runtime
-//! milestone. Until then it re-exports the core library that the plugin is built on.
+//! Layers: [`loader::Loader`] (safe Rust, one object per OVMS `loader_name`, no global state),
+//! the C API in [`ffi`] (declared in `include/ovsa_runtime.h`; the only `unsafe` code), and the
+//! C++ shim `ffi/ovsa_custom_loader.cpp` implementing `ovms::CustomLoaderInterface` on top of the
+//! C API. See docs/RUNTIME.md.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub use ovsa_core as core;
+
+pub mod config;
+pub mod ffi;
+mod lease;
+pub mod loader;
+pub mod log;
+pub mod options;
+
+pub use config::LoaderConfig;
+pub use loader::{BlacklistStatus, LoadError, Loader, ModelType, OutputBuffers, VecBuffers};

@@ -1,0 +1,201 @@
+//! The loader config file (`loader_config_file` in OVMS's `custom_loader_config_list`).
+//!
+//! Optional; JSON; unknown keys are rejected so that a typo does not silently fall back to a
+//! default. See docs/RUNTIME.md.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::log::LogLevel;
+
+/// Largest accepted config file.
+const MAX_CONFIG_LEN: u64 = 1 << 20;
+
+/// The loader's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoaderConfig {
+    /// TCTI of the (v)TPM. Default: env `TCTI`, else `device:/dev/tpmrm0`.
+    #[serde(default)]
+    pub tcti: Option<String>,
+    /// Directory caching the TPM-wrapped attestation key (created if missing; relative paths
+    /// resolve against the config file's directory). Default: no cache (an AK per check).
+    #[serde(default)]
+    pub ak_cache_dir: Option<PathBuf>,
+    /// Renew every this many seconds instead of the lease the service grants (tests, tighter
+    /// control). At least 1.
+    #[serde(default)]
+    pub lease_seconds_override: Option<u32>,
+    /// How long past an expired lease a loaded version keeps serving while the license service
+    /// is unreachable. Default 300.
+    #[serde(default = "default_grace")]
+    pub grace_seconds: u64,
+    /// Seconds between renewal attempts while the service is unreachable. Default: the lease,
+    /// at most 30.
+    #[serde(default)]
+    pub retry_seconds: Option<u64>,
+    /// After a blacklisted version was unloaded, how long it reports blacklisted before it
+    /// reports OK again so the host retries the load (which re-checks the license). Default 60.
+    #[serde(default = "default_recheck")]
+    pub blacklist_recheck_seconds: u64,
+    /// Timeout of each connection to the license service, seconds. Default 10.
+    #[serde(default = "default_timeout")]
+    pub service_timeout_seconds: u64,
+    /// Threads decrypting one model. Default: available parallelism, at most 8.
+    #[serde(default)]
+    pub decrypt_threads: Option<usize>,
+    /// `off`, `error`, `warning`, `info` (default) or `debug`.
+    #[serde(default)]
+    pub log_level: LogLevel,
+}
+
+fn default_grace() -> u64 {
+    300
+}
+fn default_recheck() -> u64 {
+    60
+}
+fn default_timeout() -> u64 {
+    10
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            tcti: None,
+            ak_cache_dir: None,
+            lease_seconds_override: None,
+            grace_seconds: default_grace(),
+            retry_seconds: None,
+            blacklist_recheck_seconds: default_recheck(),
+            service_timeout_seconds: default_timeout(),
+            decrypt_threads: None,
+            log_level: LogLevel::default(),
+        }
+    }
+}
+
+impl LoaderConfig {
+    /// Reads the config file; `None` or an empty path means all defaults.
+    pub fn load(path: Option<&str>) -> Result<Self, String> {
+        let path = match path {
+            None => return Ok(LoaderConfig::default()),
+            Some(p) if p.trim().is_empty() => return Ok(LoaderConfig::default()),
+            Some(p) => Path::new(p),
+        };
+        let what = || format!("loader config file '{}'", path.display());
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", what()))?;
+        if !meta.is_file() || meta.len() > MAX_CONFIG_LEN {
+            return Err(format!(
+                "{}: not a regular file of at most {MAX_CONFIG_LEN} bytes",
+                what()
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", what()))?;
+        let mut config = Self::parse(&text).map_err(|e| format!("{}: {e}", what()))?;
+        if let Some(dir) = config.ak_cache_dir.take() {
+            let dir = if dir.is_relative() {
+                path.parent().unwrap_or(Path::new(".")).join(dir)
+            } else {
+                dir
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                format!(
+                    "{}: cannot create ak_cache_dir '{}': {e}",
+                    what(),
+                    dir.display()
+                )
+            })?;
+            config.ak_cache_dir = Some(dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates config JSON (paths are not touched).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        if !value.is_object() {
+            return Err("must be a JSON object".into());
+        }
+        let config: LoaderConfig =
+            serde_json::from_value(value).map_err(|e| format!("invalid setting: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.lease_seconds_override == Some(0) {
+            return Err("lease_seconds_override must be at least 1".into());
+        }
+        if self.retry_seconds == Some(0) {
+            return Err("retry_seconds must be at least 1".into());
+        }
+        if self.service_timeout_seconds == 0 {
+            return Err("service_timeout_seconds must be at least 1".into());
+        }
+        if self.decrypt_threads == Some(0) {
+            return Err("decrypt_threads must be at least 1".into());
+        }
+        if matches!(&self.tcti, Some(t) if t.trim().is_empty()) {
+            return Err("tcti must not be empty (omit it to use env TCTI)".into());
+        }
+        Ok(())
+    }
+
+    /// The renewal interval for a granted lease of `granted` seconds.
+    pub fn lease(&self, granted: u32) -> Duration {
+        Duration::from_secs(u64::from(
+            self.lease_seconds_override.unwrap_or(granted).max(1),
+        ))
+    }
+
+    /// Interval between attempts while the service is unreachable.
+    pub fn retry(&self, lease: Duration) -> Duration {
+        match self.retry_seconds {
+            Some(s) => Duration::from_secs(s),
+            None => lease.min(Duration::from_secs(30)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = LoaderConfig::parse("{}").unwrap();
+        assert_eq!(c.grace_seconds, 300);
+        assert_eq!(c.lease(60), Duration::from_secs(60));
+        let c = LoaderConfig::parse(
+            r#"{"tcti":"swtpm:port=1","lease_seconds_override":2,"grace_seconds":0,"log_level":"debug"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.lease(60), Duration::from_secs(2));
+        assert_eq!(c.retry(c.lease(60)), Duration::from_secs(2));
+        assert_eq!(c.log_level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        for bad in [
+            "",
+            "[]",
+            "{\"unknown\":1}",
+            "{\"lease_seconds_override\":0}",
+            "{\"grace_seconds\":\"10\"}",
+            "{\"log_level\":\"loud\"}",
+            "{\"tcti\":\"\"}",
+        ] {
+            assert!(LoaderConfig::parse(bad).is_err(), "{bad}");
+        }
+        assert!(LoaderConfig::load(Some("/nonexistent/ovsa.json"))
+            .unwrap_err()
+            .contains("/nonexistent/ovsa.json"));
+        assert!(LoaderConfig::load(Some("")).is_ok());
+        assert!(LoaderConfig::load(None).is_ok());
+    }
+}

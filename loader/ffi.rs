@@ -1,0 +1,411 @@
+//! The plain C API of `libovsaruntime.so`, declared in `include/ovsa_runtime.h`.
+//!
+//! Every function: a panic boundary (`catch_unwind`) mapped to an error status, null and UTF-8
+//! checks on every pointer argument, a thread-local last-error message. Status values mirror
+//! `ovms::CustomLoaderStatus`. This module holds all of the crate's `unsafe` code.
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use zeroize::Zeroize;
+
+use crate::loader::{BlacklistStatus, Loader, ModelType, OutputBuffers};
+
+/// `ovms::CustomLoaderStatus::OK`.
+pub const OVSA_OK: i32 = 0;
+/// `ovms::CustomLoaderStatus::MODEL_TYPE_IR`.
+pub const OVSA_MODEL_TYPE_IR: i32 = 1;
+/// `ovms::CustomLoaderStatus::MODEL_TYPE_ONNX`.
+pub const OVSA_MODEL_TYPE_ONNX: i32 = 2;
+/// `ovms::CustomLoaderStatus::MODEL_TYPE_BLOB` (never produced).
+pub const OVSA_MODEL_TYPE_BLOB: i32 = 3;
+/// `ovms::CustomLoaderStatus::MODEL_LOAD_ERROR`.
+pub const OVSA_MODEL_LOAD_ERROR: i32 = 4;
+/// `ovms::CustomLoaderStatus::MODEL_BLACKLISTED`.
+pub const OVSA_MODEL_BLACKLISTED: i32 = 5;
+/// `ovms::CustomLoaderStatus::INTERNAL_ERROR`.
+pub const OVSA_INTERNAL_ERROR: i32 = 6;
+
+/// Buffer selector passed to the allocation callback: the model (IR XML or ONNX).
+pub const OVSA_BUFFER_MODEL: i32 = 0;
+/// Buffer selector passed to the allocation callback: the IR weights.
+pub const OVSA_BUFFER_WEIGHTS: i32 = 1;
+
+/// Opaque loader handle (`OvsaLoader` in C).
+pub struct OvsaLoader {
+    loader: Loader,
+}
+
+/// `uint8_t* (*)(void* ctx, int32_t which, size_t size)`: returns `size` writable bytes owned by
+/// the caller, valid until `ovsa_loader_load_model` returns, or NULL on failure. Must not unwind.
+pub type OvsaAllocFn = Option<unsafe extern "C" fn(*mut c_void, i32, usize) -> *mut u8>;
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn set_error(message: impl Into<String>) {
+    let message = message.into();
+    LAST_ERROR.with(|e| *e.borrow_mut() = message);
+}
+
+fn clear_error() {
+    LAST_ERROR.with(|e| e.borrow_mut().clear());
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let detail = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("internal error (panic): {detail}")
+}
+
+/// Runs `f` behind a panic boundary; `on_panic` is the status returned after a panic.
+fn guarded(on_panic: i32, f: impl FnOnce() -> i32) -> i32 {
+    clear_error();
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(status) => status,
+        Err(payload) => {
+            set_error(panic_message(payload.as_ref()));
+            on_panic
+        }
+    }
+}
+
+/// Reads a required C string argument.
+///
+/// # Safety
+/// `p` is null or points to a NUL-terminated string that stays valid for `'a`.
+unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, String> {
+    if p.is_null() {
+        return Err(format!("{what} is NULL"));
+    }
+    // SAFETY: non-null, and the caller guarantees a valid NUL-terminated string for 'a.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str().map_err(|_| format!("{what} is not valid UTF-8"))
+}
+
+/// Reads the loader handle.
+///
+/// # Safety
+/// `p` is null or a pointer returned by `ovsa_loader_new` and not yet freed.
+unsafe fn loader_arg<'a>(p: *const OvsaLoader) -> Result<&'a Loader, String> {
+    if p.is_null() {
+        return Err("loader is NULL".into());
+    }
+    // SAFETY: non-null, and the caller guarantees a live handle from ovsa_loader_new.
+    Ok(unsafe { &(*p).loader })
+}
+
+/// Creates a loader. `config_path` may be NULL or empty (defaults) or name a loader config
+/// file (JSON, see docs/RUNTIME.md). On success stores the handle in `*out` and returns
+/// `OVSA_OK`; if the config is unusable returns `OVSA_INTERNAL_ERROR` (see `ovsa_last_error`).
+///
+/// # Safety
+/// `config_path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ovsa_loader_new(
+    config_path: *const c_char,
+    out: *mut *mut OvsaLoader,
+) -> i32 {
+    guarded(OVSA_INTERNAL_ERROR, || {
+        if out.is_null() {
+            set_error("out is NULL");
+            return OVSA_INTERNAL_ERROR;
+        }
+        // SAFETY: `out` is non-null and the caller guarantees it is writable.
+        unsafe { out.write(std::ptr::null_mut()) };
+        let path = if config_path.is_null() {
+            None
+        } else {
+            // SAFETY: non-null; the caller guarantees a NUL-terminated string.
+            match unsafe { str_arg(config_path, "config_path") } {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    set_error(e);
+                    return OVSA_INTERNAL_ERROR;
+                }
+            }
+        };
+        match Loader::from_config_file(path) {
+            Ok(loader) => {
+                let handle = Box::into_raw(Box::new(OvsaLoader { loader }));
+                // SAFETY: `out` is non-null and writable (checked above).
+                unsafe { out.write(handle) };
+                OVSA_OK
+            }
+            Err(e) => {
+                eprintln!("[ovsa][error] {e}");
+                set_error(e);
+                OVSA_INTERNAL_ERROR
+            }
+        }
+    })
+}
+
+struct CallbackBuffers {
+    alloc: unsafe extern "C" fn(*mut c_void, i32, usize) -> *mut u8,
+    ctx: *mut c_void,
+    model: (*mut u8, usize),
+    weights: (*mut u8, usize),
+}
+
+impl CallbackBuffers {
+    fn request(&mut self, which: i32, size: usize) -> Result<*mut u8, String> {
+        // SAFETY: the caller of ovsa_loader_load_model supplied `alloc` and `ctx` as a pair and
+        // guarantees the callback is safe to call with them.
+        let p = unsafe { (self.alloc)(self.ctx, which, size) };
+        if size == 0 {
+            return Ok(std::ptr::NonNull::dangling().as_ptr());
+        }
+        if p.is_null() {
+            let what = if which == OVSA_BUFFER_MODEL {
+                "model"
+            } else {
+                "weights"
+            };
+            return Err(format!(
+                "the host could not allocate {size} bytes for the {what}"
+            ));
+        }
+        Ok(p)
+    }
+
+    fn slices(&mut self) -> (&mut [u8], &mut [u8]) {
+        // SAFETY: each pointer came from the host's allocation callback for exactly this many
+        // bytes (or is dangling with length 0); the host guarantees the two buffers are
+        // distinct, writable and untouched by anyone else until load_model returns, and `self`
+        // does not outlive that call.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(self.model.0, self.model.1),
+                std::slice::from_raw_parts_mut(self.weights.0, self.weights.1),
+            )
+        }
+    }
+}
+
+impl OutputBuffers for CallbackBuffers {
+    fn allocate(
+        &mut self,
+        model_size: usize,
+        weights_size: Option<usize>,
+    ) -> Result<(&mut [u8], &mut [u8]), String> {
+        let dangling = std::ptr::NonNull::dangling().as_ptr();
+        self.model = (self.request(OVSA_BUFFER_MODEL, model_size)?, model_size);
+        self.weights = match weights_size {
+            Some(size) => (self.request(OVSA_BUFFER_WEIGHTS, size)?, size),
+            None => (dangling, 0),
+        };
+        Ok(self.slices())
+    }
+
+    fn wipe(&mut self) {
+        let (m, w) = self.slices();
+        m.zeroize();
+        w.zeroize();
+    }
+}
+
+/// Loads version `version` of model `name` from `base_path/<version>` with the model's
+/// `custom_loader_options` JSON. The plugin asks for each output buffer's exact size through
+/// `alloc(alloc_ctx, OVSA_BUFFER_MODEL|OVSA_BUFFER_WEIGHTS, size)` and decrypts straight into
+/// the memory returned; on failure everything written is wiped.
+///
+/// Returns `OVSA_MODEL_TYPE_IR` or `OVSA_MODEL_TYPE_ONNX` (also stored in `*model_type` if
+/// non-NULL), else `OVSA_MODEL_LOAD_ERROR` (see `ovsa_last_error`). Never `OVSA_OK`.
+///
+/// # Safety
+/// `loader` is a live handle; string arguments are NUL-terminated; `alloc` honours the
+/// contract of [`OvsaAllocFn`] with `alloc_ctx`; `model_type` is NULL or writable.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn ovsa_loader_load_model(
+    loader: *const OvsaLoader,
+    name: *const c_char,
+    base_path: *const c_char,
+    version: i32,
+    options_json: *const c_char,
+    alloc: OvsaAllocFn,
+    alloc_ctx: *mut c_void,
+    model_type: *mut i32,
+) -> i32 {
+    guarded(OVSA_MODEL_LOAD_ERROR, || {
+        // SAFETY: the caller guarantees a live handle and NUL-terminated strings.
+        let args = unsafe {
+            (|| {
+                Ok::<_, String>((
+                    loader_arg(loader)?,
+                    str_arg(name, "name")?,
+                    str_arg(base_path, "base_path")?,
+                    str_arg(options_json, "options_json")?,
+                    alloc.ok_or("alloc callback is NULL")?,
+                ))
+            })()
+        };
+        let (loader, name, base_path, options_json, alloc) = match args {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("[ovsa][error] load: {e}");
+                set_error(e);
+                return OVSA_MODEL_LOAD_ERROR;
+            }
+        };
+        let dangling = std::ptr::NonNull::dangling().as_ptr();
+        let mut out = CallbackBuffers {
+            alloc,
+            ctx: alloc_ctx,
+            model: (dangling, 0),
+            weights: (dangling, 0),
+        };
+        let status = match loader.load(name, base_path, version, options_json, &mut out) {
+            Ok(ModelType::Ir) => OVSA_MODEL_TYPE_IR,
+            Ok(ModelType::Onnx) => OVSA_MODEL_TYPE_ONNX,
+            Err(e) => {
+                set_error(e.0);
+                OVSA_MODEL_LOAD_ERROR
+            }
+        };
+        if !model_type.is_null() {
+            // SAFETY: non-null, and the caller guarantees it is writable.
+            unsafe { model_type.write(status) };
+        }
+        status
+    })
+}
+
+/// `OVSA_OK` or `OVSA_MODEL_BLACKLISTED` for `(name, version)`. Reads flags only: no I/O,
+/// never blocks on a load or a license check. Unknown versions are `OVSA_OK`.
+///
+/// # Safety
+/// `loader` is a live handle; `name` is NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn ovsa_loader_blacklist_status(
+    loader: *const OvsaLoader,
+    name: *const c_char,
+    version: i32,
+) -> i32 {
+    guarded(OVSA_INTERNAL_ERROR, || {
+        // SAFETY: the caller guarantees a live handle and a NUL-terminated string.
+        match unsafe { loader_arg(loader).and_then(|l| Ok((l, str_arg(name, "name")?))) } {
+            Ok((l, name)) => match l.blacklist_status(name, version) {
+                BlacklistStatus::Ok => OVSA_OK,
+                BlacklistStatus::Blacklisted => OVSA_MODEL_BLACKLISTED,
+            },
+            Err(e) => {
+                set_error(e);
+                OVSA_INTERNAL_ERROR
+            }
+        }
+    })
+}
+
+/// Unloads `(name, version)` and stops its lease worker (returns without waiting for a check
+/// in flight). Idempotent; unknown versions are fine. Returns `OVSA_OK`.
+///
+/// # Safety
+/// `loader` is a live handle; `name` is NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn ovsa_loader_unload(
+    loader: *const OvsaLoader,
+    name: *const c_char,
+    version: i32,
+) -> i32 {
+    guarded(OVSA_INTERNAL_ERROR, || {
+        // SAFETY: the caller guarantees a live handle and a NUL-terminated string.
+        match unsafe { loader_arg(loader).and_then(|l| Ok((l, str_arg(name, "name")?))) } {
+            Ok((l, name)) => {
+                l.unload(name, version);
+                OVSA_OK
+            }
+            Err(e) => {
+                set_error(e);
+                OVSA_INTERNAL_ERROR
+            }
+        }
+    })
+}
+
+/// Forgets every version of `name` and stops their workers. Returns `OVSA_OK`.
+///
+/// # Safety
+/// `loader` is a live handle; `name` is NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn ovsa_loader_retire(loader: *const OvsaLoader, name: *const c_char) -> i32 {
+    guarded(OVSA_INTERNAL_ERROR, || {
+        // SAFETY: the caller guarantees a live handle and a NUL-terminated string.
+        match unsafe { loader_arg(loader).and_then(|l| Ok((l, str_arg(name, "name")?))) } {
+            Ok((l, name)) => {
+                l.retire(name);
+                OVSA_OK
+            }
+            Err(e) => {
+                set_error(e);
+                OVSA_INTERNAL_ERROR
+            }
+        }
+    })
+}
+
+/// Stops every worker and frees the loader. NULL is a no-op. No other call may use the handle
+/// concurrently or afterwards.
+///
+/// # Safety
+/// `loader` is NULL or a handle from `ovsa_loader_new` not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn ovsa_loader_free(loader: *mut OvsaLoader) {
+    guarded(OVSA_INTERNAL_ERROR, || {
+        if !loader.is_null() {
+            // SAFETY: the caller hands back ownership of a handle made by Box::into_raw in
+            // ovsa_loader_new, exactly once.
+            drop(unsafe { Box::from_raw(loader) });
+        }
+        OVSA_OK
+    });
+}
+
+/// Copies the calling thread's last error message (empty if the last call succeeded) into
+/// `buf` as a NUL-terminated string, truncated to `len - 1` bytes. Returns the full length of
+/// the message in bytes (without the NUL), so a caller can size `buf`. `buf` may be NULL.
+///
+/// # Safety
+/// `buf` is NULL or points to `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ovsa_last_error(buf: *mut c_char, len: usize) -> usize {
+    catch_unwind(|| {
+        LAST_ERROR.with(|e| {
+            let message = e.borrow();
+            let bytes = message.as_bytes();
+            if !buf.is_null() && len > 0 {
+                let n = bytes.len().min(len - 1);
+                // SAFETY: `buf` has `len` writable bytes (caller contract) and n + 1 <= len;
+                // the source is a distinct Rust allocation.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), n);
+                    buf.add(n).write(0);
+                }
+            }
+            bytes.len()
+        })
+    })
+    .unwrap_or(0)
+}
+
+extern "C" {
+    /// Defined in `ffi/ovsa_custom_loader.cpp`: a new `ovms::CustomLoaderInterface` object, or
+    /// NULL if it could not be made. Never throws.
+    fn ovsa_shim_create_loader() -> *mut c_void;
+}
+
+/// OVMS's factory: `extern "C" ovms::CustomLoaderInterface* createCustomLoader()`. Defined
+/// here (not in the C++ archive) so that the cdylib exports it.
+#[no_mangle]
+pub extern "C" fn createCustomLoader() -> *mut c_void {
+    // SAFETY: a plain C function without arguments or preconditions; it catches every C++
+    // exception itself (declared noexcept).
+    catch_unwind(|| unsafe { ovsa_shim_create_loader() }).unwrap_or(std::ptr::null_mut())
+}

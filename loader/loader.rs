@@ -1,0 +1,588 @@
+//! The loader: one object per OVMS `loader_name`, all state inside it (no globals).
+//!
+//! `load` runs the client path (attest the vTPM, license service, unwrap the model key) and
+//! decrypts the package straight into the host's buffers. Each loaded version gets a lease
+//! worker ([`crate::lease`]) that renews the license and flips the version's blacklist flag,
+//! which [`Loader::blacklist_status`] only reads.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use ovsa_client::{check_license, ClientError, ClientOptions, Released, TpmAttester};
+use ovsa_core::envelope::Signed;
+use ovsa_core::identity::Keystore;
+use ovsa_core::license::CustomerLicense;
+use ovsa_core::package::{FileKind, ModelFormat, Package};
+use ovsa_core::protocol::Purpose;
+use zeroize::Zeroize;
+
+use crate::config::LoaderConfig;
+use crate::lease::{self, Worker};
+use crate::log::Logger;
+use crate::options;
+
+/// What a successful load produced (mirrors `ovms::CustomLoaderStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelType {
+    /// OpenVINO IR: XML in the model buffer, weights in the weights buffer.
+    Ir,
+    /// ONNX: the model in the model buffer, no weights.
+    Onnx,
+}
+
+/// Blacklist answer (mirrors `ovms::CustomLoaderStatus::{OK, MODEL_BLACKLISTED}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlacklistStatus {
+    /// Serve (or load) the version.
+    Ok,
+    /// The license no longer allows this version: unload it.
+    Blacklisted,
+}
+
+/// A failed load: a one-line reason without secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError(pub String);
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// The host's output buffers. The loader asks for each buffer's exact size once, then decrypts
+/// into it; the memory belongs to the host.
+pub trait OutputBuffers {
+    /// Allocates the model buffer (`model_size` bytes) and, for IR, the weights buffer
+    /// (`weights_size` bytes), returning both (the weights slice is empty for ONNX).
+    fn allocate(
+        &mut self,
+        model_size: usize,
+        weights_size: Option<usize>,
+    ) -> Result<(&mut [u8], &mut [u8]), String>;
+
+    /// Zeroizes whatever [`OutputBuffers::allocate`] handed out (a load that failed after the
+    /// decryption finished).
+    fn wipe(&mut self);
+}
+
+/// Plain vectors as output buffers (Rust hosts and tests).
+#[derive(Default)]
+pub struct VecBuffers {
+    /// The model (IR XML or ONNX).
+    pub model: Vec<u8>,
+    /// The IR weights.
+    pub weights: Vec<u8>,
+}
+
+impl OutputBuffers for VecBuffers {
+    fn allocate(
+        &mut self,
+        model_size: usize,
+        weights_size: Option<usize>,
+    ) -> Result<(&mut [u8], &mut [u8]), String> {
+        self.model.resize(model_size, 0);
+        self.weights.resize(weights_size.unwrap_or(0), 0);
+        Ok((&mut self.model, &mut self.weights))
+    }
+
+    fn wipe(&mut self) {
+        self.model.zeroize();
+        self.weights.zeroize();
+    }
+}
+
+/// Per-version flags shared with the lease worker.
+#[derive(Debug, Default)]
+pub(crate) struct VersionState {
+    blacklisted: AtomicBool,
+    /// Milliseconds since the loader's epoch after which an unloaded blacklisted version
+    /// reports OK again (so the host retries the load, which re-checks the license).
+    recheck_at_ms: AtomicU64,
+}
+
+enum Activity {
+    Loading { cancelled: Arc<AtomicBool> },
+    Loaded { worker: Worker },
+    Unloaded,
+}
+
+struct Entry {
+    state: Arc<VersionState>,
+    activity: Activity,
+}
+
+type Key = (String, i32);
+
+pub(crate) struct Inner {
+    pub(crate) config: LoaderConfig,
+    pub(crate) log: Logger,
+    /// Serializes TPM use: a TPM (and swtpm) serves one connection at a time.
+    pub(crate) tpm: Mutex<()>,
+    versions: RwLock<HashMap<Key, Entry>>,
+    epoch: Instant,
+}
+
+impl Inner {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Marks `state` blacklisted; an unloaded version reports OK again after the recheck delay.
+    pub(crate) fn blacklist(&self, state: &VersionState) -> bool {
+        let recheck = self
+            .now_ms()
+            .saturating_add(self.config.blacklist_recheck_seconds.saturating_mul(1000));
+        state.recheck_at_ms.store(recheck, Ordering::Release);
+        !state.blacklisted.swap(true, Ordering::AcqRel)
+    }
+
+    /// Clears the flag; returns whether it was set.
+    pub(crate) fn unblacklist(&self, state: &VersionState) -> bool {
+        state.blacklisted.swap(false, Ordering::AcqRel)
+    }
+
+    /// One license check through the TPM (serialized with every other TPM user of this loader).
+    pub(crate) fn check(
+        &self,
+        license: &CustomerLicense,
+        keystore: &Keystore,
+        purpose: Purpose,
+    ) -> Result<Released, ClientError> {
+        let _tpm = self.tpm.lock().unwrap_or_else(|p| p.into_inner());
+        let mut attester = TpmAttester::open(
+            self.config.tcti.as_deref(),
+            self.config.ak_cache_dir.as_deref(),
+        )?;
+        check_license(
+            license,
+            keystore,
+            &mut attester,
+            purpose,
+            &ClientOptions {
+                timeout: Duration::from_secs(self.config.service_timeout_seconds),
+            },
+            &mut |_| {},
+        )
+    }
+}
+
+/// A loader: the state of one OVMS `loader_name`.
+pub struct Loader {
+    inner: Arc<Inner>,
+}
+
+impl Loader {
+    /// A loader with `config`.
+    pub fn new(config: LoaderConfig) -> Self {
+        let log = Logger::new(config.log_level);
+        Loader {
+            inner: Arc::new(Inner {
+                config,
+                log,
+                tpm: Mutex::new(()),
+                versions: RwLock::new(HashMap::new()),
+                epoch: Instant::now(),
+            }),
+        }
+    }
+
+    /// A loader configured by `config_path` (`None`/empty: defaults).
+    pub fn from_config_file(config_path: Option<&str>) -> Result<Self, String> {
+        Ok(Loader::new(LoaderConfig::load(config_path)?))
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &LoaderConfig {
+        &self.inner.config
+    }
+
+    /// Whether `(name, version)` is blacklisted. Reads flags only: no I/O, never waits on a
+    /// load or a lease check (the map lock is only ever held for map updates).
+    pub fn blacklist_status(&self, name: &str, version: i32) -> BlacklistStatus {
+        let versions = self
+            .inner
+            .versions
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = versions.get(&(name.to_string(), version)) else {
+            return BlacklistStatus::Ok;
+        };
+        if !entry.state.blacklisted.load(Ordering::Acquire) {
+            return BlacklistStatus::Ok;
+        }
+        if matches!(entry.activity, Activity::Unloaded)
+            && self.inner.now_ms() >= entry.state.recheck_at_ms.load(Ordering::Acquire)
+        {
+            // Time to let the host retry: its load re-checks the license.
+            return BlacklistStatus::Ok;
+        }
+        BlacklistStatus::Blacklisted
+    }
+
+    /// Loads version `version` of `name` from `base_path/version` with `options_json`,
+    /// decrypting into `out`.
+    pub fn load(
+        &self,
+        name: &str,
+        base_path: &str,
+        version: i32,
+        options_json: &str,
+        out: &mut dyn OutputBuffers,
+    ) -> Result<ModelType, LoadError> {
+        let started = Instant::now();
+        let result = self.load_inner(name, base_path, version, options_json, out);
+        match &result {
+            Ok(t) => self.inner.log.info(format_args!(
+                "model {name} version {version}: loaded ({t:?}) in {} ms",
+                started.elapsed().as_millis()
+            )),
+            Err(e) => self.inner.log.error(format_args!(
+                "model {name} version {version}: load failed: {e}"
+            )),
+        }
+        result
+    }
+
+    fn load_inner(
+        &self,
+        name: &str,
+        base_path: &str,
+        version: i32,
+        options_json: &str,
+        out: &mut dyn OutputBuffers,
+    ) -> Result<ModelType, LoadError> {
+        if name.is_empty() {
+            return Err(LoadError("the model name is empty".into()));
+        }
+        if version < 0 {
+            return Err(LoadError(format!("invalid model version {version}")));
+        }
+        let key: Key = (name.to_string(), version);
+        let (state, cancelled) = self.begin_load(&key)?;
+        let result = self.fetch_and_decrypt(base_path, version, options_json, &state, out);
+        let decrypted = result.is_ok();
+        let finished = self.finish_load(key, state, cancelled, result);
+        if decrypted && finished.is_err() {
+            out.wipe();
+        }
+        finished
+    }
+
+    /// Registers the load; an earlier worker of the same version is stopped (reload).
+    fn begin_load(&self, key: &Key) -> Result<(Arc<VersionState>, Arc<AtomicBool>), LoadError> {
+        let mut versions = self
+            .inner
+            .versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let state = match versions.get_mut(key) {
+            Some(Entry {
+                activity: Activity::Loading { .. },
+                ..
+            }) => {
+                return Err(LoadError(
+                    "a load of this version is already in progress".into(),
+                ))
+            }
+            Some(entry) => {
+                if let Activity::Loaded { worker } =
+                    std::mem::replace(&mut entry.activity, Activity::Unloaded)
+                {
+                    worker.stop();
+                }
+                entry.activity = Activity::Loading {
+                    cancelled: cancelled.clone(),
+                };
+                entry.state.clone()
+            }
+            None => {
+                let state = Arc::new(VersionState::default());
+                versions.insert(
+                    key.clone(),
+                    Entry {
+                        state: state.clone(),
+                        activity: Activity::Loading {
+                            cancelled: cancelled.clone(),
+                        },
+                    },
+                );
+                state
+            }
+        };
+        Ok((state, cancelled))
+    }
+
+    fn finish_load(
+        &self,
+        key: Key,
+        state: Arc<VersionState>,
+        cancelled: Arc<AtomicBool>,
+        result: Result<(ModelType, Granted), LoadError>,
+    ) -> Result<ModelType, LoadError> {
+        let mut versions = self
+            .inner
+            .versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let ours = matches!(versions.get(&key), Some(Entry { activity: Activity::Loading { cancelled: c }, .. }) if Arc::ptr_eq(c, &cancelled));
+        match result {
+            Ok((model_type, granted)) if ours && !cancelled.load(Ordering::Acquire) => {
+                if self.inner.unblacklist(&state) {
+                    self.inner.log.info(format_args!(
+                        "model {} version {}: license valid again; no longer blacklisted",
+                        key.0, key.1
+                    ));
+                }
+                let worker =
+                    lease::spawn(self.inner.clone(), &key.0, key.1, state.clone(), granted);
+                versions.insert(
+                    key,
+                    Entry {
+                        state,
+                        activity: Activity::Loaded { worker },
+                    },
+                );
+                Ok(model_type)
+            }
+            Ok(_) => Err(LoadError(
+                "the version was unloaded while it was loading; buffers wiped".into(),
+            )),
+            Err(e) => {
+                if ours {
+                    if state.blacklisted.load(Ordering::Acquire) {
+                        versions.insert(
+                            key,
+                            Entry {
+                                state,
+                                activity: Activity::Unloaded,
+                            },
+                        );
+                    } else {
+                        versions.remove(&key);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Everything slow: files, keystore, license check, decryption. No lock is held except the
+    /// TPM lock during the check.
+    fn fetch_and_decrypt(
+        &self,
+        base_path: &str,
+        version: i32,
+        options_json: &str,
+        state: &VersionState,
+        out: &mut dyn OutputBuffers,
+    ) -> Result<(ModelType, Granted), LoadError> {
+        let opts = options::parse(options_json).map_err(LoadError)?;
+        if base_path.is_empty() {
+            return Err(LoadError("the base path is empty".into()));
+        }
+        let version_dir = Path::new(base_path).join(version.to_string());
+        let dat = options::resolve(
+            &version_dir,
+            &format!("{}.dat", opts.controlled_access_file),
+        );
+        let lic = options::resolve(
+            &version_dir,
+            &format!("{}.lic", opts.controlled_access_file),
+        );
+        let ks = options::resolve(&version_dir, &opts.keystore);
+        let missing = |what: &str, p: &PathBuf| {
+            LoadError(format!(
+                "{what} '{}' not found (looked in '{}' and the working directory)",
+                p.display(),
+                version_dir.display()
+            ))
+        };
+        for (what, p) in [
+            ("model package", &dat),
+            ("license", &lic),
+            ("keystore", &ks),
+        ] {
+            if !p.is_file() {
+                return Err(missing(what, p));
+            }
+        }
+        let package = Package::open(&dat).map_err(|e| LoadError(format!("model package: {e}")))?;
+        let license = Signed::<CustomerLicense>::load(&lic)
+            .map_err(|e| LoadError(format!("license '{}': {e}", lic.display())))?;
+        CustomerLicense::check_package(&license, package.header()).map_err(|e| {
+            LoadError(format!(
+                "license '{}' does not belong to package '{}': {e}",
+                lic.display(),
+                dat.display()
+            ))
+        })?;
+        let format = package
+            .header()
+            .body()
+            .format()
+            .map_err(|e| LoadError(format!("model package: {e}")))?;
+        let passphrase = std::env::var("OVSA_KEYSTORE_PASSPHRASE").ok();
+        let keystore = Keystore::load(&ks, passphrase.as_deref())
+            .map_err(|e| LoadError(format!("keystore '{}': {e}", ks.display())))?;
+        if license.body().customer_certificate != keystore.certificate().der() {
+            return Err(LoadError(format!(
+                "keystore '{}' holds '{}', but the license was sold to another certificate",
+                ks.display(),
+                keystore.certificate().subject()
+            )));
+        }
+        let released = self
+            .inner
+            .check(license.body(), &keystore, Purpose::Load)
+            .map_err(|e| {
+                if e.is_license_refusal() || state.blacklisted.load(Ordering::Acquire) {
+                    // Final (or still failing while blacklisted): report blacklisted until the
+                    // recheck delay, so the host does not retry every poll.
+                    self.inner.blacklist(state);
+                }
+                LoadError(format!("license check: {e}"))
+            })?;
+        let key = license
+            .body()
+            .unwrap_model_key(&keystore, released.share.as_ref())
+            .map_err(|e| LoadError(format!("model key: {e}")))?;
+        let header = package.header().body();
+        let size = |kind: FileKind| -> Result<(usize, usize), LoadError> {
+            let i = header
+                .find(kind)
+                .ok_or_else(|| LoadError(format!("model package has no {kind:?} file")))?;
+            let size = usize::try_from(header.files[i].size)
+                .map_err(|_| LoadError("model file too large for memory".into()))?;
+            Ok((i, size))
+        };
+        let (model_kind, weights_kind, model_type) = match format {
+            ModelFormat::Ir => (FileKind::IrXml, Some(FileKind::IrBin), ModelType::Ir),
+            ModelFormat::Onnx => (FileKind::Onnx, None, ModelType::Onnx),
+        };
+        let (model_index, model_size) = size(model_kind)?;
+        let weights = weights_kind.map(size).transpose()?;
+        let threads = self
+            .inner
+            .config
+            .decrypt_threads
+            .unwrap_or_else(ovsa_core::package::reader::default_threads);
+        let (model_buf, weights_buf) = out
+            .allocate(model_size, weights.map(|(_, s)| s))
+            .map_err(|e| LoadError(format!("output buffers: {e}")))?;
+        let decrypted = package
+            .decrypt_file_into(model_index, &key, model_buf, threads)
+            .and_then(|()| match weights {
+                Some((i, _)) => package.decrypt_file_into(i, &key, weights_buf, threads),
+                None => Ok(()),
+            });
+        if let Err(e) = decrypted {
+            model_buf.zeroize();
+            weights_buf.zeroize();
+            return Err(LoadError(format!("model package: {e}")));
+        }
+        let lease = self.inner.config.lease(released.response.lease_seconds);
+        Ok((
+            model_type,
+            Granted {
+                license: license.body().clone(),
+                keystore,
+                lease,
+            },
+        ))
+    }
+
+    /// Unloads `(name, version)`: stops its lease worker (without waiting for a check in
+    /// flight). Idempotent; unknown versions are fine. A blacklisted version stays known (and
+    /// blacklisted until its recheck time) so the host does not reload it at once.
+    pub fn unload(&self, name: &str, version: i32) {
+        let mut versions = self
+            .inner
+            .versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let key = (name.to_string(), version);
+        let Some(entry) = versions.get_mut(&key) else {
+            return;
+        };
+        match std::mem::replace(&mut entry.activity, Activity::Unloaded) {
+            Activity::Loaded { worker } => {
+                worker.stop();
+                self.inner
+                    .log
+                    .info(format_args!("model {name} version {version}: unloaded"));
+            }
+            Activity::Loading { cancelled } => cancelled.store(true, Ordering::Release),
+            Activity::Unloaded => {}
+        }
+        if !entry.state.blacklisted.load(Ordering::Acquire) {
+            versions.remove(&key);
+        }
+    }
+
+    /// Forgets every version of `name` (the model was removed from the host's config).
+    pub fn retire(&self, name: &str) {
+        let mut versions = self
+            .inner
+            .versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        versions.retain(|(n, _), entry| {
+            if n != name {
+                return true;
+            }
+            match std::mem::replace(&mut entry.activity, Activity::Unloaded) {
+                Activity::Loaded { worker } => worker.stop(),
+                Activity::Loading { cancelled } => cancelled.store(true, Ordering::Release),
+                Activity::Unloaded => {}
+            }
+            false
+        });
+        self.inner.log.info(format_args!("model {name}: retired"));
+    }
+
+    /// Stops every worker and forgets every version.
+    pub fn shutdown(&self) {
+        let mut versions = self
+            .inner
+            .versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        for (_, entry) in versions.drain() {
+            match entry.activity {
+                Activity::Loaded { worker } => worker.stop(),
+                Activity::Loading { cancelled } => cancelled.store(true, Ordering::Release),
+                Activity::Unloaded => {}
+            }
+        }
+    }
+
+    /// Number of versions with a running lease worker (diagnostics).
+    pub fn loaded_versions(&self) -> usize {
+        self.inner
+            .versions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|e| matches!(e.activity, Activity::Loaded { .. }))
+            .count()
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What a successful check hands to the lease worker.
+pub(crate) struct Granted {
+    pub(crate) license: CustomerLicense,
+    pub(crate) keystore: Keystore,
+    pub(crate) lease: Duration,
+}

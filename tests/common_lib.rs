@@ -1,0 +1,22 @@
+//! Helpers shared by the runtime's integration tests: where the built plugin is.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `libovsaruntime.so` as built by this `cargo test` (next to the test binary's deps dir).
+pub fn plugin_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    for dir in [deps.parent().unwrap(), deps] {
+        let p = dir.join("libovsaruntime.so");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("libovsaruntime.so not found next to {}", deps.display());
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
