@@ -562,10 +562,13 @@ impl PgStore {
         // Pipelined: the count runs after the lock is granted, with a fresh snapshot.
         let (lock_args, count_args): ([&SqlParam; 1], [&SqlParam; 2]) =
             ([&guid], [&guid, &instance]);
-        let (license, counts) = tokio::try_join!(
+        // `join!` then `?` in order: after a failure PostgreSQL rejects the rest of the
+        // transaction, and the first statement's error is the one worth reporting.
+        let (license, counts) = tokio::join!(
             tx.query_opt(&lock, &lock_args),
             tx.query_one(&count, &count_args),
-        )?;
+        );
+        let (license, counts) = (license?, counts?);
         let Some(license) = license else {
             return Ok(None);
         };
@@ -586,10 +589,12 @@ impl PgStore {
             let first_use = codec::ts(*first_use);
             let set_args: [&SqlParam; 3] = [&guid, &uses, &first_use];
             let upsert_args: [&SqlParam; 3] = [&guid, &instance, &now];
-            tokio::try_join!(
+            let (set, upserted) = tokio::join!(
                 tx.execute(&set_uses, &set_args),
                 tx.execute(&upsert, &upsert_args),
-            )?;
+            );
+            set?;
+            upserted?;
         }
         tx.commit().await?;
         Ok(Some(decision))

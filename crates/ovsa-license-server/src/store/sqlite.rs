@@ -6,8 +6,9 @@
 //! That lets [`SqliteStore::record_use`] keep one `BEGIN IMMEDIATE` transaction open across two
 //! blocking phases (read the state; write the outcome) while the caller's non-`'static` decide
 //! closure runs on the async side in between, with the connection still exclusively held. If the
-//! calling future is dropped between the phases, the guard drops with the transaction open; every
-//! operation therefore starts by rolling back any transaction it finds left open.
+//! calling future is dropped (or the closure panics) between the phases, the guard's drop rolls
+//! the transaction back, releasing the write lock at once; every operation also starts by rolling
+//! back any transaction it finds left open.
 //!
 //! One connection serves one store: SQLite admits one writer at a time anyway, and nearly every
 //! call on the attestation path writes. Several stores (processes or [`SqliteStore`] values) on the
@@ -15,7 +16,7 @@
 //! read-decide-write of [`SqliteStore::record_use`] is atomic across all of them, and the busy
 //! timeout makes the others wait instead of failing.
 //!
-//! The row encoding shared with the PostgreSQL backend lives in [`codec`].
+//! The row encoding shared with the PostgreSQL backend lives in the private `codec` module.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
