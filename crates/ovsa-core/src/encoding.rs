@@ -72,6 +72,67 @@ pub mod b64 {
     }
 }
 
+/// Serde adapter: optional bytes as base64 (or `null`).
+pub mod b64_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises optional bytes.
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&super::b64::encode(v)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserialises optional base64.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| super::b64::decode(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Serde adapter: a list of byte strings as base64 strings.
+pub mod b64_vec {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Serialises a list of byte strings.
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|x| super::b64::encode(x))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    /// Deserialises a list of base64 strings.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(|t| super::b64::decode(&t).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// Serde adapter: an optional list of byte strings as base64 strings.
+pub mod b64_opt_vec {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises an optional list.
+    pub fn serialize<S: Serializer>(v: &Option<Vec<Vec<u8>>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => super::b64_vec::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserialises an optional list.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Vec<u8>>>, D::Error> {
+        #[derive(Deserialize)]
+        struct W(#[serde(with = "super::b64_vec")] Vec<Vec<u8>>);
+        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
 /// Serde adapter: secret bytes as base64, held in a zeroizing buffer.
 pub mod b64_secret {
     use serde::{Deserializer, Serializer};

@@ -17,10 +17,10 @@ use super::error::AttestError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialChallenge {
     /// TPM2B_ID_OBJECT content: `u16 BE 32 || outerHMAC(32) || encIdentity`.
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::encoding::b64")]
     pub id_object: Vec<u8>,
     /// TPM2B_ENCRYPTED_SECRET content: RSA-OAEP(SHA-256, label "IDENTITY\0") of the seed.
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::encoding::b64")]
     pub encrypted_secret: Vec<u8>,
 }
 

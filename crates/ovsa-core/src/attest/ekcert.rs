@@ -12,10 +12,10 @@ pub const TCG_KP_EK_CERTIFICATE: &[u8] = &[0x67, 0x81, 0x05, 0x08, 0x01];
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EkTrust {
     /// Trust anchors (root CA certificates, DER).
-    #[serde(with = "super::b64_vec")]
+    #[serde(with = "crate::encoding::b64_vec")]
     pub roots: Vec<Vec<u8>>,
     /// Intermediate CA certificates that may be needed to build the chain (DER).
-    #[serde(default, with = "super::b64_vec")]
+    #[serde(default, with = "crate::encoding::b64_vec")]
     pub intermediates: Vec<Vec<u8>>,
 }
 

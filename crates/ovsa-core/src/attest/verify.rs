@@ -27,7 +27,7 @@ pub struct VerifierConfig {
     /// If set, the host AK's Name must be one of these (AKs enrolled beforehand with a credential
     /// challenge against the host EK). If unset, any restricted AK is accepted for the host quote:
     /// see `docs/ATTESTATION.md` for what that does and does not prove.
-    #[serde(default, with = "super::b64_opt_vec")]
+    #[serde(default, with = "crate::encoding::b64_opt_vec")]
     pub enrolled_host_aks: Option<Vec<Vec<u8>>>,
     /// Refuse quotes whose clock is not marked safe.
     pub require_safe_clock: bool,
@@ -47,21 +47,21 @@ pub struct ReferenceValues {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
     /// vTPM EK certificate (DER).
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::encoding::b64")]
     pub ek_cert: Vec<u8>,
     /// AK public area (marshalled TPMT_PUBLIC).
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::encoding::b64")]
     pub ak_public: Vec<u8>,
     /// Quote (marshalled TPMS_ATTEST).
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::encoding::b64")]
     pub quote: Vec<u8>,
     /// Quote signature (marshalled TPMT_SIGNATURE).
-    #[serde(with = "super::b64")]
+    #[serde(with = "crate::encoding::b64")]
     pub signature: Vec<u8>,
     /// The quoted PCR values.
     pub pcrs: PcrSet,
     /// The host-evidence blob read from the vTPM NV, if any.
-    #[serde(default, with = "super::b64_opt")]
+    #[serde(default, with = "crate::encoding::b64_opt")]
     pub host_evidence: Option<Vec<u8>>,
 }
 
