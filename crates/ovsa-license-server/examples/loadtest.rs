@@ -94,6 +94,26 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Total CPU seconds of every running `swtpm` process (the clients' TPMs).
+fn swtpm_cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim() == "swtpm")
+                .unwrap_or(false)
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
+fn self_cpu_seconds() -> f64 {
+    cpu_seconds(std::process::id())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -248,6 +268,7 @@ fn main() {
     );
     let stop = Arc::new(AtomicBool::new(false));
     let cpu0 = cpu_seconds(server.id());
+    let (tpm0, me0) = (swtpm_cpu_seconds(), self_cpu_seconds());
     let t0 = Instant::now();
     let handles: Vec<_> = attesters
         .into_iter()
@@ -286,6 +307,8 @@ fn main() {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(server.id()) - cpu0;
+    let tpm_cpu = swtpm_cpu_seconds() - tpm0;
+    let client_cpu = self_cpu_seconds() - me0;
     lat.sort();
     let ok = lat.len() as u64;
 
@@ -318,6 +341,19 @@ fn main() {
         "server CPU: {:.2} s total = {:.2} ms per check",
         cpu,
         cpu * 1e3 / ok.max(1) as f64
+    );
+    println!(
+        "client side CPU per check: swtpm TPM simulators {:.2} ms, client processes {:.2} ms \
+         (all on the same {} cores as the service)",
+        tpm_cpu * 1e3 / ok.max(1) as f64,
+        client_cpu * 1e3 / ok.max(1) as f64,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "service capacity implied by its CPU per check: {:.0} checks/s per core",
+        ok as f64 / cpu.max(1e-9)
     );
     println!("errors: {}", errors.len());
     for e in errors.iter().take(5) {

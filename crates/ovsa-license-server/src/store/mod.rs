@@ -269,7 +269,9 @@ impl Store {
             }
             Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(Box::new(postgres::PgStore::connect(url).await?)))
+            Ok(Store::Postgres(Box::new(
+                postgres::PgStore::connect(url).await?,
+            )))
         } else {
             Err(StoreError::BadUrl(url.into()))
         }
