@@ -13,6 +13,18 @@ use crate::log::LogLevel;
 /// Largest accepted config file.
 const MAX_CONFIG_LEN: u64 = 1 << 20;
 
+const KNOWN: [&str; 9] = [
+    "tcti",
+    "ak_cache_dir",
+    "lease_seconds_override",
+    "grace_seconds",
+    "retry_seconds",
+    "blacklist_recheck_seconds",
+    "service_timeout_seconds",
+    "decrypt_threads",
+    "log_level",
+];
+
 /// The loader's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,8 +129,33 @@ impl LoaderConfig {
     pub fn parse(text: &str) -> Result<Self, String> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-        if !value.is_object() {
+        let Some(object) = value.as_object() else {
             return Err("must be a JSON object".into());
+        };
+        for (key, v) in object {
+            let expected = match key.as_str() {
+                "tcti" | "ak_cache_dir" | "log_level" => "a string",
+                "lease_seconds_override"
+                | "grace_seconds"
+                | "retry_seconds"
+                | "blacklist_recheck_seconds"
+                | "service_timeout_seconds"
+                | "decrypt_threads" => "a non-negative integer",
+                _ => {
+                    return Err(format!(
+                        "unknown setting '{key}' (known: {})",
+                        KNOWN.join(", ")
+                    ))
+                }
+            };
+            let ok = if expected == "a string" {
+                v.is_string()
+            } else {
+                v.is_u64()
+            };
+            if !ok {
+                return Err(format!("'{key}' must be {expected}, got {v}"));
+            }
         }
         let config: LoaderConfig =
             serde_json::from_value(value).map_err(|e| format!("invalid setting: {e}"))?;
@@ -195,6 +232,12 @@ mod tests {
         assert!(LoaderConfig::load(Some("/nonexistent/ovsa.json"))
             .unwrap_err()
             .contains("/nonexistent/ovsa.json"));
+        assert!(LoaderConfig::parse(r#"{"grace_seconds":"10"}"#)
+            .unwrap_err()
+            .contains("'grace_seconds' must be a non-negative integer"));
+        assert!(LoaderConfig::parse(r#"{"tctl":"x"}"#)
+            .unwrap_err()
+            .contains("unknown setting 'tctl'"));
         assert!(LoaderConfig::load(Some("")).is_ok());
         assert!(LoaderConfig::load(None).is_ok());
     }

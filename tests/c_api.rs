@@ -2,7 +2,6 @@
 //! library exports, a C program compiled against the header links and runs, and argument
 //! checks (NULLs, bad UTF-8, unusable config) give error statuses with clear messages.
 
-#[path = "common_lib.rs"]
 mod common_lib;
 
 use std::collections::BTreeSet;

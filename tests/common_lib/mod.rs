@@ -7,7 +7,8 @@ use std::path::PathBuf;
 pub fn plugin_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
-    for dir in [deps.parent().unwrap(), deps] {
+    // `cargo test` leaves the freshly built cdylib in deps/ (only `cargo build` copies it up).
+    for dir in [deps, deps.parent().unwrap()] {
         let p = dir.join("libovsaruntime.so");
         if p.is_file() {
             return p;

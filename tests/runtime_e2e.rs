@@ -1,0 +1,273 @@
+//! The plugin end to end through its C API, loaded with `libloading` like a non-OVMS host:
+//! a real license service (TLS 1.3 on loopback, SQLite), a real swtpm vTPM, real packages and
+//! licenses. Checks byte identity of the decrypted model, every bad input, leases (grace,
+//! blacklist, restore, revocation), unload semantics and concurrent loads.
+
+mod common_lib;
+mod plugin;
+mod runtime_fixture;
+#[path = "../crates/ovsa-license-server/tests/world/mod.rs"]
+mod world;
+
+use plugin::{Plugin, MODEL_BLACKLISTED, MODEL_LOAD_ERROR, MODEL_TYPE_IR, OK};
+use runtime_fixture::{eventually, Fixture, OPTIONS};
+
+fn assert_load_error(l: &plugin::Loaded, needle: &str) {
+    assert_eq!(l.status, MODEL_LOAD_ERROR, "{}", l.error);
+    assert_eq!(l.model_type, MODEL_LOAD_ERROR);
+    assert!(
+        l.error.contains(needle),
+        "expected '{needle}' in the error: {}",
+        l.error
+    );
+    // Whatever the host handed out was wiped (no partial plaintext, no marker left).
+    assert!(l.model.iter().all(|&b| b == 0), "model buffer not wiped");
+    assert!(
+        l.weights.iter().all(|&b| b == 0),
+        "weights buffer not wiped"
+    );
+}
+
+#[test]
+fn loads_ir_byte_identical_and_rejects_every_bad_input() {
+    let f = Fixture::new();
+    let plugin = Plugin::new(Some(&f.config("loader.json", ""))).unwrap();
+    let (base, lic) = f.good_model("models/m", 1);
+    let (xml, bin) = f.plaintext();
+
+    // Happy path: IR, exact sizes requested once each, plaintext identical.
+    let l = plugin.load("m", &base, 1, OPTIONS);
+    assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
+    assert_eq!(l.model_type, MODEL_TYPE_IR);
+    assert_eq!(l.error, "");
+    assert_eq!(l.requests, vec![(0, xml.len()), (1, bin.len())]);
+    assert!(l.model == xml, "model XML differs");
+    assert!(l.weights == bin, "weights differ");
+    assert_eq!(plugin.status("m", 1), OK);
+
+    // Unload: idempotent; unknown names and versions are fine.
+    assert_eq!(plugin.unload("m", 1), OK);
+    assert_eq!(plugin.unload("m", 1), OK);
+    assert_eq!(plugin.unload("m", 99), OK);
+    assert_eq!(plugin.unload("nobody", 1), OK);
+    assert_eq!(plugin.status("nobody", 1), OK);
+    // Options may name absolute paths too.
+    let abs = format!(
+        r#"{{"loader_name":"ovsa","keystore":"{base}/1/customer.ks","controlled_access_file":"{base}/1/model"}}"#
+    );
+    let l = plugin.load("m", "/nonexistent-base", 1, &abs);
+    assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
+    assert!(l.weights == bin);
+    plugin.unload("m", 1);
+
+    // Missing .dat.
+    f.version_dir("models/m", 2, None, Some(&lic), Some(&f.w.customer));
+    assert_load_error(&plugin.load("m", &base, 2, OPTIONS), "model.dat' not found");
+    // Corrupt .dat: one payload byte flipped in the weights' last chunk.
+    let mut corrupt = std::fs::read(&f.w.package).unwrap();
+    let n = corrupt.len();
+    corrupt[n - 40] ^= 0x01;
+    let corrupt_path = f.path("corrupt.dat");
+    std::fs::write(&corrupt_path, &corrupt).unwrap();
+    f.version_dir(
+        "models/m",
+        3,
+        Some(&corrupt_path),
+        Some(&lic),
+        Some(&f.w.customer),
+    );
+    let l = plugin.load("m", &base, 3, OPTIONS);
+    assert_load_error(&l, "failed authentication");
+    assert_eq!(l.requests.len(), 2, "the buffers had been handed out");
+    // A license for another model next to this package.
+    let other = f.other_model("other", 13);
+    f.version_dir(
+        "models/m",
+        4,
+        Some(&other.package),
+        Some(&lic),
+        Some(&f.w.customer),
+    );
+    assert_load_error(
+        &plugin.load("m", &base, 4, OPTIONS),
+        "does not belong to package",
+    );
+    // The wrong keystore.
+    let stranger = world::World::keystore("CN=Someone Else");
+    f.version_dir(
+        "models/m",
+        5,
+        Some(&f.w.package),
+        Some(&lic),
+        Some(&stranger),
+    );
+    assert_load_error(
+        &plugin.load("m", &base, 5, OPTIONS),
+        "sold to another certificate",
+    );
+    // Malformed options, non-string values, missing keys.
+    assert_load_error(
+        &plugin.load("m", &base, 1, "{\"keystore\":"),
+        "not valid JSON",
+    );
+    assert_load_error(
+        &plugin.load(
+            "m",
+            &base,
+            1,
+            r#"{"keystore":"customer.ks","controlled_access_file":7}"#,
+        ),
+        "'controlled_access_file' must be a string, got a number",
+    );
+    assert_load_error(
+        &plugin.load("m", &base, 1, r#"{"keystore":"customer.ks"}"#),
+        "lacks 'controlled_access_file'",
+    );
+    // None of the failures left a version behind: all report OK.
+    for v in 1..=5 {
+        assert_eq!(plugin.status("m", v), OK);
+    }
+
+    // TPM unreachable (nothing listens on the configured TCTI port).
+    let dead_tpm = f.path("dead-tpm.json");
+    std::fs::write(
+        &dead_tpm,
+        r#"{"tcti":"swtpm:host=127.0.0.1,port=9","log_level":"error"}"#,
+    )
+    .unwrap();
+    let no_tpm = Plugin::new(Some(dead_tpm.to_str().unwrap())).unwrap();
+    assert_load_error(&no_tpm.load("m", &base, 1, OPTIONS), "TPM");
+
+    // The loader config must be usable, or creating the loader fails.
+    let bad = f.path("bad.json");
+    std::fs::write(&bad, r#"{"lease_seconds_override":"1"}"#).unwrap();
+    let (status, message) = Plugin::new(Some(bad.to_str().unwrap())).err().unwrap();
+    assert_eq!(status, plugin::INTERNAL_ERROR);
+    assert!(message.contains("lease_seconds_override"), "{message}");
+}
+
+#[test]
+fn leases_ride_out_outages_within_grace_then_blacklist_and_recover() {
+    let mut f = Fixture::new();
+    let config = f.config(
+        "loader.json",
+        r#""lease_seconds_override":1,"grace_seconds":2,"retry_seconds":1,"blacklist_recheck_seconds":2"#,
+    );
+    let plugin = Plugin::new(Some(&config)).unwrap();
+    let (base, lic) = f.good_model("models/m", 1);
+    assert_eq!(plugin.load("m", &base, 1, OPTIONS).status, MODEL_TYPE_IR);
+    // Renewals succeed: stays OK.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(plugin.status("m", 1), OK);
+
+    // Service down: still OK within the grace period, then blacklisted.
+    f.stop_service();
+    let down = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(plugin.status("m", 1), OK, "grace period");
+    assert!(
+        eventually(8, || plugin.status("m", 1) == MODEL_BLACKLISTED),
+        "not blacklisted after the grace period"
+    );
+    assert!(down.elapsed() >= std::time::Duration::from_secs(2));
+    // A load while the service is down fails with a clear reason.
+    f.version_dir(
+        "models/m",
+        7,
+        Some(&f.w.package),
+        Some(&lic),
+        Some(&f.w.customer),
+    );
+    let other = plugin.load("m", &base, 7, OPTIONS);
+    assert_eq!(other.status, MODEL_LOAD_ERROR);
+    assert!(other.error.contains("unreachable"), "{}", other.error);
+
+    // Service back: the next renewal clears the flag.
+    f.start_service();
+    assert!(
+        eventually(8, || plugin.status("m", 1) == OK),
+        "not restored after the service came back"
+    );
+
+    // Revocation mid-run: blacklisted within a few seconds.
+    f.w.revoke(lic.body().license_guid);
+    assert!(
+        eventually(8, || plugin.status("m", 1) == MODEL_BLACKLISTED),
+        "not blacklisted after revocation"
+    );
+    // OVMS unloads it; the version stays blacklisted (no reload storm) until the recheck time,
+    // then reports OK so the host retries; that load is refused and blacklists it again.
+    assert_eq!(plugin.unload("m", 1), OK);
+    assert_eq!(plugin.status("m", 1), MODEL_BLACKLISTED);
+    assert!(eventually(6, || plugin.status("m", 1) == OK), "no recheck");
+    let l = plugin.load("m", &base, 1, OPTIONS);
+    assert_load_error(&l, "revoked");
+    assert_eq!(plugin.status("m", 1), MODEL_BLACKLISTED);
+    assert_eq!(plugin.unload("m", 1), OK);
+    assert_eq!(plugin.status("m", 1), MODEL_BLACKLISTED);
+    // Retire forgets it.
+    assert_eq!(plugin.retire("m"), OK);
+    assert_eq!(plugin.status("m", 1), OK);
+}
+
+#[test]
+fn concurrent_loads_of_two_models_and_fast_unload() {
+    let f = Fixture::new();
+    let plugin = Plugin::new(Some(
+        &f.config("loader.json", r#""lease_seconds_override":1"#),
+    ))
+    .unwrap();
+    let (base_a, _) = f.good_model("models/a", 1);
+    let other = f.other_model("b", 31);
+    let lic_b = f.sell_for(&other.master);
+    let base_b = f.version_dir(
+        "models/b",
+        2,
+        Some(&other.package),
+        Some(&lic_b),
+        Some(&f.w.customer),
+    );
+    let (xml_a, bin_a) = f.plaintext();
+    let (xml_b, bin_b) = (
+        std::fs::read(&other.files[0]).unwrap(),
+        std::fs::read(&other.files[1]).unwrap(),
+    );
+    for _round in 0..2 {
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| plugin.load("a", &base_a, 1, OPTIONS));
+            let b = s.spawn(|| plugin.load("b", &base_b, 2, OPTIONS));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_eq!(a.status, MODEL_TYPE_IR, "{}", a.error);
+        assert_eq!(b.status, MODEL_TYPE_IR, "{}", b.error);
+        assert!(a.model == xml_a && a.weights == bin_a);
+        assert!(b.model == xml_b && b.weights == bin_b);
+        // Lease workers renew every second; unloading returns promptly all the same.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert_eq!(plugin.status("a", 1), OK);
+        assert_eq!(plugin.status("b", 2), OK);
+        let t = std::time::Instant::now();
+        assert_eq!(plugin.unload("a", 1), OK);
+        assert_eq!(plugin.unload("b", 2), OK);
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    // Status polling never waits for a load in flight.
+    std::thread::scope(|s| {
+        let h = s.spawn(|| plugin.load("a", &base_a, 1, OPTIONS));
+        for _ in 0..50 {
+            let t = std::time::Instant::now();
+            assert_eq!(plugin.status("a", 1), OK);
+            assert!(t.elapsed() < std::time::Duration::from_millis(50));
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(h.join().unwrap().status, MODEL_TYPE_IR);
+    });
+    // Freeing the loader with a live worker returns at once.
+    let t = std::time::Instant::now();
+    drop(plugin);
+    assert!(t.elapsed() < std::time::Duration::from_millis(200));
+}

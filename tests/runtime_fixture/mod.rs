@@ -1,0 +1,240 @@
+//! The runtime's end-to-end fixture on top of the license-service `World`: a vTPM, model
+//! repositories laid out as OVMS expects (`<base>/<version>/{model.dat,model.lic,customer.ks}`),
+//! a loader config file, and service stop/restart on the same address.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ovsa_core::encoding::now_rfc3339;
+use ovsa_core::envelope::Signed;
+use ovsa_core::identity::{Keystore, KeystoreProtection};
+use ovsa_core::license::customer::SaleRequest;
+use ovsa_core::license::{
+    sell, CustomerLicense, LicenseConfig, MasterLicense, Policy, ServiceEndpoint, Validity,
+};
+use ovsa_core::package::{classify_inputs, protect, ProtectOptions};
+use ovsa_license_server::server::{self, Limits};
+use ovsa_license_server::store::LicenseRecord;
+use swtpm_tests::{names, Swtpm};
+
+use crate::world::World;
+
+pub const OPTIONS: &str =
+    r#"{"loader_name":"ovsa","keystore":"customer.ks","controlled_access_file":"model"}"#;
+
+pub fn perpetual() -> Policy {
+    Policy {
+        validity: Validity::Perpetual,
+        usage_limit: None,
+        instance_limit: None,
+    }
+}
+
+pub struct Fixture {
+    pub w: World,
+    pub vtpm: Swtpm,
+    pub root: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub url: String,
+}
+
+/// A second model protected by the same ISV, with its plaintext files.
+pub struct OtherModel {
+    pub package: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub master: Signed<MasterLicense>,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let w = World::sqlite();
+        let vtpm = Swtpm::start(names::VTPM);
+        let addr = w.server.as_ref().unwrap().addr;
+        let url = w.url();
+        Fixture {
+            w,
+            vtpm,
+            root: tempfile::tempdir().unwrap(),
+            addr,
+            url,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    /// Writes a loader config file with the vTPM's TCTI and `extra` settings (JSON members).
+    pub fn config(&self, name: &str, extra: &str) -> String {
+        let ak = self.path("ak-cache");
+        let body = format!(
+            r#"{{"tcti":"{}","ak_cache_dir":"{}","log_level":"debug"{}{}}}"#,
+            self.vtpm.tcti(),
+            ak.display(),
+            if extra.is_empty() { "" } else { "," },
+            extra
+        );
+        let p = self.path(name);
+        std::fs::write(&p, body).unwrap();
+        p.display().to_string()
+    }
+
+    /// Writes `<base>/<version>/` with the given package, license and keystore (any may be
+    /// omitted) under the file names OPTIONS names.
+    pub fn version_dir(
+        &self,
+        base: &str,
+        version: i32,
+        package: Option<&Path>,
+        license: Option<&Signed<CustomerLicense>>,
+        keystore: Option<&Keystore>,
+    ) -> String {
+        let base = self.path(base);
+        let dir = base.join(version.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some(p) = package {
+            std::fs::copy(p, dir.join("model.dat")).unwrap();
+        }
+        if let Some(l) = license {
+            l.save(&dir.join("model.lic"), 0o644, true).unwrap();
+        }
+        if let Some(k) = keystore {
+            k.save(&dir.join("customer.ks"), &KeystoreProtection::None, true)
+                .unwrap();
+        }
+        base.display().to_string()
+    }
+
+    /// A repository with one good version of the World's model under a fresh license.
+    pub fn good_model(&self, base: &str, version: i32) -> (String, Signed<CustomerLicense>) {
+        let lic = self.w.sell(perpetual(), &self.w.customer, None);
+        let b = self.version_dir(
+            base,
+            version,
+            Some(&self.w.package),
+            Some(&lic),
+            Some(&self.w.customer),
+        );
+        (b, lic)
+    }
+
+    pub fn plaintext(&self) -> (Vec<u8>, Vec<u8>) {
+        (
+            std::fs::read(&self.w.model_files[0]).unwrap(),
+            std::fs::read(&self.w.model_files[1]).unwrap(),
+        )
+    }
+
+    pub fn stop_service(&mut self) {
+        if let Some(s) = self.w.server.take() {
+            self.w.rt.block_on(s.shutdown());
+        }
+    }
+
+    /// Restarts the service on the same address (same TLS key, same database).
+    pub fn start_service(&mut self) {
+        let dir = self.w.dir.path();
+        let tls = ovsa_license_server::tls::server_config(
+            &dir.join("server.crt"),
+            &dir.join("server.ks"),
+        )
+        .unwrap();
+        let server = self
+            .w
+            .rt
+            .block_on(server::start(
+                self.addr,
+                tls,
+                self.w.state.clone(),
+                Limits::default(),
+            ))
+            .unwrap();
+        self.w.server = Some(server);
+    }
+
+    /// Protects another model (same ISV).
+    pub fn other_model(&self, name: &str, seed: u32) -> OtherModel {
+        let dir = self.path(&format!("src-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let xml = dir.join("model.xml");
+        let bin = dir.join("model.bin");
+        std::fs::write(&xml, format!("<net name='{name}'/>")).unwrap();
+        std::fs::write(
+            &bin,
+            (0..300_000u32)
+                .map(|i| (i.wrapping_mul(seed) % 253) as u8)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let package = dir.join("model.dat");
+        let protected = protect(
+            &classify_inputs(&[xml.clone(), bin.clone()]).unwrap(),
+            &ProtectOptions {
+                model_name: name.into(),
+                model_version: "1".into(),
+                description: String::new(),
+                chunk_size: 65536,
+                overwrite: true,
+            },
+            &self.w.isv,
+            &package,
+            &mut |_| {},
+        )
+        .unwrap();
+        let master = MasterLicense::create(&protected, &self.w.isv).unwrap();
+        OtherModel {
+            package,
+            files: vec![xml, bin],
+            master,
+        }
+    }
+
+    /// Sells and registers a license for `master` (like World::sell, for another package).
+    pub fn sell_for(&self, master: &Signed<MasterLicense>) -> Signed<CustomerLicense> {
+        let config = Signed::sign(
+            LicenseConfig {
+                name: "test".into(),
+                policy: perpetual(),
+                lease_seconds: 60,
+                services: vec![ServiceEndpoint {
+                    url: self.url.clone(),
+                    pins: vec![self.w.server_pin()],
+                }],
+                created: now_rfc3339(),
+            },
+            &self.w.isv,
+        )
+        .unwrap();
+        let sale = sell(&SaleRequest {
+            isv: &self.w.isv,
+            master,
+            config: &config,
+            tcb: &self.w.tcb,
+            customer: self.w.customer.certificate(),
+        })
+        .unwrap();
+        let rec = LicenseRecord::from_registration(
+            sale.registration.body(),
+            sale.registration.signer().fingerprint(),
+            time::OffsetDateTime::now_utc(),
+        );
+        self.w
+            .rt
+            .block_on(self.w.state.store.add_license(&rec))
+            .unwrap();
+        sale.license
+    }
+}
+
+/// Polls `f` every 100 ms until it returns true or `secs` pass; returns whether it did.
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    f()
+}
