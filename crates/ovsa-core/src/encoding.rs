@@ -144,9 +144,13 @@ pub mod b64_secret {
         s.serialize_str(&encoded)
     }
 
-    /// Deserialises base64 into a zeroizing buffer.
+    /// Deserialises base64 into a zeroizing buffer (the encoded text is wiped too).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<Vec<u8>>, D::Error> {
-        super::b64::deserialize(d).map(Zeroizing::new)
+        use serde::Deserialize;
+        let text = Zeroizing::new(String::deserialize(d)?);
+        super::b64::decode(&text)
+            .map(Zeroizing::new)
+            .map_err(serde::de::Error::custom)
     }
 }
 

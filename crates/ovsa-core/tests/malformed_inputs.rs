@@ -991,7 +991,6 @@ fn pcr_text_errors() {
 /// `MAX_PBKDF2_ITERATIONS` (e.g. 10 000 000) checked next to the minimum, returning
 /// `Error::Malformed`.
 #[test]
-#[ignore = "fix pending: no upper bound on keystore PBKDF2 iterations (see fuzz/README.md)"]
 fn keystore_iteration_count_is_bounded() {
     let fx = fixture();
     let mut v: Value = serde_json::from_slice(&fx.keystore_clear).unwrap();
@@ -1019,7 +1018,6 @@ fn keystore_iteration_count_is_bounded() {
 /// Minor (see fuzz/README.md, finding 4): `validate_url` accepts junk after a bracketed IPv6
 /// host and a `:` inside a plain host name.
 #[test]
-#[ignore = "fix pending: validate_url accepts https://[::1]junk and https://h:1:2"]
 fn service_url_rejects_junk_after_host() {
     use ovsa_core::license::policy::validate_url;
     for bad in ["https://[::1]junk", "https://[::1]x:443", "https://h:1:2"] {

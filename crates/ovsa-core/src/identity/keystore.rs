@@ -17,6 +17,9 @@ const KEYSTORE_VERSION: u64 = 1;
 /// PBKDF2 iterations for new passphrase-protected keystores (OWASP 2023 guidance for SHA-256).
 pub const PBKDF2_ITERATIONS: u32 = 600_000;
 const MIN_PBKDF2_ITERATIONS: u32 = 100_000;
+/// Upper bound on a stored iteration count: opening a keystore must not be a denial of service
+/// (~10x today's default, a few seconds of one core).
+const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 const PASSPHRASE_AAD: &[u8] = b"OVSA-v1 keystore private key";
 
 /// How the private key is stored.
@@ -226,10 +229,12 @@ impl Keystore {
                         "the private key is passphrase-protected: set OVSA_KEYSTORE_PASSPHRASE or pass --passphrase-file".into(),
                     )
                 })?;
-                if iterations < MIN_PBKDF2_ITERATIONS {
+                if !(MIN_PBKDF2_ITERATIONS..=MAX_PBKDF2_ITERATIONS).contains(&iterations) {
                     return Err(Error::malformed(
                         "keystore",
-                        format!("PBKDF2 iteration count {iterations} is below the minimum {MIN_PBKDF2_ITERATIONS}"),
+                        format!(
+                            "PBKDF2 iteration count {iterations} is outside {MIN_PBKDF2_ITERATIONS}..={MAX_PBKDF2_ITERATIONS}"
+                        ),
                     ));
                 }
                 let nonce: [u8; 12] = nonce
@@ -295,6 +300,22 @@ mod tests {
         ));
         let back = Keystore::from_bytes(&enc, Some("hunter2")).unwrap();
         assert_eq!(back.key().public_key(), ks.key().public_key());
+    }
+
+    #[test]
+    fn absurd_iteration_counts_are_refused_quickly() {
+        let (ks, _) = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=t", 10).unwrap();
+        let prot = KeystoreProtection::Passphrase(Zeroizing::new("pw".into()));
+        let enc = String::from_utf8(ks.to_bytes(&prot).unwrap().to_vec()).unwrap();
+        for n in ["4294967295", "99999"] {
+            let bad = enc.replace("\"iterations\": 600000", &format!("\"iterations\": {n}"));
+            let start = std::time::Instant::now();
+            assert!(matches!(
+                Keystore::from_bytes(bad.as_bytes(), Some("pw")),
+                Err(Error::Malformed { .. })
+            ));
+            assert!(start.elapsed().as_secs() < 1);
+        }
     }
 
     #[test]

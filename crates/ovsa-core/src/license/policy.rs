@@ -139,17 +139,27 @@ pub fn validate_url(url: &str) -> Result<()> {
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         match v6.split_once(']') {
-            Some((h, p)) => (h, p.strip_prefix(':')),
+            Some((h, "")) => (h, None),
+            Some((h, rest)) => match rest.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return bad("has characters after the IPv6 address"),
+            },
             None => return bad("has an unterminated IPv6 address"),
         }
     } else {
-        match authority.rsplit_once(':') {
+        match authority.split_once(':') {
             Some((h, p)) => (h, Some(p)),
             None => (authority, None),
         }
     };
     if host.is_empty() {
         return bad("has no host");
+    }
+    if !authority.starts_with('[') && host.contains(':') {
+        return bad("has a ':' in its host name (IPv6 addresses go in brackets)");
+    }
+    if authority.starts_with('[') && host.parse::<std::net::Ipv6Addr>().is_err() {
+        return bad("has an invalid IPv6 address");
     }
     if let Some(p) = port {
         if p.parse::<u16>().ok().filter(|p| *p != 0).is_none() {
