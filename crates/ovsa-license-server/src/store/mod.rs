@@ -1,6 +1,11 @@
 //! Storage behind one interface: SQLite (embedded default, one file, WAL) or PostgreSQL (a fleet
 //! of stateless replicas sharing one database).
 //!
+//! Durability: SQLite runs WAL with `synchronous=NORMAL`: a crash of the service loses nothing,
+//! a power loss of the host may lose the last few commits (some spent uses given back) — the
+//! price of not paying an fsync per check. Deployments that must not give uses back on power
+//! loss use PostgreSQL with its default `fsync=on`.
+//!
 //! Every policy-relevant update happens in [`Store::record_use`], one transaction per check:
 //! read the license row and this instance's activation under a lock, ask the Relying Party's
 //! pure [`crate::relying_party::decide`], write the outcome. Concurrent checks, on one replica or
@@ -238,7 +243,7 @@ pub struct AuditEntry {
 pub struct AuditFilter {
     /// Only this license.
     pub license_guid: Option<Uuid>,
-    /// At most this many, newest first.
+    /// At most this many, newest first; 0 means no limit.
     pub limit: u32,
 }
 
@@ -248,6 +253,14 @@ pub enum Store {
     Sqlite(sqlite::SqliteStore),
     /// PostgreSQL (boxed: its connection pool makes it much larger than the SQLite handle).
     Postgres(Box<postgres::PgStore>),
+}
+
+/// A URL with any `user:password@` credentials replaced by `***@`, for error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
 }
 
 macro_rules! dispatch {
@@ -265,7 +278,7 @@ impl Store {
         if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
-                return Err(StoreError::BadUrl(url.into()));
+                return Err(StoreError::BadUrl(redact_url(url)));
             }
             Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -273,7 +286,7 @@ impl Store {
                 postgres::PgStore::connect(url).await?,
             )))
         } else {
-            Err(StoreError::BadUrl(url.into()))
+            Err(StoreError::BadUrl(redact_url(url)))
         }
     }
 
@@ -347,5 +360,19 @@ impl Store {
     /// Lists audit entries, newest first.
     pub async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
         dispatch!(self, s => s.audit(filter).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://***@h:5432/db"
+        );
+        assert_eq!(redact_url("mysql://h/db"), "mysql://h/db");
     }
 }
