@@ -153,7 +153,7 @@ impl Fixture {
         self.w.server = Some(server);
     }
 
-    /// Protects another model (same ISV).
+    /// Protects another IR model (same ISV).
     pub fn other_model(&self, name: &str, seed: u32) -> OtherModel {
         let dir = self.path(&format!("src-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -167,9 +167,28 @@ impl Fixture {
                 .collect::<Vec<_>>(),
         )
         .unwrap();
-        let package = dir.join("model.dat");
+        self.protect_files(name, vec![xml, bin])
+    }
+
+    /// Protects an ONNX model (same ISV; the bytes are opaque to the plugin).
+    pub fn onnx_model(&self, name: &str) -> OtherModel {
+        let dir = self.path(&format!("src-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let onnx = dir.join("model.onnx");
+        std::fs::write(
+            &onnx,
+            (0..150_001u32)
+                .map(|i| (i % 241) as u8 ^ 0x5a)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        self.protect_files(name, vec![onnx])
+    }
+
+    fn protect_files(&self, name: &str, files: Vec<PathBuf>) -> OtherModel {
+        let package = self.path(&format!("src-{name}/model.dat"));
         let protected = protect(
-            &classify_inputs(&[xml.clone(), bin.clone()]).unwrap(),
+            &classify_inputs(&files).unwrap(),
             &ProtectOptions {
                 model_name: name.into(),
                 model_version: "1".into(),
@@ -185,7 +204,7 @@ impl Fixture {
         let master = MasterLicense::create(&protected, &self.w.isv).unwrap();
         OtherModel {
             package,
-            files: vec![xml, bin],
+            files,
             master,
         }
     }

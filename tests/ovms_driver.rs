@@ -1,0 +1,245 @@
+//! The plugin driven exactly as OpenVINO Model Server drives a custom loader, by a C++ host
+//! (`tests/ovms_driver.cpp`, compiled here with g++ against the project's OVMS interface header,
+//! so the real C++ ABI is exercised): dlopen/dlsym, shared_ptr ownership, loaderInit (throwing on
+//! a bad config), loads per version directory (IR and ONNX), a failed load followed by
+//! unloadModel, blacklist polling with unload and reload across a service outage, an options
+//! change, retire, and shutdown unloading every version.
+
+mod common_lib;
+mod runtime_fixture;
+#[path = "../crates/ovsa-license-server/tests/world/mod.rs"]
+mod world;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use common_lib::{plugin_path, root};
+use runtime_fixture::{Fixture, OPTIONS};
+
+fn fnv1a(bytes: &[u8]) -> String {
+    let mut h: u64 = 1469598103934665603;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(1099511628211);
+    }
+    format!("{h:016x}")
+}
+
+/// Compiles the driver with OVMS's ABI settings.
+pub fn build_driver(out_dir: &Path) -> PathBuf {
+    let exe = out_dir.join("ovms_driver");
+    let status = Command::new("g++")
+        .args([
+            "-std=c++17",
+            "-D_GLIBCXX_USE_CXX11_ABI=1",
+            "-Wall",
+            "-Werror",
+            "-Wno-unused-parameter",
+            "-g",
+            "-pthread",
+            "-I",
+        ])
+        .arg(root().join("include"))
+        .arg(root().join("tests/ovms_driver.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-ldl")
+        .status()
+        .expect("g++");
+    assert!(status.success(), "the OVMS driver must compile");
+    exe
+}
+
+struct Driver {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Driver {
+    fn start(exe: &Path) -> Driver {
+        let mut child = Command::new(exe)
+            .arg(plugin_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Driver {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Sends one command; returns its output lines (without the closing "done").
+    fn run(&mut self, command: &str) -> Vec<String> {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = self.stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "the driver died during '{command}' after {lines:?}");
+            let line = line.trim_end().to_string();
+            if line == "done" {
+                return lines;
+            }
+            lines.push(line);
+        }
+    }
+
+    fn quit(mut self) -> std::process::ExitStatus {
+        writeln!(self.stdin, "quit").unwrap();
+        drop(self.stdin);
+        self.child.wait().unwrap()
+    }
+}
+
+fn has(lines: &[String], prefix: &str) -> bool {
+    lines.iter().any(|l| l.starts_with(prefix))
+}
+
+#[test]
+fn ovms_sequence_through_the_cpp_interface() {
+    let mut f = Fixture::new();
+    let exe = build_driver(f.root.path());
+    let config = f.config(
+        "loader.json",
+        r#""lease_seconds_override":1,"grace_seconds":2,"retry_seconds":1,"blacklist_recheck_seconds":2"#,
+    );
+    // Model m: versions 1 and 2 (IR). Model onnx: version 1. Model bad: version 1 lacks its .dat.
+    let (base_m, lic) = f.good_model("models/m", 1);
+    f.version_dir(
+        "models/m",
+        2,
+        Some(&f.w.package),
+        Some(&lic),
+        Some(&f.w.customer),
+    );
+    let onnx = f.onnx_model("onnx");
+    let onnx_lic = f.sell_for(&onnx.master);
+    let base_onnx = f.version_dir(
+        "models/onnx",
+        1,
+        Some(&onnx.package),
+        Some(&onnx_lic),
+        Some(&f.w.customer),
+    );
+    let base_bad = f.version_dir("models/bad", 1, None, Some(&lic), Some(&f.w.customer));
+    let (xml, bin) = f.plaintext();
+    let onnx_bytes = std::fs::read(&onnx.files[0]).unwrap();
+    let ir_line = |what: &str, v: i32| {
+        format!(
+            "{what} m {v} 1 {} {} {} {}",
+            xml.len(),
+            bin.len(),
+            fnv1a(&xml),
+            fnv1a(&bin)
+        )
+    };
+    let onnx_line = |what: &str| {
+        format!(
+            "{what} onnx 1 2 {} 0 {} {}",
+            onnx_bytes.len(),
+            fnv1a(&onnx_bytes),
+            fnv1a(&[])
+        )
+    };
+
+    let mut d = Driver::start(&exe);
+    // Two loader objects from one library (two loader_names), and one whose config is unusable:
+    // loaderInit throws std::runtime_error, so OVMS would not register it.
+    assert_eq!(d.run(&format!("init A {config}")), vec!["init A ok"]);
+    assert_eq!(d.run(&format!("init C {config}")), vec!["init C ok"]);
+    let bad = d.run("init B /nonexistent/loader.json");
+    assert!(
+        bad.len() == 1
+            && bad[0].starts_with("init B exception ovsa loader init failed: ")
+            && bad[0].contains("/nonexistent/loader.json"),
+        "{bad:?}"
+    );
+
+    // Loads per version directory, byte-identical to the plaintext.
+    assert_eq!(
+        d.run(&format!("load A m {base_m} {OPTIONS}")),
+        vec![ir_line("load", 1), ir_line("load", 2)]
+    );
+    assert_eq!(
+        d.run(&format!("load C onnx {base_onnx} {OPTIONS}")),
+        vec![onnx_line("load")]
+    );
+    let failed = d.run(&format!("load A bad {base_bad} {OPTIONS}"));
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].starts_with("load bad 1 4 0 0 "), "{failed:?}");
+
+    // Healthy: the watcher finds nothing blacklisted (OVMS keeps retrying the failed load).
+    let quiet = d.run("watch 2.5 500");
+    assert!(!has(&quiet, "blacklisted"), "{quiet:?}");
+    assert!(!has(&quiet, "slow-status"), "{quiet:?}");
+    assert!(
+        !has(&quiet, "reload m") && !has(&quiet, "reload onnx"),
+        "{quiet:?}"
+    );
+    assert!(has(&quiet, "reload bad 1 4"), "{quiet:?}");
+
+    // License service down: after the grace period every loaded version is blacklisted and
+    // unloaded; status polls stay fast throughout.
+    f.stop_service();
+    let outage = d.run("watch 7 500");
+    for v in [
+        "blacklisted m 1 5",
+        "blacklisted m 2 5",
+        "blacklisted onnx 1 5",
+    ] {
+        assert!(outage.iter().any(|l| l == v), "{v} missing in {outage:?}");
+    }
+    assert!(!has(&outage, "slow-status"), "{outage:?}");
+    assert!(!has(&outage, "reload m 1 1"), "{outage:?}");
+
+    // Service back: the blacklist clears at the recheck and the watcher reloads every version.
+    f.start_service();
+    let recovery = d.run("watch 8 500");
+    for l in [
+        ir_line("reload", 1),
+        ir_line("reload", 2),
+        onnx_line("reload"),
+    ] {
+        assert!(recovery.contains(&l), "{l} missing in {recovery:?}");
+    }
+    let status = d.run("status m 1");
+    assert_eq!(status, vec!["status m 1 0"]);
+
+    // Options changed: unload then load with the new options (absolute paths now).
+    let abs = format!(
+        r#"{{"loader_name":"ovsa","keystore":"{base_m}/1/customer.ks","controlled_access_file":"{base_m}/1/model"}}"#
+    );
+    assert_eq!(
+        d.run(&format!("options m {abs}")),
+        vec![
+            "unload m 1 0".to_string(),
+            ir_line("load", 1),
+            "unload m 2 0".to_string(),
+            ir_line("load", 2)
+        ]
+    );
+
+    // Model removed from the config: retire, then unload each version.
+    assert_eq!(d.run("retire bad"), vec!["retire bad 0", "unload bad 1 0"]);
+
+    // Shutdown: unload every version; destroy the objects through the virtual destructor.
+    let down = d.run("shutdown");
+    assert_eq!(
+        &down[..3],
+        &["unload m 1 0", "unload m 2 0", "unload onnx 1 0"]
+    );
+    let ms: u64 = down[3]
+        .strip_prefix("shutdown ok ")
+        .unwrap_or_else(|| panic!("{down:?}"))
+        .parse()
+        .unwrap();
+    assert!(ms < 500, "destruction took {ms} ms");
+    assert!(d.quit().success());
+}
