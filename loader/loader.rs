@@ -215,13 +215,18 @@ impl Loader {
         if !entry.state.blacklisted.load(Ordering::Acquire) {
             return BlacklistStatus::Ok;
         }
-        if matches!(entry.activity, Activity::Unloaded)
-            && self.inner.now_ms() >= entry.state.recheck_at_ms.load(Ordering::Acquire)
-        {
-            // Time to let the host retry: its load re-checks the license.
-            return BlacklistStatus::Ok;
+        match entry.activity {
+            Activity::Loaded { .. } => BlacklistStatus::Blacklisted,
+            // The host is retrying (the load re-checks the license): do not make it cancel.
+            Activity::Loading { .. } => BlacklistStatus::Ok,
+            // Let the host retry once the recheck time has come.
+            Activity::Unloaded
+                if self.inner.now_ms() >= entry.state.recheck_at_ms.load(Ordering::Acquire) =>
+            {
+                BlacklistStatus::Ok
+            }
+            Activity::Unloaded => BlacklistStatus::Blacklisted,
         }
-        BlacklistStatus::Blacklisted
     }
 
     /// Loads version `version` of `name` from `base_path/version` with `options_json`,

@@ -271,3 +271,74 @@ fn concurrent_loads_of_two_models_and_fast_unload() {
     drop(plugin);
     assert!(t.elapsed() < std::time::Duration::from_millis(200));
 }
+
+/// Output buffers that stop the load between the license check and the decryption until the
+/// test lets it go, so an unload can land in the middle of a load deterministically.
+struct Paused {
+    reached: std::sync::mpsc::Sender<()>,
+    proceed: std::sync::mpsc::Receiver<()>,
+    inner: ovsaruntime::VecBuffers,
+    wiped: bool,
+}
+
+impl ovsaruntime::OutputBuffers for Paused {
+    fn allocate(
+        &mut self,
+        model_size: usize,
+        weights_size: Option<usize>,
+    ) -> Result<(&mut [u8], &mut [u8]), String> {
+        self.reached.send(()).unwrap();
+        self.proceed.recv().unwrap();
+        self.inner.allocate(model_size, weights_size)
+    }
+
+    fn wipe(&mut self) {
+        self.wiped = true;
+        self.inner.wipe();
+    }
+}
+
+#[test]
+fn unload_during_a_load_cancels_it_and_wipes_the_buffers() {
+    let f = Fixture::new();
+    let loader = ovsaruntime::Loader::new(ovsaruntime::LoaderConfig {
+        tcti: Some(f.vtpm.tcti()),
+        ..Default::default()
+    });
+    let (base, _) = f.good_model("models/m", 1);
+    let (reached_tx, reached) = std::sync::mpsc::channel();
+    let (go, proceed) = std::sync::mpsc::channel();
+    let mut out = Paused {
+        reached: reached_tx,
+        proceed,
+        inner: Default::default(),
+        wiped: false,
+    };
+    std::thread::scope(|s| {
+        let h = s.spawn(|| loader.load("m", &base, 1, OPTIONS, &mut out));
+        reached
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap();
+        // Mid-load: the status does not block, the unload cancels the load.
+        assert_eq!(
+            loader.blacklist_status("m", 1),
+            ovsaruntime::BlacklistStatus::Ok
+        );
+        loader.unload("m", 1);
+        go.send(()).unwrap();
+        let err = h.join().unwrap().unwrap_err();
+        assert!(err.0.contains("unloaded while it was loading"), "{err}");
+    });
+    assert!(out.wiped);
+    assert!(out.inner.model.iter().all(|&b| b == 0));
+    assert!(out.inner.weights.iter().all(|&b| b == 0));
+    assert_eq!(loader.loaded_versions(), 0);
+    // A second load of the same version works (nothing was left behind).
+    let mut fresh = ovsaruntime::VecBuffers::default();
+    assert_eq!(
+        loader.load("m", &base, 1, OPTIONS, &mut fresh).unwrap(),
+        ovsaruntime::ModelType::Ir
+    );
+    assert_eq!(loader.loaded_versions(), 1);
+    assert_eq!(fresh.weights, std::fs::read(&f.w.model_files[1]).unwrap());
+}
