@@ -243,3 +243,76 @@ fn ovms_sequence_through_the_cpp_interface() {
     assert!(ms < 500, "destruction took {ms} ms");
     assert!(d.quit().success());
 }
+
+/// The same host under valgrind (memcheck): no invalid reads/writes, no uninitialised use in
+/// the plugin's paths, no definite leaks across init, load (IR), polling, options change,
+/// retire and shutdown. Skipped (with a note) when valgrind is not installed.
+#[test]
+fn ovms_sequence_is_valgrind_clean() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        eprintln!("valgrind not installed: skipped");
+        return;
+    }
+    let f = Fixture::new();
+    let exe = build_driver(f.root.path());
+    let config = f.config("loader.json", r#""lease_seconds_override":1"#);
+    let (base_m, _) = f.good_model("models/m", 1);
+    let (xml, bin) = f.plaintext();
+    let log = f.path("valgrind.log");
+    let mut child = Command::new("valgrind")
+        .args([
+            "--tool=memcheck",
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--show-leak-kinds=definite",
+            "--track-origins=no",
+        ])
+        .arg(format!("--log-file={}", log.display()))
+        .arg(&exe)
+        .arg(plugin_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut d = Driver {
+        stdin: child.stdin.take().unwrap(),
+        stdout: BufReader::new(child.stdout.take().unwrap()),
+        child,
+    };
+    assert_eq!(d.run(&format!("init A {config}")), vec!["init A ok"]);
+    let bad = d.run("init B /nonexistent/loader.json");
+    assert!(bad[0].starts_with("init B exception"), "{bad:?}");
+    let loaded = d.run(&format!("load A m {base_m} {OPTIONS}"));
+    assert_eq!(
+        loaded,
+        vec![format!(
+            "load m 1 1 {} {} {} {}",
+            xml.len(),
+            bin.len(),
+            fnv1a(&xml),
+            fnv1a(&bin)
+        )]
+    );
+    let watched = d.run("watch 3 500");
+    assert!(!has(&watched, "blacklisted"), "{watched:?}");
+    let abs = format!(
+        r#"{{"loader_name":"ovsa","keystore":"{base_m}/1/customer.ks","controlled_access_file":"{base_m}/1/model"}}"#
+    );
+    assert!(has(&d.run(&format!("options m {abs}")), "load m 1 1 "));
+    assert_eq!(d.run("retire m"), vec!["retire m 0", "unload m 1 0"]);
+    assert!(has(&d.run("shutdown"), "shutdown ok"));
+    let status = d.quit();
+    let report = std::fs::read_to_string(&log).unwrap_or_default();
+    for line in report
+        .lines()
+        .filter(|l| l.contains("SUMMARY") || l.contains("lost:"))
+    {
+        eprintln!("{line}");
+    }
+    assert!(
+        status.success(),
+        "valgrind reported errors ({status}):\n{report}"
+    );
+    assert!(report.contains("ERROR SUMMARY: 0 errors"), "{report}");
+}
