@@ -342,3 +342,23 @@ fn unload_during_a_load_cancels_it_and_wipes_the_buffers() {
     assert_eq!(loader.loaded_versions(), 1);
     assert_eq!(fresh.weights, std::fs::read(&f.w.model_files[1]).unwrap());
 }
+
+#[test]
+fn pcr_mismatch_fails_the_load_without_blacklisting() {
+    let f = Fixture::new();
+    let plugin = Plugin::new(Some(&f.config("loader.json", ""))).unwrap();
+    let (base, _) = f.good_model("models/m", 1);
+    // The VM booted something else: PCR 7 no longer matches the TCB reference.
+    f.vtpm
+        .open()
+        .pcr_extend(7, ovsa_core::attest::HashAlg::Sha256, &[0x42; 32])
+        .unwrap();
+    let l = plugin.load("m", &base, 1, OPTIONS);
+    assert_load_error(&l, "pcr_mismatch");
+    assert!(
+        l.requests.is_empty(),
+        "no buffer is requested before the key"
+    );
+    // Not a license refusal: the host may retry (after fixing the VM) at once.
+    assert_eq!(plugin.status("m", 1), OK);
+}
