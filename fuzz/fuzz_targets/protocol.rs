@@ -1,0 +1,32 @@
+//! The license-service protocol bodies (`ovsa_core::protocol`) that the service parses from
+//! untrusted clients (challenge and attest requests) and the client parses from the network
+//! (responses, errors). First byte selects the type; accepted values must round-trip.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ovsa_core::protocol::{
+    AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, ErrorResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+fn round_trip<T: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(data: &[u8]) {
+    if let Ok(v) = serde_json::from_slice::<T>(data) {
+        let again = serde_json::to_vec(&v).expect("accepted value serialises");
+        let back: T = serde_json::from_slice(&again).expect("serialised value parses");
+        assert_eq!(back, v);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    match sel % 5 {
+        0 => round_trip::<ChallengeRequest>(rest),
+        1 => round_trip::<AttestRequest>(rest),
+        2 => round_trip::<ChallengeResponse>(rest),
+        3 => round_trip::<AttestResponse>(rest),
+        _ => round_trip::<ErrorResponse>(rest),
+    }
+});
