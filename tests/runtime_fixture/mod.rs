@@ -185,8 +185,14 @@ impl Fixture {
         self.protect_files(name, vec![onnx])
     }
 
+    /// Protects the given model files (same ISV).
+    pub fn other_model_from(&self, files: &[PathBuf], name: &str) -> OtherModel {
+        self.protect_files(name, files.to_vec())
+    }
+
     fn protect_files(&self, name: &str, files: Vec<PathBuf>) -> OtherModel {
         let package = self.path(&format!("src-{name}/model.dat"));
+        std::fs::create_dir_all(package.parent().unwrap()).unwrap();
         let protected = protect(
             &classify_inputs(&files).unwrap(),
             &ProtectOptions {
