@@ -240,17 +240,21 @@ impl Loader {
         out: &mut dyn OutputBuffers,
     ) -> Result<ModelType, LoadError> {
         let started = Instant::now();
-        let result = self.load_inner(name, base_path, version, options_json, out);
-        match &result {
-            Ok(t) => self.inner.log.info(format_args!(
-                "model {name} version {version}: loaded ({t:?}) in {} ms",
-                started.elapsed().as_millis()
-            )),
-            Err(e) => self.inner.log.error(format_args!(
-                "model {name} version {version}: load failed: {e}"
-            )),
+        match self.load_inner(name, base_path, version, options_json, out) {
+            Ok((t, breakdown)) => {
+                self.inner.log.info(format_args!(
+                    "model {name} version {version}: loaded ({t:?}) in {} ms ({breakdown})",
+                    started.elapsed().as_millis()
+                ));
+                Ok(t)
+            }
+            Err(e) => {
+                self.inner.log.error(format_args!(
+                    "model {name} version {version}: load failed: {e}"
+                ));
+                Err(e)
+            }
         }
-        result
     }
 
     fn load_inner(
@@ -260,7 +264,7 @@ impl Loader {
         version: i32,
         options_json: &str,
         out: &mut dyn OutputBuffers,
-    ) -> Result<ModelType, LoadError> {
+    ) -> Result<(ModelType, String), LoadError> {
         if name.is_empty() {
             return Err(LoadError("the model name is empty".into()));
         }
@@ -328,8 +332,8 @@ impl Loader {
         key: Key,
         state: Arc<VersionState>,
         cancelled: Arc<AtomicBool>,
-        result: Result<(ModelType, Granted), LoadError>,
-    ) -> Result<ModelType, LoadError> {
+        result: Result<(ModelType, Granted, String), LoadError>,
+    ) -> Result<(ModelType, String), LoadError> {
         let mut versions = self
             .inner
             .versions
@@ -337,7 +341,7 @@ impl Loader {
             .unwrap_or_else(|p| p.into_inner());
         let ours = matches!(versions.get(&key), Some(Entry { activity: Activity::Loading { cancelled: c }, .. }) if Arc::ptr_eq(c, &cancelled));
         match result {
-            Ok((model_type, granted)) if ours && !cancelled.load(Ordering::Acquire) => {
+            Ok((model_type, granted, breakdown)) if ours && !cancelled.load(Ordering::Acquire) => {
                 if self.inner.unblacklist(&state) {
                     self.inner.log.info(format_args!(
                         "model {} version {}: license valid again; no longer blacklisted",
@@ -353,7 +357,7 @@ impl Loader {
                         activity: Activity::Loaded { worker },
                     },
                 );
-                Ok(model_type)
+                Ok((model_type, breakdown))
             }
             Ok(_) => Err(LoadError(
                 "the version was unloaded while it was loading; buffers wiped".into(),
@@ -386,7 +390,8 @@ impl Loader {
         options_json: &str,
         state: &VersionState,
         out: &mut dyn OutputBuffers,
-    ) -> Result<(ModelType, Granted), LoadError> {
+    ) -> Result<(ModelType, Granted, String), LoadError> {
+        let local = Instant::now();
         let opts = options::parse(options_json).map_err(LoadError)?;
         if base_path.is_empty() {
             return Err(LoadError("the base path is empty".into()));
@@ -442,6 +447,7 @@ impl Loader {
                 keystore.certificate().subject()
             )));
         }
+        let local = local.elapsed();
         let released = self
             .inner
             .check(license.body(), &keystore, Purpose::Load)
@@ -477,6 +483,7 @@ impl Loader {
             .config
             .decrypt_threads
             .unwrap_or_else(ovsa_core::package::reader::default_threads);
+        let decrypt_start = Instant::now();
         let (model_buf, weights_buf) = out
             .allocate(model_size, weights.map(|(_, s)| s))
             .map_err(|e| LoadError(format!("output buffers: {e}")))?;
@@ -492,6 +499,22 @@ impl Loader {
             return Err(LoadError(format!("model package: {e}")));
         }
         let lease = self.inner.config.lease(released.response.lease_seconds);
+        let t = &released.timings;
+        let bytes = model_size + weights.map_or(0, |(_, s)| s);
+        let breakdown = format!(
+            "{bytes} bytes; files and keys {} ms, TLS connect {} ms, service {} ms, TPM {} ms ({} commands), decrypt {} ms; uses {}{}",
+            local.as_millis(),
+            t.connect.as_millis(),
+            t.service.as_millis(),
+            t.tpm.as_millis(),
+            t.tpm_commands,
+            decrypt_start.elapsed().as_millis(),
+            released.response.uses,
+            released
+                .response
+                .usage_limit
+                .map_or(String::new(), |l| format!(" of {l}")),
+        );
         Ok((
             model_type,
             Granted {
@@ -499,6 +522,7 @@ impl Loader {
                 keystore,
                 lease,
             },
+            breakdown,
         ))
     }
 
