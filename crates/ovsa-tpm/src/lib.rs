@@ -30,7 +30,7 @@ use tss_esapi::{
         algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm},
         ecc::EccCurve,
         key_bits::RsaKeyBits,
-        session_handles::PolicySession,
+        session_handles::{AuthSession, PolicySession},
     },
     structures::{
         Data, Digest, DigestValues, EncryptedSecret, IdObject, PcrSelectionListBuilder, PcrSlot,
@@ -277,11 +277,52 @@ fn pcr_slots(pcrs: &[u8]) -> Result<Vec<PcrSlot>> {
         .collect()
 }
 
+// Authorization model: which commands carry which session, and why this loses nothing.
+//
+// Every object and hierarchy this crate authorizes against has an EMPTY auth value: the
+// endorsement hierarchy (PolicySecret for the EK policy), the AK (created by `create_ak` with
+// no auth), the EK certificate and host-evidence NV indices (read with their own, empty auth).
+// Earlier versions wrapped each such command in an unsalted, unbound HMAC session
+// (`execute_with_nullauth_session`: StartAuthSession + the command + FlushContext, with a KDFa,
+// HMACs and AES parameter encryption in tpm2-tss for every command). With an empty auth value
+// and neither a salt nor a bind key, the session key is empty and every HMAC and
+// parameter-encryption key is derived only from values sent in the clear (nonceCaller,
+// nonceTPM): anyone who can see or alter the bus traffic computes the same keys. Such a session
+// therefore gives no integrity, no confidentiality and no authorization beyond a password
+// session with the same empty password. We use `AuthSession::Password` (the empty password,
+// no TPM session, no crypto) for those authorizations, and no session at all where none is
+// needed (PCR_Read, ReadPublic, NV_ReadPublic, GetCapability).
+//
+// A *salted* session (salt encrypted to the EK) would give the bus protection the unsalted one
+// only pretends to; none was ever used. The security of the protocol does not rest on the bus:
+// the Verifier checks the quote signature (AK), binds the AK to the certified EK through
+// TPM2_ActivateCredential (the TPM releases the secret only to the holder of the EK's private
+// key, for an AK Name it has loaded) and binds the quote to its nonce, ephemeral key and TLS
+// channel through the qualifying data. A bus attacker can at most make a check fail.
+//
+// The EK's authPolicy (policy A: TPM2_PolicySecret on the endorsement hierarchy) still needs a
+// real policy session for Load under the EK and for ActivateCredential; it is unsalted and
+// unbound like before (policy sessions carry no HMAC the TPM checks here). One policy session
+// serves the AK Load and the activation that follows: after it authorizes a command with
+// continueSession set, the TPM resets its policy digest, and PolicySecret satisfies it again.
+// Its last use clears continueSession, so the TPM flushes it itself.
+
+/// TCG EK Credential Profile, policy A for SHA-256 (PolicySecret(TPM_RH_ENDORSEMENT)): the
+/// authPolicy of the default (low-range) RSA-2048 and P-256 EK templates.
+const POLICY_A_SHA256: [u8; 32] = [
+    0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24,
+    0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa,
+];
+
 /// A connection to one TPM.
 pub struct Tpm {
     ctx: Context,
     tcti: String,
     commands: u64,
+    /// What this connection learned about each EK it used (see [`EkInfo`]).
+    eks: Vec<(EkKind, EkInfo)>,
+    /// TPM_PT_NV_BUFFER_MAX, read once per connection.
+    nv_buffer_max: Option<usize>,
 }
 
 impl std::fmt::Debug for Tpm {
@@ -293,10 +334,37 @@ impl std::fmt::Debug for Tpm {
     }
 }
 
+/// Per-connection facts about an EK, learned once: whether its authPolicy is policy A with
+/// SHA-256 (then this crate satisfies it itself with one PolicySecret; otherwise it defers to
+/// `tss-esapi`'s generic `load_ak`), and, for a persistent EK, its ESYS handle. That handle is
+/// ESYS metadata only (handle number and Name), holds no TPM object slot and needs no flush;
+/// keeping it saves the TPM2_ReadPublic (and the Name hash) each operation would repeat. If an
+/// operation using it fails, it is dropped and read again next time (the persistent handle may
+/// have been evicted or replaced: the TPM then refuses the command, nothing worse).
+#[derive(Debug, Clone, Copy)]
+struct EkInfo {
+    persistent: Option<KeyHandle>,
+    policy_a_sha256: bool,
+}
+
 /// A transient or persistent EK handle to release after use.
 struct EkHandle {
+    kind: EkKind,
     handle: KeyHandle,
     persistent: bool,
+    policy_a_sha256: bool,
+}
+
+/// What [`Tpm::run_with_ak`] returns: the activated secret and the quote, each if asked for.
+type AkRun = (Option<Zeroizing<Vec<u8>>>, Option<QuoteOutput>);
+
+/// The quote part of [`Tpm::run_with_ak`].
+struct QuoteRequest<'a> {
+    qualifying_data: Data,
+    bank: HashAlg,
+    alg: HashingAlgorithm,
+    slots: Vec<PcrSlot>,
+    pcrs: &'a [u8],
 }
 
 impl Tpm {
@@ -318,6 +386,8 @@ impl Tpm {
             ctx,
             tcti: s,
             commands: 1,
+            eks: Vec::new(),
+            nv_buffer_max: None,
         })
     }
 
@@ -326,8 +396,10 @@ impl Tpm {
         &self.tcti
     }
 
-    /// TPM commands sent so far by this connection (approximate: counts the commands issued by
-    /// this crate's operations, including session start/flush).
+    /// TPM commands sent so far by this connection, counting every command this crate's
+    /// operations send, including session start and flush (exact on the paths tested against a
+    /// counting proxy in `swtpm-tests`). Not counted: commands sent through [`Tpm::context`],
+    /// and resubmissions tpm2-tss makes by itself when the TPM answers `TPM_RC_RETRY`.
     pub fn command_count(&self) -> u64 {
         self.commands
     }
@@ -337,30 +409,69 @@ impl Tpm {
         &mut self.ctx
     }
 
-    /// Read an NV index in full with its own (empty) authorization. Errors with
+    /// Read an NV index in full with its own (empty) authorization, as a password
+    /// authorization (see the note on authorization above). Errors with
     /// [`TpmError::NvIndexMissing`] if the index is not defined.
+    ///
+    /// Commands: NV_ReadPublic x2 (ESYS handle, then the size), NV_Read per
+    /// TPM_PT_NV_BUFFER_MAX bytes, and GetCapability once per connection.
     pub fn nv_read(&mut self, index: u32) -> Result<Vec<u8>> {
-        use tss_esapi::{handles::NvIndexTpmHandle, interface_types::resource_handles::NvAuth};
+        use tss_esapi::handles::{NvIndexHandle, NvIndexTpmHandle};
         let nv = NvIndexTpmHandle::new(index).map_err(|_| TpmError::Unsupported("NV index"))?;
         self.ctx.clear_sessions();
-        let obj = match self
+        let obj = self
             .ctx
-            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::NvIndex(nv)))
-        {
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::NvIndex(nv)));
+        self.commands += 1;
+        let mut obj = match obj {
             Ok(o) => o,
             Err(e) if is_handle_error(&e) => return Err(TpmError::NvIndexMissing(index)),
             Err(e) => return Err(TpmError::cmd("NV read public")(e)),
         };
-        let auth = NvAuth::NvIndex(obj.into());
-        let data = self
-            .ctx
-            .execute_with_nullauth_session(|c| tss_esapi::abstraction::nv::read_full(c, auth, nv))
-            .map_err(TpmError::cmd("NV read"));
-        // `read_full` closes the ESYS handle of the index (tpm2-tss hands out one ESYS object
-        // per TPM handle, so `obj` is closed with it).
-        let data = data?;
-        // NV_ReadPublic x2, GetCapability, StartAuthSession, FlushContext, NV_Read per 1024 bytes
-        self.commands += 5 + data.len().div_ceil(1024) as u64;
+        let data = self.nv_read_handle(NvIndexHandle::from(obj));
+        // ESYS metadata only (no TPM command).
+        let _ = self.ctx.tr_close(&mut obj);
+        data
+    }
+
+    fn nv_read_handle(&mut self, h: tss_esapi::handles::NvIndexHandle) -> Result<Vec<u8>> {
+        use tss_esapi::interface_types::resource_handles::NvAuth;
+        let public = self.ctx.nv_read_public(h);
+        self.commands += 1;
+        let size = public
+            .map_err(TpmError::cmd("NV read public"))?
+            .0
+            .data_size();
+        let max = match self.nv_buffer_max {
+            Some(m) => m,
+            None => {
+                let m = tss_esapi::abstraction::nv::max_nv_buffer_size(&mut self.ctx);
+                self.commands += 1;
+                let m = m.map_err(TpmError::cmd("NV buffer size"))?.clamp(64, 2048);
+                self.nv_buffer_max = Some(m);
+                m
+            }
+        };
+        let mut data = Vec::with_capacity(size);
+        while data.len() < size {
+            let len = (size - data.len()).min(max);
+            let off = data.len();
+            let (len16, off16) = match (u16::try_from(len), u16::try_from(off)) {
+                (Ok(l), Ok(o)) => (l, o),
+                _ => return Err(TpmError::Unsupported("NV index larger than 64 KiB")),
+            };
+            let chunk = self
+                .ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.nv_read(NvAuth::NvIndex(h), h, len16, off16)
+                });
+            self.commands += 1;
+            let chunk = chunk.map_err(TpmError::cmd("NV read"))?;
+            if chunk.is_empty() {
+                return Err(TpmError::Unsupported("TPM returned an empty NV read"));
+            }
+            data.extend_from_slice(&chunk);
+        }
         Ok(data)
     }
 
@@ -392,40 +503,102 @@ impl Tpm {
         Ok(out)
     }
 
+    fn ek_info(&self, kind: EkKind) -> Option<EkInfo> {
+        self.eks.iter().find(|(k, _)| *k == kind).map(|(_, i)| *i)
+    }
+
+    /// The EK of `kind`: no command when this connection already holds the persistent EK's ESYS
+    /// handle; else ReadPublic of the persistent handle (plus, once per connection, a
+    /// ReadPublic for its policy), or CreatePrimary from the default template.
     fn load_ek(&mut self, kind: EkKind) -> Result<EkHandle> {
+        let cached = self.ek_info(kind);
+        if let Some(EkInfo {
+            persistent: Some(handle),
+            policy_a_sha256,
+        }) = cached
+        {
+            return Ok(EkHandle {
+                kind,
+                handle,
+                persistent: true,
+                policy_a_sha256,
+            });
+        }
         // Prefer the persistent EK (no key generation on slow TPMs); fall back to creating the
         // EK from the default template. A wrong persistent key only makes the credential
         // activation fail: the Verifier's challenge is made for the certified EK.
         let ph = PersistentTpmHandle::new(kind.persistent_handle())
             .map_err(|_| TpmError::Unsupported("persistent handle"))?;
         self.ctx.clear_sessions();
-        if let Ok(obj) = self
+        let found = self
             .ctx
-            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(ph)))
-        {
-            self.commands += 1;
-            return Ok(EkHandle {
-                handle: obj.into(),
-                persistent: true,
-            });
-        }
-        let handle = ek::create_ek_object_2(&mut self.ctx, kind.selection(), None)
-            .map_err(TpmError::cmd("create EK"))?;
-        self.commands += 3; // StartAuthSession, CreatePrimary, FlushContext
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(ph)));
+        self.commands += 1;
+        let (handle, persistent) = match found {
+            Ok(obj) => (KeyHandle::from(obj), true),
+            Err(_) => {
+                let h = ek::create_ek_object_2(&mut self.ctx, kind.selection(), None);
+                self.commands += 3; // StartAuthSession, CreatePrimary, FlushContext
+                (h.map_err(TpmError::cmd("create EK"))?, false)
+            }
+        };
+        let policy_a_sha256 = match cached {
+            Some(i) => i.policy_a_sha256,
+            None => {
+                let public = self.ctx.read_public(handle);
+                self.commands += 1;
+                match public {
+                    Ok((p, _, _)) => {
+                        p.name_hashing_algorithm() == HashingAlgorithm::Sha256
+                            && p.auth_policy().value() == POLICY_A_SHA256
+                    }
+                    Err(e) => {
+                        self.release_ek(EkHandle {
+                            kind,
+                            handle,
+                            persistent,
+                            policy_a_sha256: false,
+                        });
+                        self.forget_ek(kind);
+                        return Err(TpmError::cmd("read EK public")(e));
+                    }
+                }
+            }
+        };
+        let info = EkInfo {
+            persistent: persistent.then_some(handle),
+            policy_a_sha256,
+        };
+        self.eks.retain(|(k, _)| *k != kind);
+        self.eks.push((kind, info));
         Ok(EkHandle {
+            kind,
             handle,
-            persistent: false,
+            persistent,
+            policy_a_sha256,
         })
     }
 
+    /// Flush a transient EK; a persistent one stays cached for this connection.
     fn release_ek(&mut self, ek: EkHandle) {
-        let mut obj: ObjectHandle = ek.handle.into();
-        if ek.persistent {
-            let _ = self.ctx.tr_close(&mut obj);
-        } else {
-            let _ = self.ctx.flush_context(obj);
+        if !ek.persistent {
+            let _ = self.ctx.flush_context(ek.handle.into());
             self.commands += 1;
         }
+    }
+
+    /// Drop what this connection knows about the EK of `kind` (after a failure that may come
+    /// from a stale persistent handle).
+    fn forget_ek(&mut self, kind: EkKind) {
+        if let Some(EkInfo {
+            persistent: Some(h),
+            ..
+        }) = self.ek_info(kind)
+        {
+            let mut obj: ObjectHandle = h.into();
+            let _ = self.ctx.tr_close(&mut obj);
+        }
+        self.eks.retain(|(k, _)| *k != kind);
     }
 
     /// Create an AK under the EK of `ek` and return its exportable blob. The AK is not left
@@ -451,9 +624,14 @@ impl Tpm {
             None,
             None,
         );
-        // ReadPublic, StartAuthSession x2, PolicySecret, FlushContext x2, Create
-        self.commands += 7;
+        // ReadPublic, StartAuthSession x2, PolicySecret, FlushContext x2, Create (plus PolicyOR
+        // for high-range EKs)
+        self.commands += if ekh.policy_a_sha256 { 7 } else { 8 };
+        let persistent = ekh.persistent;
         self.release_ek(ekh);
+        if res.is_err() && persistent {
+            self.forget_ek(ek);
+        }
         let res = res.map_err(TpmError::cmd("create AK"))?;
         let public = res
             .out_public
@@ -467,125 +645,313 @@ impl Tpm {
         })
     }
 
-    /// Load `ak` under its EK; run `f` with the AK handle (and the EK handle if `keep_ek`); flush
-    /// everything afterwards, also on error.
-    fn with_ak<T>(
+    /// Start a policy session (SHA-256, unsalted, unbound, no parameter encryption) and satisfy
+    /// policy A in it. 2 commands.
+    fn ek_policy_session(&mut self) -> Result<AuthSession> {
+        let s = self.ctx.start_auth_session(
+            None,
+            None,
+            None,
+            SessionType::Policy,
+            SymmetricDefinition::Null,
+            HashingAlgorithm::Sha256,
+        );
+        self.commands += 1;
+        let s = s
+            .map_err(TpmError::cmd("start policy session"))?
+            .ok_or(TpmError::Unsupported("no session"))?;
+        if let Err(e) = self
+            .set_continue(s, true)
+            .and_then(|()| self.policy_secret(s))
+        {
+            self.flush_session(s);
+            return Err(e);
+        }
+        Ok(s)
+    }
+
+    /// TPM2_PolicySecret(TPM_RH_ENDORSEMENT) in `s`, the endorsement hierarchy's empty auth
+    /// given as a password. 1 command.
+    fn policy_secret(&mut self, s: AuthSession) -> Result<()> {
+        let ps = PolicySession::try_from(s).map_err(|_| TpmError::Unsupported("policy session"))?;
+        let r = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.policy_secret(
+                    ps,
+                    AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            });
+        self.commands += 1;
+        r.map(|_| ()).map_err(TpmError::cmd("policy secret"))
+    }
+
+    fn set_continue(&mut self, s: AuthSession, keep: bool) -> Result<()> {
+        let (attrs, mask) = SessionAttributesBuilder::new()
+            .with_continue_session(keep)
+            .build();
+        self.ctx
+            .tr_sess_set_attributes(s, attrs, mask)
+            .map_err(TpmError::cmd("session attributes"))
+    }
+
+    fn flush_session(&mut self, s: AuthSession) {
+        let _ = self
+            .ctx
+            .flush_context(tss_esapi::handles::SessionHandle::from(s).into());
+        self.commands += 1;
+    }
+
+    /// Close the ESYS handle of a session the TPM flushed itself (continueSession clear), so
+    /// neither ESYS nor `tss-esapi` keeps it. No TPM command.
+    fn forget_session(&mut self, s: AuthSession) {
+        let mut obj: ObjectHandle = tss_esapi::handles::SessionHandle::from(s).into();
+        let _ = self.ctx.tr_close(&mut obj);
+    }
+
+    /// Load `ak_blob` under its EK, then run TPM2_ActivateCredential (if `activation`) and the
+    /// quote (if `quote`) with the one loaded AK, and flush the AK before returning, also on
+    /// error (swtpm holds three objects and has no resource manager: nothing stays loaded).
+    ///
+    /// Commands with a policy-A EK whose persistent handle this connection already knows:
+    /// StartAuthSession, PolicySecret, Load, [PolicySecret, ActivateCredential], [PCR_Read per
+    /// 8 PCRs, Quote], FlushContext (AK). The policy session is flushed by the TPM after its
+    /// last use.
+    fn run_with_ak(
         &mut self,
         ak_blob: &AkBlob,
-        keep_ek: bool,
-        f: impl FnOnce(&mut Self, KeyHandle, KeyHandle) -> Result<T>,
-    ) -> Result<T> {
+        activation: Option<(IdObject, EncryptedSecret)>,
+        quote: Option<QuoteRequest<'_>>,
+    ) -> Result<AkRun> {
         let public =
             Public::unmarshall(&ak_blob.public).map_err(|e| TpmError::BadAkBlob(e.to_string()))?;
         let private = Private::try_from(ak_blob.private.clone())
             .map_err(|e| TpmError::BadAkBlob(e.to_string()))?;
         let ekh = self.load_ek(ak_blob.ek)?;
-        let loaded = ak::load_ak(&mut self.ctx, ekh.handle, None, private, public);
-        // ReadPublic, StartAuthSession x2, PolicySecret, FlushContext x2, Load
-        self.commands += 7;
-        let akh = match loaded {
-            Ok(h) => h,
+        let (akh, session) = match self.load_ak(&ekh, private, public, activation.is_some()) {
+            Ok(x) => x,
             Err(e) => {
+                let (kind, persistent) = (ekh.kind, ekh.persistent);
                 self.release_ek(ekh);
-                return Err(TpmError::cmd("load AK")(e));
+                if persistent {
+                    self.forget_ek(kind);
+                }
+                return Err(e);
             }
         };
-        let ek_handle = ekh.handle;
-        let ekh = if keep_ek {
-            Some(ekh)
-        } else {
-            self.release_ek(ekh);
-            None
-        };
-        let out = f(self, akh, ek_handle);
+        let mut out = (None, None);
+        let mut res = Ok(());
+        if let Some((id, secret)) = activation {
+            match self.activate_loaded(akh, &ekh, session, id, secret) {
+                Ok(d) => out.0 = Some(d),
+                Err(e) => res = Err(e),
+            }
+        }
+        if let (Ok(()), Some(q)) = (&res, quote) {
+            match self.quote_loaded(akh, q) {
+                Ok(q) => out.1 = Some(q),
+                Err(e) => res = Err(e),
+            }
+        }
         let _ = self.ctx.flush_context(akh.into());
         self.commands += 1;
-        if let Some(ekh) = ekh {
-            self.release_ek(ekh);
+        self.release_ek(ekh);
+        res.map(|()| out)
+    }
+
+    /// TPM2_Load of the AK under the EK (policy A). With `keep_session`, returns the policy
+    /// session still open (continueSession set) for the activation that follows; without, the
+    /// TPM flushes it after the Load.
+    fn load_ak(
+        &mut self,
+        ekh: &EkHandle,
+        private: Private,
+        public: Public,
+        keep_session: bool,
+    ) -> Result<(KeyHandle, Option<AuthSession>)> {
+        if !ekh.policy_a_sha256 {
+            // Another EK policy (e.g. a high-range template: PolicySecret + PolicyOR): the
+            // generic loader. ReadPublic, StartAuthSession x2, PolicySecret, FlushContext x2,
+            // Load, and PolicyOR unless the EK uses SHA-256.
+            let r = ak::load_ak(&mut self.ctx, ekh.handle, None, private, public);
+            self.commands += 8;
+            return r.map(|h| (h, None)).map_err(TpmError::cmd("load AK"));
         }
-        out
+        let s = self.ek_policy_session()?;
+        let r = self.set_continue(s, keep_session).and_then(|()| {
+            self.ctx.set_sessions((Some(s), None, None));
+            let r = self.ctx.load(ekh.handle, private, public);
+            self.ctx.clear_sessions();
+            self.commands += 1;
+            r.map_err(TpmError::cmd("load AK"))
+        });
+        match r {
+            Ok(h) if keep_session => Ok((h, Some(s))),
+            Ok(h) => {
+                self.forget_session(s);
+                Ok((h, None))
+            }
+            Err(e) => {
+                // A failed command leaves the session loaded.
+                self.flush_session(s);
+                Err(e)
+            }
+        }
+    }
+
+    /// TPM2_ActivateCredential with the loaded AK (admin role: its empty auth as a password)
+    /// and the EK (user role: policy A in `session`, or in a new session if none is given).
+    fn activate_loaded(
+        &mut self,
+        akh: KeyHandle,
+        ekh: &EkHandle,
+        session: Option<AuthSession>,
+        id: IdObject,
+        secret: EncryptedSecret,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let s = match session {
+            Some(s) => match self.policy_secret(s) {
+                Ok(()) => s,
+                Err(e) => {
+                    self.flush_session(s);
+                    return Err(e);
+                }
+            },
+            None => self.ek_policy_session()?,
+        };
+        let r = self.set_continue(s, false).and_then(|()| {
+            self.ctx
+                .set_sessions((Some(AuthSession::Password), Some(s), None));
+            let r = self.ctx.activate_credential(akh, ekh.handle, id, secret);
+            self.ctx.clear_sessions();
+            self.commands += 1;
+            r.map_err(TpmError::cmd("activate credential"))
+        });
+        match r {
+            Ok(d) => {
+                self.forget_session(s);
+                Ok(Zeroizing::new(d.value().to_vec()))
+            }
+            Err(e) => {
+                self.flush_session(s);
+                Err(e)
+            }
+        }
+    }
+
+    /// PCR_Read + TPM2_Quote (the AK's empty auth as a password) with the loaded AK, retried
+    /// while the PCRs move in between.
+    fn quote_loaded(&mut self, akh: KeyHandle, q: QuoteRequest<'_>) -> Result<QuoteOutput> {
+        const ATTEMPTS: u32 = 5;
+        for attempt in 1..=ATTEMPTS {
+            let values = self.read_pcrs(q.bank, q.pcrs)?;
+            let sel = PcrSelectionListBuilder::new()
+                .with_selection(q.alg, &q.slots)
+                .build()
+                .map_err(TpmError::cmd("PCR selection"))?;
+            let qd = q.qualifying_data.clone();
+            let r = self
+                .ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.quote(akh, qd, SignatureScheme::Null, sel)
+                });
+            self.commands += 1;
+            let (attest, sig) = r.map_err(TpmError::cmd("quote"))?;
+            let attest = attest.marshall().map_err(TpmError::cmd("marshal quote"))?;
+            let signature = sig.marshall().map_err(TpmError::cmd("marshal signature"))?;
+            let info = attest::wire::parse_quote(&attest)
+                .map_err(|_| TpmError::Unsupported("TPM returned an unparsable quote"))?;
+            // Both AK algorithms sign with SHA-256, which is also the PCR digest hash.
+            let digest = HashAlg::Sha256.digest_parts(values.values.values().map(|v| v.as_slice()));
+            if digest == info.pcr_digest {
+                return Ok(QuoteOutput {
+                    attest,
+                    signature,
+                    pcrs: values,
+                    attempts: attempt,
+                });
+            }
+        }
+        Err(TpmError::PcrsUnstable(ATTEMPTS))
+    }
+
+    fn check_activation_ek(ak_blob: &AkBlob) -> Result<()> {
+        if ak_blob.ek != EkKind::Rsa2048 && ak_blob.ek != EkKind::EccP256 {
+            return Err(TpmError::Unsupported(
+                "credential activation needs an EK with policy A (RSA-2048 or P-256)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn activation_payload(
+        id_object: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<(IdObject, EncryptedSecret)> {
+        let id = IdObject::try_from(id_object.to_vec())
+            .map_err(|_| TpmError::Unsupported("ID object size"))?;
+        let secret = EncryptedSecret::try_from(encrypted_secret.to_vec())
+            .map_err(|_| TpmError::Unsupported("encrypted secret size"))?;
+        Ok((id, secret))
+    }
+
+    fn quote_request<'a>(
+        qualifying_data: &[u8],
+        bank: HashAlg,
+        pcrs: &'a [u8],
+    ) -> Result<QuoteRequest<'a>> {
+        Ok(QuoteRequest {
+            qualifying_data: Data::try_from(qualifying_data.to_vec())
+                .map_err(|_| TpmError::Unsupported("qualifying data longer than 64 bytes"))?,
+            bank,
+            alg: hashing(bank)?,
+            slots: pcr_slots(pcrs)?,
+            pcrs,
+        })
     }
 
     /// TPM2_ActivateCredential: recover the Verifier's secret, which the TPM releases only if
     /// `ak` is loaded in the TPM holding the EK. `id_object` and `encrypted_secret` are the
-    /// TPM2B payloads of a [`attest::CredentialChallenge`]. RSA-2048 EKs only (policy A).
+    /// TPM2B payloads of a [`attest::CredentialChallenge`]. RSA-2048 and P-256 EKs (policy A).
     pub fn activate_credential(
         &mut self,
         ak_blob: &AkBlob,
         id_object: &[u8],
         encrypted_secret: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        if ak_blob.ek != EkKind::Rsa2048 && ak_blob.ek != EkKind::EccP256 {
-            return Err(TpmError::Unsupported(
-                "credential activation needs an EK with policy A (RSA-2048 or P-256)",
-            ));
-        }
-        let id = IdObject::try_from(id_object.to_vec())
-            .map_err(|_| TpmError::Unsupported("ID object size"))?;
-        let secret = EncryptedSecret::try_from(encrypted_secret.to_vec())
-            .map_err(|_| TpmError::Unsupported("encrypted secret size"))?;
-        self.with_ak(ak_blob, true, move |tpm, akh, ekh| {
-            let ctx = &mut tpm.ctx;
-            let (attrs, mask) = SessionAttributesBuilder::new().build();
-            let hmac = ctx
-                .start_auth_session(
-                    None,
-                    None,
-                    None,
-                    SessionType::Hmac,
-                    SymmetricDefinition::AES_128_CFB,
-                    HashingAlgorithm::Sha256,
-                )
-                .map_err(TpmError::cmd("start session"))?
-                .ok_or(TpmError::Unsupported("no session"))?;
-            let policy = match ctx.start_auth_session(
-                None,
-                None,
-                None,
-                SessionType::Policy,
-                SymmetricDefinition::AES_128_CFB,
-                HashingAlgorithm::Sha256,
-            ) {
-                Ok(Some(p)) => p,
-                Ok(None) => return Err(TpmError::Unsupported("no session")),
-                Err(e) => {
-                    let _ = ctx.flush_context(tss_esapi::handles::SessionHandle::from(hmac).into());
-                    return Err(TpmError::cmd("start policy session")(e));
-                }
-            };
-            let run = (|| -> Result<Digest> {
-                ctx.tr_sess_set_attributes(hmac, attrs, mask)
-                    .map_err(TpmError::cmd("session attributes"))?;
-                ctx.tr_sess_set_attributes(policy, attrs, mask)
-                    .map_err(TpmError::cmd("session attributes"))?;
-                let ps = PolicySession::try_from(policy)
-                    .map_err(|_| TpmError::Unsupported("policy session"))?;
-                ctx.execute_with_session(Some(hmac), |c| {
-                    c.policy_secret(
-                        ps,
-                        AuthHandle::Endorsement,
-                        Default::default(),
-                        Default::default(),
-                        Default::default(),
-                        None,
-                    )
-                })
-                .map_err(TpmError::cmd("policy secret"))?;
-                ctx.set_sessions((Some(hmac), Some(policy), None));
-                let r = ctx.activate_credential(akh, ekh, id, secret);
-                ctx.clear_sessions();
-                r.map_err(TpmError::cmd("activate credential"))
-            })();
-            for s in [hmac, policy] {
-                let _ = ctx.flush_context(tss_esapi::handles::SessionHandle::from(s).into());
-            }
-            tpm.commands += 6;
-            let d = run?;
-            Ok(Zeroizing::new(d.value().to_vec()))
-        })
+        Self::check_activation_ek(ak_blob)?;
+        let act = Self::activation_payload(id_object, encrypted_secret)?;
+        let (secret, _) = self.run_with_ak(ak_blob, Some(act), None)?;
+        secret.ok_or(TpmError::Unsupported("no activation result"))
     }
 
-    /// Read PCR values of one bank.
+    /// [`Tpm::activate_credential`] and then [`Tpm::quote`] with one AK load: what a license
+    /// check needs, in 9 TPM commands instead of 13 (10 PCRs, persistent EK known to this
+    /// connection). The quote is only taken if the activation succeeded. The AK is flushed
+    /// before this returns.
+    pub fn activate_and_quote(
+        &mut self,
+        ak_blob: &AkBlob,
+        id_object: &[u8],
+        encrypted_secret: &[u8],
+        qualifying_data: &[u8],
+        bank: HashAlg,
+        pcrs: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, QuoteOutput)> {
+        Self::check_activation_ek(ak_blob)?;
+        let act = Self::activation_payload(id_object, encrypted_secret)?;
+        let q = Self::quote_request(qualifying_data, bank, pcrs)?;
+        match self.run_with_ak(ak_blob, Some(act), Some(q))? {
+            (Some(secret), Some(quote)) => Ok((secret, quote)),
+            _ => Err(TpmError::Unsupported("no activation or quote result")),
+        }
+    }
+
+    /// Read PCR values of one bank (no session).
     pub fn read_pcrs(&mut self, bank: HashAlg, pcrs: &[u8]) -> Result<PcrSet> {
         let alg = hashing(bank)?;
         let slots = pcr_slots(pcrs)?;
@@ -612,7 +978,8 @@ impl Tpm {
         Ok(PcrSet { bank, values })
     }
 
-    /// Extend a PCR of one bank with `digest` (tests and demos: simulate a measurement).
+    /// Extend a PCR of one bank with `digest` (tests and demos: simulate a measurement). The
+    /// PCR's empty auth is given as a password.
     pub fn pcr_extend(&mut self, pcr: u8, bank: HashAlg, digest: &[u8]) -> Result<()> {
         let handle =
             PcrHandle::try_from(u32::from(pcr)).map_err(|_| TpmError::Unsupported("PCR index"))?;
@@ -621,11 +988,11 @@ impl Tpm {
             hashing(bank)?,
             Digest::try_from(digest.to_vec()).map_err(|_| TpmError::Unsupported("digest"))?,
         );
-        self.ctx
-            .execute_with_nullauth_session(|c| c.pcr_extend(handle, vals))
-            .map_err(TpmError::cmd("PCR extend"))?;
-        self.commands += 3;
-        Ok(())
+        let r = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| c.pcr_extend(handle, vals));
+        self.commands += 1;
+        r.map_err(TpmError::cmd("PCR extend"))
     }
 
     /// Quote `pcrs` of `bank` with `qualifying_data` (at most 64 bytes) under the AK.
@@ -639,42 +1006,9 @@ impl Tpm {
         bank: HashAlg,
         pcrs: &[u8],
     ) -> Result<QuoteOutput> {
-        let alg = hashing(bank)?;
-        let slots = pcr_slots(pcrs)?;
-        let qd = Data::try_from(qualifying_data.to_vec())
-            .map_err(|_| TpmError::Unsupported("qualifying data longer than 64 bytes"))?;
-        self.with_ak(ak_blob, false, move |tpm, akh, _| {
-            const ATTEMPTS: u32 = 5;
-            for attempt in 1..=ATTEMPTS {
-                let values = tpm.read_pcrs(bank, pcrs)?;
-                let sel = PcrSelectionListBuilder::new()
-                    .with_selection(alg, &slots)
-                    .build()
-                    .map_err(TpmError::cmd("PCR selection"))?;
-                let qd = qd.clone();
-                let (attest, sig) = tpm
-                    .ctx
-                    .execute_with_nullauth_session(|c| c.quote(akh, qd, SignatureScheme::Null, sel))
-                    .map_err(TpmError::cmd("quote"))?;
-                tpm.commands += 3;
-                let attest = attest.marshall().map_err(TpmError::cmd("marshal quote"))?;
-                let signature = sig.marshall().map_err(TpmError::cmd("marshal signature"))?;
-                let info = attest::wire::parse_quote(&attest)
-                    .map_err(|_| TpmError::Unsupported("TPM returned an unparsable quote"))?;
-                // Both AK algorithms sign with SHA-256, which is also the PCR digest hash.
-                let digest =
-                    HashAlg::Sha256.digest_parts(values.values.values().map(|v| v.as_slice()));
-                if digest == info.pcr_digest {
-                    return Ok(QuoteOutput {
-                        attest,
-                        signature,
-                        pcrs: values,
-                        attempts: attempt,
-                    });
-                }
-            }
-            Err(TpmError::PcrsUnstable(ATTEMPTS))
-        })
+        let q = Self::quote_request(qualifying_data, bank, pcrs)?;
+        let (_, quote) = self.run_with_ak(ak_blob, None, Some(q))?;
+        quote.ok_or(TpmError::Unsupported("no quote result"))
     }
 }
 

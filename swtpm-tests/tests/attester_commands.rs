@@ -1,0 +1,393 @@
+//! The Attester's TPM traffic, seen on the wire: a proxy between tpm2-tss and swtpm counts
+//! every command (and its command code), so these tests check that `Tpm::command_count` is
+//! exact, that a license check needs few commands, that no HMAC session is started any more
+//! (only the EK's policy session), that the combined `activate_and_quote` works, and that no
+//! object or session is left loaded (swtpm: 3 object slots, no resource manager).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use ovsa_tpm::attest::{self, HashAlg};
+use ovsa_tpm::{AkAlg, EkKind, Tpm};
+use swtpm_tests::{names, Swtpm};
+
+const TPM_CC_START_AUTH_SESSION: u32 = 0x0176;
+const TPM_CC_FLUSH_CONTEXT: u32 = 0x0165;
+const TPM_CC_LOAD: u32 = 0x0157;
+const TPM_CC_POLICY_SECRET: u32 = 0x0151;
+const TPM_CC_ACTIVATE_CREDENTIAL: u32 = 0x0147;
+const TPM_CC_QUOTE: u32 = 0x0158;
+const TPM_CC_PCR_READ: u32 = 0x017e;
+const TPM_CC_READ_PUBLIC: u32 = 0x0173;
+const TPM_CC_GET_CAPABILITY: u32 = 0x017a;
+
+/// Forwards the swtpm server port (counting commands) and the control port (plain).
+struct Proxy {
+    port: u16,
+    commands: Arc<Mutex<Vec<u32>>>,
+    responses: Arc<Mutex<Vec<u32>>>,
+}
+
+/// TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING: tpm2-tss resubmits the same command itself
+/// (swtpm answers an occasional ActivateCredential or Quote with TPM_RC_RETRY).
+fn resubmitted(rc: u32) -> bool {
+    matches!(rc, 0x922 | 0x908 | 0x90a)
+}
+
+/// Forwards responses, recording their response codes before the client sees them.
+fn pump_responses(mut from: TcpStream, mut to: TcpStream, log: Arc<Mutex<Vec<u32>>>) {
+    loop {
+        let mut hdr = [0u8; 10];
+        if from.read_exact(&mut hdr).is_err() {
+            break;
+        }
+        let size = u32::from_be_bytes([hdr[2], hdr[3], hdr[4], hdr[5]]) as usize;
+        let rc = u32::from_be_bytes([hdr[6], hdr[7], hdr[8], hdr[9]]);
+        let mut rsp = vec![0u8; size.max(10)];
+        rsp[..10].copy_from_slice(&hdr);
+        if from.read_exact(&mut rsp[10..]).is_err() {
+            break;
+        }
+        log.lock().unwrap().push(rc);
+        if to.write_all(&rsp).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+fn pump_commands(mut from: TcpStream, mut to: TcpStream, log: Arc<Mutex<Vec<u32>>>) {
+    loop {
+        let mut hdr = [0u8; 10];
+        if from.read_exact(&mut hdr).is_err() {
+            break;
+        }
+        let size = u32::from_be_bytes([hdr[2], hdr[3], hdr[4], hdr[5]]) as usize;
+        let cc = u32::from_be_bytes([hdr[6], hdr[7], hdr[8], hdr[9]]);
+        let mut cmd = vec![0u8; size.max(10)];
+        cmd[..10].copy_from_slice(&hdr);
+        if from.read_exact(&mut cmd[10..]).is_err() {
+            break;
+        }
+        log.lock().unwrap().push(cc);
+        // One write: swtpm takes a command from a single read.
+        if to.write_all(&cmd).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+type Logs = (Arc<Mutex<Vec<u32>>>, Arc<Mutex<Vec<u32>>>);
+
+fn serve(listener: TcpListener, target: u16, logs: Option<Logs>) {
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { break };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            match logs.clone() {
+                Some((commands, responses)) => {
+                    std::thread::spawn(move || pump_responses(s2, c2, responses));
+                    std::thread::spawn(move || pump_commands(client, server, commands));
+                }
+                None => {
+                    std::thread::spawn(move || pump(s2, c2));
+                    std::thread::spawn(move || pump(client, server));
+                }
+            }
+        }
+    });
+}
+
+impl Proxy {
+    fn start(tpm: &Swtpm) -> Proxy {
+        for _ in 0..200 {
+            let data = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = data.local_addr().unwrap().port();
+            let Some(ctrl_port) = port.checked_add(1) else {
+                continue;
+            };
+            let Ok(ctrl) = TcpListener::bind(("127.0.0.1", ctrl_port)) else {
+                continue;
+            };
+            let commands = Arc::new(Mutex::new(Vec::new()));
+            let responses = Arc::new(Mutex::new(Vec::new()));
+            serve(
+                data,
+                tpm.port(),
+                Some((commands.clone(), responses.clone())),
+            );
+            serve(ctrl, tpm.port() + 1, None);
+            return Proxy {
+                port,
+                commands,
+                responses,
+            };
+        }
+        panic!("no free port pair for the proxy");
+    }
+
+    fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// Commands answered so far, without those the TSS had to resubmit.
+    fn answered(&self) -> Vec<u32> {
+        let commands = self.commands.lock().unwrap();
+        let responses = self.responses.lock().unwrap();
+        commands
+            .iter()
+            .zip(responses.iter())
+            .filter(|(_, &rc)| !resubmitted(rc))
+            .map(|(&cc, _)| cc)
+            .collect()
+    }
+
+    fn count(&self) -> usize {
+        self.answered().len()
+    }
+
+    fn since(&self, from: usize) -> Vec<u32> {
+        self.answered()[from..].to_vec()
+    }
+}
+
+/// Runs `f` and returns the commands it sent, checking `command_count` against the wire.
+fn measured<T>(proxy: &Proxy, tpm: &mut Tpm, f: impl FnOnce(&mut Tpm) -> T) -> (T, Vec<u32>) {
+    let (w0, c0) = (proxy.count(), tpm.command_count());
+    let out = f(tpm);
+    let sent = proxy.since(w0);
+    assert_eq!(
+        tpm.command_count() - c0,
+        sent.len() as u64,
+        "command_count disagrees with the wire: {sent:x?}"
+    );
+    (out, sent)
+}
+
+fn count(cmds: &[u32], cc: u32) -> usize {
+    cmds.iter().filter(|&&c| c == cc).count()
+}
+
+/// No transient object and no session left in the TPM.
+fn assert_nothing_loaded(tcti: &str) {
+    use tss_esapi::constants::CapabilityType;
+    use tss_esapi::structures::CapabilityData;
+    let mut ctx = tss_esapi::Context::new(ovsa_tpm::parse_tcti(Some(tcti)).unwrap().1).unwrap();
+    for (first, what) in [
+        (0x8000_0000u32, "transient objects"),
+        (0x0200_0000, "loaded sessions"),
+        (0x0300_0000, "saved sessions"),
+    ] {
+        let (data, _) = ctx
+            .get_capability(CapabilityType::Handles, first, 64)
+            .unwrap();
+        match data {
+            CapabilityData::Handles(h) => assert!(h.is_empty(), "{what} left: {h:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+const PCRS: [u8; 10] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+
+#[test]
+fn license_check_commands_on_the_wire() {
+    let s = Swtpm::start(names::VTPM);
+    let proxy = Proxy::start(&s);
+    let mut tpm = Tpm::open(Some(&proxy.tcti())).unwrap();
+    assert_eq!(proxy.count() as u64, tpm.command_count(), "open");
+
+    let (ek, sent) = measured(&proxy, &mut tpm, |t| {
+        t.ek_certificate(EkKind::Rsa2048).unwrap()
+    });
+    // NV_ReadPublic x2, GetCapability (NV buffer size, once), NV_Read per 1024 bytes.
+    assert_eq!(sent.len(), 3 + ek.len().div_ceil(1024), "{sent:x?}");
+    assert_eq!(count(&sent, TPM_CC_START_AUTH_SESSION), 0, "{sent:x?}");
+    let (_, sent) = measured(&proxy, &mut tpm, |t| {
+        t.ek_certificate(EkKind::Rsa2048).unwrap()
+    });
+    assert_eq!(sent.len(), 2 + ek.len().div_ceil(1024), "{sent:x?}");
+
+    let (ak, _) = measured(&proxy, &mut tpm, |t| {
+        t.create_ak(EkKind::Rsa2048, AkAlg::EcdsaP256).unwrap()
+    });
+    let spki = attest::ek_spki(&ek).unwrap();
+
+    for round in 0..3u8 {
+        // The separate calls (what the client flow makes today).
+        let secret = [round; 32];
+        let ch = attest::make_credential_rsa(&spki, &ak.name().unwrap(), &secret).unwrap();
+        let (got, act) = measured(&proxy, &mut tpm, |t| {
+            t.activate_credential(&ak, &ch.id_object, &ch.encrypted_secret)
+                .unwrap()
+        });
+        assert_eq!(&got[..], &secret[..]);
+        let qd = [round ^ 0x55; 32];
+        let (q, quote) = measured(&proxy, &mut tpm, |t| {
+            t.quote(&ak, &qd, HashAlg::Sha256, &PCRS).unwrap()
+        });
+        attest::verify_quote_only(&ak.public, &q.attest, &q.signature, &q.pcrs, &qd).unwrap();
+        // Persistent EK known to the connection after create_ak: no ReadPublic any more.
+        // activate: StartAuthSession, PolicySecret, Load, PolicySecret, ActivateCredential,
+        // FlushContext (AK). quote: StartAuthSession, PolicySecret, Load, PCR_Read x2, Quote,
+        // FlushContext (AK).
+        assert_eq!(
+            act,
+            [
+                TPM_CC_START_AUTH_SESSION,
+                TPM_CC_POLICY_SECRET,
+                TPM_CC_LOAD,
+                TPM_CC_POLICY_SECRET,
+                TPM_CC_ACTIVATE_CREDENTIAL,
+                TPM_CC_FLUSH_CONTEXT
+            ],
+            "activate: {act:x?}"
+        );
+        assert_eq!(
+            quote,
+            [
+                TPM_CC_START_AUTH_SESSION,
+                TPM_CC_POLICY_SECRET,
+                TPM_CC_LOAD,
+                TPM_CC_PCR_READ,
+                TPM_CC_PCR_READ,
+                TPM_CC_QUOTE,
+                TPM_CC_FLUSH_CONTEXT
+            ],
+            "quote: {quote:x?}"
+        );
+
+        // The combined call: one AK load for both.
+        let secret = [round ^ 0xaa; 32];
+        let ch = attest::make_credential_rsa(&spki, &ak.name().unwrap(), &secret).unwrap();
+        let ((got, q), both) = measured(&proxy, &mut tpm, |t| {
+            t.activate_and_quote(
+                &ak,
+                &ch.id_object,
+                &ch.encrypted_secret,
+                &qd,
+                HashAlg::Sha256,
+                &PCRS,
+            )
+            .unwrap()
+        });
+        assert_eq!(&got[..], &secret[..]);
+        attest::verify_quote_only(&ak.public, &q.attest, &q.signature, &q.pcrs, &qd).unwrap();
+        assert_eq!(both.len(), 9, "activate_and_quote: {both:x?}");
+        assert_eq!(count(&both, TPM_CC_START_AUTH_SESSION), 1, "{both:x?}");
+        assert_eq!(count(&both, TPM_CC_LOAD), 1, "{both:x?}");
+        assert_eq!(count(&both, TPM_CC_READ_PUBLIC), 0, "{both:x?}");
+        assert_eq!(count(&both, TPM_CC_GET_CAPABILITY), 0, "{both:x?}");
+    }
+
+    // Host-evidence style NV reads and PCR operations without sessions.
+    let (_, sent) = measured(&proxy, &mut tpm, |t| {
+        t.read_pcrs(HashAlg::Sha256, &[16]).unwrap();
+        t.pcr_extend(16, HashAlg::Sha256, &[7; 32]).unwrap();
+    });
+    assert_eq!(sent.len(), 2, "{sent:x?}");
+    drop(tpm);
+    assert_nothing_loaded(&s.tcti());
+}
+
+#[test]
+fn failures_flush_everything_and_count_exactly() {
+    let s = Swtpm::start(names::VTPM);
+    let proxy = Proxy::start(&s);
+    let mut tpm = Tpm::open(Some(&proxy.tcti())).unwrap();
+    let ek = tpm.ek_certificate(EkKind::Rsa2048).unwrap();
+    let ak = tpm.create_ak(EkKind::Rsa2048, AkAlg::Rsa2048).unwrap();
+    let spki = attest::ek_spki(&ek).unwrap();
+    for _ in 0..5 {
+        // A credential made for another AK Name: ActivateCredential fails; the policy session
+        // and the AK are flushed anyway.
+        let ch = attest::make_credential_rsa(&spki, &[0, 0x0b, 1, 2, 3], &[1; 32]).unwrap();
+        let (r, sent) = measured(&proxy, &mut tpm, |t| {
+            t.activate_credential(&ak, &ch.id_object, &ch.encrypted_secret)
+        });
+        assert!(r.is_err());
+        assert_eq!(count(&sent, TPM_CC_FLUSH_CONTEXT), 2, "{sent:x?}");
+        let (r, sent) = measured(&proxy, &mut tpm, |t| {
+            t.activate_and_quote(
+                &ak,
+                &ch.id_object,
+                &ch.encrypted_secret,
+                &[0; 32],
+                HashAlg::Sha256,
+                &PCRS,
+            )
+        });
+        assert!(r.is_err());
+        assert_eq!(
+            count(&sent, TPM_CC_QUOTE),
+            0,
+            "no quote after a failed activation"
+        );
+        // A corrupted AK blob: the Load fails, the policy session is flushed.
+        let mut bad = ak.clone();
+        let n = bad.private.len();
+        bad.private[n - 1] ^= 1;
+        let (r, _) = measured(&proxy, &mut tpm, |t| {
+            t.quote(&bad, &[0; 32], HashAlg::Sha256, &PCRS)
+        });
+        assert!(r.is_err());
+    }
+    // Still works afterwards, on the same connection.
+    let ch = attest::make_credential_rsa(&spki, &ak.name().unwrap(), &[9; 32]).unwrap();
+    let (got, _) = measured(&proxy, &mut tpm, |t| {
+        t.activate_credential(&ak, &ch.id_object, &ch.encrypted_secret)
+            .unwrap()
+    });
+    assert_eq!(&got[..], &[9; 32]);
+    drop(tpm);
+    assert_nothing_loaded(&s.tcti());
+}
+
+#[test]
+fn many_checks_on_one_connection_leave_nothing_loaded() {
+    // 3 object slots in swtpm: a leaked AK or session would fail within a few rounds.
+    let s = Swtpm::start(names::VTPM);
+    let mut tpm = s.open();
+    let ek = tpm.ek_certificate(EkKind::Rsa2048).unwrap();
+    let ak = tpm.create_ak(EkKind::Rsa2048, AkAlg::EcdsaP256).unwrap();
+    let spki = attest::ek_spki(&ek).unwrap();
+    for i in 0..40u8 {
+        let ch = attest::make_credential_rsa(&spki, &ak.name().unwrap(), &[i; 32]).unwrap();
+        if i % 2 == 0 {
+            let got = tpm
+                .activate_credential(&ak, &ch.id_object, &ch.encrypted_secret)
+                .unwrap();
+            assert_eq!(&got[..], &[i; 32]);
+            tpm.quote(&ak, &[i; 32], HashAlg::Sha256, &PCRS).unwrap();
+        } else {
+            let (got, _) = tpm
+                .activate_and_quote(
+                    &ak,
+                    &ch.id_object,
+                    &ch.encrypted_secret,
+                    &[i; 32],
+                    HashAlg::Sha256,
+                    &PCRS,
+                )
+                .unwrap();
+            assert_eq!(&got[..], &[i; 32]);
+        }
+    }
+    drop(tpm);
+    assert_nothing_loaded(&s.tcti());
+}
