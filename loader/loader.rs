@@ -487,6 +487,8 @@ impl Loader {
         let (model_buf, weights_buf) = out
             .allocate(model_size, weights.map(|(_, s)| s))
             .map_err(|e| LoadError(format!("output buffers: {e}")))?;
+        let allocated = decrypt_start.elapsed();
+        let decrypt_start = Instant::now();
         let decrypted = package
             .decrypt_file_into(model_index, &key, model_buf, threads)
             .and_then(|()| match weights {
@@ -502,13 +504,15 @@ impl Loader {
         let t = &released.timings;
         let bytes = model_size + weights.map_or(0, |(_, s)| s);
         let breakdown = format!(
-            "{bytes} bytes; files and keys {} ms, TLS connect {} ms, service {} ms, TPM {} ms ({} commands), decrypt {} ms; uses {}{}",
+            "{bytes} bytes; files and keys {} ms, TLS connect {} ms, service {} ms, TPM {} ms ({} commands), host buffers {} ms, decrypt {} ms ({} threads); uses {}{}",
             local.as_millis(),
             t.connect.as_millis(),
             t.service.as_millis(),
             t.tpm.as_millis(),
             t.tpm_commands,
+            allocated.as_millis(),
             decrypt_start.elapsed().as_millis(),
+            threads,
             released.response.uses,
             released
                 .response
