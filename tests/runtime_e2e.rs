@@ -362,3 +362,69 @@ fn pcr_mismatch_fails_the_load_without_blacklisting() {
     // Not a license refusal: the host may retry (after fixing the VM) at once.
     assert_eq!(plugin.status("m", 1), OK);
 }
+
+#[test]
+fn hammering_the_c_api_from_several_threads_is_safe() {
+    let f = Fixture::new();
+    let plugin = Plugin::new(Some(&f.config(
+        "loader.json",
+        r#""lease_seconds_override":1,"log_level":"warning""#,
+    )))
+    .unwrap();
+    let (base, lic) = f.good_model("models/a", 1);
+    f.version_dir(
+        "models/a",
+        2,
+        Some(&f.w.package),
+        Some(&lic),
+        Some(&f.w.customer),
+    );
+    let (xml, bin) = f.plaintext();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let loads = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (plugin, base, xml, bin, loads) = (&plugin, &base, &xml, &bin, &loads);
+            s.spawn(move || {
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ t;
+                while std::time::Instant::now() < deadline {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let v = 1 + (x % 2) as i32;
+                    match (x >> 8) % 10 {
+                        0..=2 => {
+                            let l = plugin.load("a", base, v, OPTIONS);
+                            if l.status == MODEL_TYPE_IR {
+                                assert!(l.model == *xml && l.weights == *bin);
+                                loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            } else {
+                                assert_eq!(l.status, MODEL_LOAD_ERROR);
+                                assert!(
+                                    l.error.contains("already in progress")
+                                        || l.error.contains("unloaded while it was loading"),
+                                    "{}",
+                                    l.error
+                                );
+                                assert!(l.model.iter().all(|&b| b == 0 || b == 0xAA));
+                            }
+                        }
+                        3..=5 => assert_eq!(plugin.unload("a", v), OK),
+                        6 => assert_eq!(plugin.retire("a"), OK),
+                        _ => {
+                            let t0 = std::time::Instant::now();
+                            assert_eq!(plugin.status("a", v), OK);
+                            assert!(t0.elapsed() < std::time::Duration::from_millis(50));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    assert!(loads.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(plugin.unload("a", 1), OK);
+    assert_eq!(plugin.unload("a", 2), OK);
+    let t = std::time::Instant::now();
+    drop(plugin);
+    assert!(t.elapsed() < std::time::Duration::from_millis(200));
+}
