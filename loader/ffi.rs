@@ -38,6 +38,12 @@ pub struct OvsaLoader {
     loader: Loader,
 }
 
+// Hosts call one handle from several threads at once: the loader must be Send + Sync.
+const _: fn() = || {
+    fn shared_across_threads<T: Send + Sync>() {}
+    shared_across_threads::<OvsaLoader>();
+};
+
 /// `uint8_t* (*)(void* ctx, int32_t which, size_t size)`: returns `size` writable bytes owned by
 /// the caller, valid until `ovsa_loader_load_model` returns, or NULL on failure. Must not unwind.
 pub type OvsaAllocFn = Option<unsafe extern "C" fn(*mut c_void, i32, usize) -> *mut u8>;
