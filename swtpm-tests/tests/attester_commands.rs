@@ -1,8 +1,9 @@
 //! The Attester's TPM traffic, seen on the wire: a proxy between tpm2-tss and swtpm counts
 //! every command (and its command code), so these tests check that `Tpm::command_count` is
 //! exact, that a license check needs few commands, that no HMAC session is started any more
-//! (only the EK's policy session), that the combined `activate_and_quote` works, and that no
-//! object or session is left loaded (swtpm: 3 object slots, no resource manager).
+//! (only the EK's policy session), that the AK comes back from its saved context (and from its
+//! blob once the TPM refuses that context), that the combined `activate_and_quote` works, and
+//! that no object or session is left loaded (swtpm: 3 object slots, no resource manager).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,6 +22,8 @@ const TPM_CC_QUOTE: u32 = 0x0158;
 const TPM_CC_PCR_READ: u32 = 0x017e;
 const TPM_CC_READ_PUBLIC: u32 = 0x0173;
 const TPM_CC_GET_CAPABILITY: u32 = 0x017a;
+const TPM_CC_CONTEXT_SAVE: u32 = 0x0162;
+const TPM_CC_CONTEXT_LOAD: u32 = 0x0161;
 
 /// Forwards the swtpm server port (counting commands) and the control port (plain).
 struct Proxy {
@@ -242,28 +245,34 @@ fn license_check_commands_on_the_wire() {
             t.quote(&ak, &qd, HashAlg::Sha256, &PCRS).unwrap()
         });
         attest::verify_quote_only(&ak.public, &q.attest, &q.signature, &q.pcrs, &qd).unwrap();
-        // Persistent EK known to the connection after create_ak: no ReadPublic any more.
-        // activate: StartAuthSession, PolicySecret, Load, PolicySecret, ActivateCredential,
-        // FlushContext (AK). quote: StartAuthSession, PolicySecret, Load, PCR_Read x2, Quote,
-        // FlushContext (AK).
-        assert_eq!(
-            act,
-            [
-                TPM_CC_START_AUTH_SESSION,
-                TPM_CC_POLICY_SECRET,
-                TPM_CC_LOAD,
-                TPM_CC_POLICY_SECRET,
-                TPM_CC_ACTIVATE_CREDENTIAL,
-                TPM_CC_FLUSH_CONTEXT
-            ],
-            "activate: {act:x?}"
-        );
+        // Persistent EK known to the connection after create_ak: no ReadPublic any more. The
+        // first operation loads the AK from its blob under the EK policy and saves its
+        // context; later ones bring it back with one ContextLoad. Every operation flushes it.
+        let first_activation = [
+            TPM_CC_START_AUTH_SESSION,
+            TPM_CC_POLICY_SECRET,
+            TPM_CC_LOAD,
+            TPM_CC_CONTEXT_SAVE,
+            TPM_CC_POLICY_SECRET,
+            TPM_CC_ACTIVATE_CREDENTIAL,
+            TPM_CC_FLUSH_CONTEXT,
+        ];
+        let activation = [
+            TPM_CC_CONTEXT_LOAD,
+            TPM_CC_START_AUTH_SESSION,
+            TPM_CC_POLICY_SECRET,
+            TPM_CC_ACTIVATE_CREDENTIAL,
+            TPM_CC_FLUSH_CONTEXT,
+        ];
+        if round == 0 {
+            assert_eq!(act, first_activation, "activate: {act:x?}");
+        } else {
+            assert_eq!(act, activation, "activate: {act:x?}");
+        }
         assert_eq!(
             quote,
             [
-                TPM_CC_START_AUTH_SESSION,
-                TPM_CC_POLICY_SECRET,
-                TPM_CC_LOAD,
+                TPM_CC_CONTEXT_LOAD,
                 TPM_CC_PCR_READ,
                 TPM_CC_PCR_READ,
                 TPM_CC_QUOTE,
@@ -288,9 +297,20 @@ fn license_check_commands_on_the_wire() {
         });
         assert_eq!(&got[..], &secret[..]);
         attest::verify_quote_only(&ak.public, &q.attest, &q.signature, &q.pcrs, &qd).unwrap();
-        assert_eq!(both.len(), 9, "activate_and_quote: {both:x?}");
-        assert_eq!(count(&both, TPM_CC_START_AUTH_SESSION), 1, "{both:x?}");
-        assert_eq!(count(&both, TPM_CC_LOAD), 1, "{both:x?}");
+        assert_eq!(
+            both,
+            [
+                TPM_CC_CONTEXT_LOAD,
+                TPM_CC_START_AUTH_SESSION,
+                TPM_CC_POLICY_SECRET,
+                TPM_CC_ACTIVATE_CREDENTIAL,
+                TPM_CC_PCR_READ,
+                TPM_CC_PCR_READ,
+                TPM_CC_QUOTE,
+                TPM_CC_FLUSH_CONTEXT
+            ],
+            "activate_and_quote: {both:x?}"
+        );
         assert_eq!(count(&both, TPM_CC_READ_PUBLIC), 0, "{both:x?}");
         assert_eq!(count(&both, TPM_CC_GET_CAPABILITY), 0, "{both:x?}");
     }
@@ -387,6 +407,58 @@ fn many_checks_on_one_connection_leave_nothing_loaded() {
                 .unwrap();
             assert_eq!(&got[..], &[i; 32]);
         }
+    }
+    drop(tpm);
+    assert_nothing_loaded(&s.tcti());
+}
+
+#[test]
+fn saved_ak_context_refused_after_tpm_reset_falls_back_to_load() {
+    use tss_esapi::constants::StartupType;
+    let s = Swtpm::start(names::VTPM);
+    let proxy = Proxy::start(&s);
+    let mut tpm = Tpm::open(Some(&proxy.tcti())).unwrap();
+    let ek = tpm.ek_certificate(EkKind::Rsa2048).unwrap();
+    let ak = tpm.create_ak(EkKind::Rsa2048, AkAlg::EcdsaP256).unwrap();
+    let spki = attest::ek_spki(&ek).unwrap();
+    let qd = [3u8; 32];
+    let (_, sent) = measured(&proxy, &mut tpm, |t| {
+        t.quote(&ak, &qd, HashAlg::Sha256, &PCRS).unwrap()
+    });
+    assert_eq!(count(&sent, TPM_CC_CONTEXT_SAVE), 1, "{sent:x?}");
+    let (_, sent) = measured(&proxy, &mut tpm, |t| {
+        t.quote(&ak, &qd, HashAlg::Sha256, &PCRS).unwrap()
+    });
+    assert_eq!(count(&sent, TPM_CC_LOAD), 0, "{sent:x?}");
+    // Power-cycle the TPM (swtpm CMD_INIT) and start it with CLEAR: a TPM Reset.
+    let ok = std::process::Command::new("swtpm_ioctl")
+        .args(["--tcp", &format!("127.0.0.1:{}", s.port() + 1), "-i"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "swtpm_ioctl -i");
+    tpm.context().startup(StartupType::Clear).unwrap();
+    // The saved context is refused; the AK is loaded from its blob again (and saved anew).
+    let (q, sent) = measured(&proxy, &mut tpm, |t| {
+        t.quote(&ak, &qd, HashAlg::Sha256, &PCRS).unwrap()
+    });
+    attest::verify_quote_only(&ak.public, &q.attest, &q.signature, &q.pcrs, &qd).unwrap();
+    assert_eq!(count(&sent, TPM_CC_CONTEXT_LOAD), 1, "{sent:x?}");
+    assert_eq!(count(&sent, TPM_CC_LOAD), 1, "{sent:x?}");
+    assert_eq!(count(&sent, TPM_CC_CONTEXT_SAVE), 1, "{sent:x?}");
+    let ch = attest::make_credential_rsa(&spki, &ak.name().unwrap(), &[5; 32]).unwrap();
+    let (got, sent) = measured(&proxy, &mut tpm, |t| {
+        t.activate_credential(&ak, &ch.id_object, &ch.encrypted_secret)
+            .unwrap()
+    });
+    assert_eq!(&got[..], &[5; 32]);
+    assert_eq!(count(&sent, TPM_CC_LOAD), 0, "{sent:x?}");
+    // Another AK on the same connection replaces the saved context; both keep working.
+    let ak2 = tpm.create_ak(EkKind::Rsa2048, AkAlg::Rsa2048).unwrap();
+    for a in [&ak2, &ak, &ak2] {
+        let q = tpm.quote(a, &qd, HashAlg::Sha256, &PCRS).unwrap();
+        attest::verify_quote_only(&a.public, &q.attest, &q.signature, &q.pcrs, &qd).unwrap();
     }
     drop(tpm);
     assert_nothing_loaded(&s.tcti());

@@ -2,7 +2,7 @@
 //!
 //! On the physical host, before the VM starts ([`write_host_evidence`]): quote the host TPM
 //! with qualifying data = SHA-256(vTPM EK certificate DER), encode a
-//! [`HostEvidence`](crate::attest::HostEvidence) blob and store it in the vTPM's NV at
+//! [`HostEvidence`] blob and store it in the vTPM's NV at
 //! `0x01000000 + i`, split over indices of at most 2048 bytes, written in pieces of at most
 //! 1024 bytes. The indices are defined with *platform* authorization (`TPMA_NV_PLATFORMCREATE`,
 //! `TPMA_NV_PPWRITE` only), so the guest OS, which has no platform authorization once firmware
