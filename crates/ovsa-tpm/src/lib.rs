@@ -676,10 +676,16 @@ impl Tpm {
     /// Start a policy session (SHA-256, unsalted, unbound, no parameter encryption) and satisfy
     /// policy A in it. 2 commands.
     fn ek_policy_session(&mut self) -> Result<AuthSession> {
+        // nonceCaller from our CSPRNG (aws-lc), not from tpm2-tss, which instantiates a new
+        // OpenSSL DRBG per call (a large part of its CPU per session). In an unsalted, unbound
+        // session it only feeds HMACs the TPM does not check for this policy; fresh anyway.
+        let nonce = ovsa_core::crypto::random_array::<32>()
+            .ok()
+            .and_then(|n| tss_esapi::structures::Nonce::try_from(n.to_vec()).ok());
         let s = self.ctx.start_auth_session(
             None,
             None,
-            None,
+            nonce,
             SessionType::Policy,
             SymmetricDefinition::Null,
             HashingAlgorithm::Sha256,
