@@ -4,7 +4,7 @@
 # real files and real swtpm TPMs, CLI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --openvino  # the OpenVINO wheel (.venv/) for examples/host-server tests
 export TSS2_LOG=all+none
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
