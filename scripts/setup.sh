@@ -37,5 +37,25 @@ if [ "${1:-}" = "--openvino" ] || [ "${OVSA_WITH_OPENVINO:-0}" = "1" ]; then
     "$VENV/bin/pip" install -q --disable-pip-version-check "openvino>=2026.4,<2026.5" "numpy>=1.26"
   fi
   "$VENV/bin/python" -c "import openvino; print('setup: openvino', openvino.__version__)"
+  # Real pretrained models for the ONNX tests: the PP-OCR ONNX models shipped inside the PyPI
+  # package rapidocr-openvino (wheel downloaded without dependencies, only the models extracted).
+  PPOCR="$VENV/ppocr"
+  if [ ! -f "$PPOCR/.complete-1.4.4" ]; then
+    echo "setup: extracting the PP-OCR ONNX models of rapidocr-openvino 1.4.4 into $PPOCR"
+    tmp=$(mktemp -d)
+    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps "rapidocr-openvino==1.4.4" -d "$tmp"
+    "$VENV/bin/python" - "$tmp" "$PPOCR" <<'PY'
+import glob, os, sys, zipfile
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst, exist_ok=True)
+with zipfile.ZipFile(glob.glob(os.path.join(src, "*.whl"))[0]) as z:
+    for n in z.namelist():
+        if n.endswith(".onnx"):
+            with open(os.path.join(dst, os.path.basename(n)), "wb") as f:
+                f.write(z.read(n))
+PY
+    rm -rf "$tmp"
+    touch "$PPOCR/.complete-1.4.4"
+  fi
 fi
 echo "setup: ok"

@@ -53,6 +53,9 @@ struct Args {
     /// Size used for dynamic input dimensions other than the batch (which is 1).
     #[arg(long, default_value_t = 64)]
     dynamic_dim: i64,
+    /// Static shape for the dynamic inputs of model NAME, e.g. `cls=1,3,48,192`. Repeatable.
+    #[arg(long, value_name = "NAME=D0,D1,...")]
+    shape: Vec<String>,
 }
 
 type AllocFn = unsafe extern "C" fn(*mut c_void, i32, usize) -> *mut u8;
@@ -191,12 +194,12 @@ fn compile(
     device: &str,
     model_bytes: &[u8],
     weights: Option<Tensor>,
-    dynamic_dim: i64,
+    dynamic: &Dynamic,
 ) -> Result<Loaded, String> {
     let mut model = core
         .read_model_from_buffer(model_bytes, weights.as_ref())
         .map_err(|e| format!("read_model: {e}"))?;
-    fix_dynamic_inputs(&mut model, dynamic_dim)?;
+    fix_dynamic_inputs(&mut model, dynamic)?;
     let compiled = core
         .compile_model(&model, DeviceType::from(device))
         .map_err(|e| format!("compile_model: {e}"))?;
@@ -211,7 +214,7 @@ fn compile_file(
     core: &mut Core,
     device: &str,
     path: &Path,
-    dynamic_dim: i64,
+    dynamic: &Dynamic,
 ) -> Result<Loaded, String> {
     let weights = path.with_extension("bin");
     let weights = if path.extension().is_some_and(|e| e == "xml") {
@@ -222,7 +225,7 @@ fn compile_file(
     let mut model = core
         .read_model_from_file(&path.display().to_string(), &weights)
         .map_err(|e| format!("read_model {}: {e}", path.display()))?;
-    fix_dynamic_inputs(&mut model, dynamic_dim)?;
+    fix_dynamic_inputs(&mut model, dynamic)?;
     let compiled = core
         .compile_model(&model, DeviceType::from(device))
         .map_err(|e| format!("compile_model: {e}"))?;
@@ -233,8 +236,14 @@ fn compile_file(
     })
 }
 
-/// Gives dynamic input dimensions a static size (batch 1, others `dim`).
-fn fix_dynamic_inputs(model: &mut Model, dim: i64) -> Result<(), String> {
+/// How dynamic input dimensions become static: the model's `--shape` if its rank matches, else
+/// batch 1 and `dim` for the others.
+struct Dynamic {
+    shape: Option<Vec<i64>>,
+    dim: i64,
+}
+
+fn fix_dynamic_inputs(model: &mut Model, dynamic: &Dynamic) -> Result<(), String> {
     let n = model.get_inputs_len().map_err(|e| e.to_string())?;
     for i in 0..n {
         let node = model.get_input_by_index(i).map_err(|e| e.to_string())?;
@@ -249,9 +258,13 @@ fn fix_dynamic_inputs(model: &mut Model, dim: i64) -> Result<(), String> {
             .map(|(k, d)| match (d.is_dynamic(), k) {
                 (false, _) => d.get_min(),
                 (true, 0) => 1,
-                (true, _) => dim,
+                (true, _) => dynamic.dim,
             })
             .collect();
+        let dims = match &dynamic.shape {
+            Some(s) if s.len() == dims.len() => s.clone(),
+            _ => dims,
+        };
         let name = node.get_name().map_err(|e| e.to_string())?;
         let shape =
             PartialShape::new_static(dims.len() as i64, &dims).map_err(|e| e.to_string())?;
@@ -440,6 +453,16 @@ fn run(args: Args) -> Result<bool, String> {
             .ok_or(format!("--plaintext {p}: expected NAME=PATH"))?;
         plaintext.insert(name.to_string(), PathBuf::from(path));
     }
+    let mut shapes: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for p in &args.shape {
+        let bad = || format!("--shape {p}: expected NAME=D0,D1,...");
+        let (name, dims) = p.split_once('=').ok_or_else(bad)?;
+        let dims = dims
+            .split(',')
+            .map(|d| d.trim().parse::<i64>().map_err(|_| bad()))
+            .collect::<Result<Vec<_>, _>>()?;
+        shapes.insert(name.to_string(), dims);
+    }
 
     let ov_lib = find_openvino_c(args.openvino_lib.clone())?;
     let t = Instant::now();
@@ -504,6 +527,10 @@ fn run(args: Args) -> Result<bool, String> {
         let loader = loaders
             .get(loader_name)
             .ok_or(format!("model {name}: unknown loader {loader_name}"))?;
+        let dynamic = Dynamic {
+            shape: shapes.get(name).cloned(),
+            dim: args.dynamic_dim,
+        };
         for version in versions(&base, c.get("model_version_policy"))? {
             let tag = format!("model {name} version {version}");
             let total = Instant::now();
@@ -554,20 +581,15 @@ fn run(args: Args) -> Result<bool, String> {
             );
             let t = Instant::now();
             let weights = buffers.weights.take();
-            let mut loaded = match compile(
-                &mut core,
-                &args.device,
-                &buffers.model,
-                weights,
-                args.dynamic_dim,
-            ) {
-                Ok(l) => l,
-                Err(e) => {
-                    println!("{tag}: OpenVINO FAILED: {e}");
-                    all_ok = false;
-                    continue;
-                }
-            };
+            let mut loaded =
+                match compile(&mut core, &args.device, &buffers.model, weights, &dynamic) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        println!("{tag}: OpenVINO FAILED: {e}");
+                        all_ok = false;
+                        continue;
+                    }
+                };
             let compile_ms = ms(t);
             // The XML/ONNX text is parsed: wipe the host's plaintext copy of it.
             buffers.model.iter_mut().for_each(|b| *b = 0);
@@ -589,7 +611,7 @@ fn run(args: Args) -> Result<bool, String> {
             );
             if let Some(path) = plaintext.get(name) {
                 let t = Instant::now();
-                let mut plain = compile_file(&mut core, &args.device, path, args.dynamic_dim)
+                let mut plain = compile_file(&mut core, &args.device, path, &dynamic)
                     .map_err(|e| format!("plaintext {name}: {e}"))?;
                 let plain_compile = ms(t);
                 let t = Instant::now();

@@ -72,18 +72,71 @@ fn make_model(dir: &Path, weights_mib: &str) -> (PathBuf, PathBuf) {
     (dir.join("model.xml"), dir.join("model.bin"))
 }
 
-fn host_server(config: &Path, plaintext: &[(&str, &Path)]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ovsa-host-server"));
-    cmd.arg("--config").arg(config);
-    for (name, path) in plaintext {
-        cmd.arg("--plaintext")
-            .arg(format!("{name}={}", path.display()));
-    }
-    let out = cmd.output().unwrap();
+fn host_server(config: &Path, extra: &[String]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ovsa-host-server"))
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     eprintln!("--- host-server stdout\n{stdout}--- stderr\n{stderr}");
     (out.status.success(), stdout, stderr)
+}
+
+fn plaintext(name: &str, path: &Path) -> [String; 2] {
+    [
+        "--plaintext".to_string(),
+        format!("{name}={}", path.display()),
+    ]
+}
+
+/// An OVMS config.json with the plugin as loader "ovsa" and the given (name, base_path) models,
+/// every version served.
+fn ovms_config(f: &Fixture, file: &str, models: &[(&str, &str)]) -> PathBuf {
+    let loader_config = f.config("loader.json", "");
+    let models: Vec<String> = models
+        .iter()
+        .map(|(name, base)| {
+            format!(
+                r#"{{"config": {{"name": "{name}", "base_path": "{base}", "model_version_policy": {{"all": {{}}}}, "custom_loader_options": {OPTIONS}}}}}"#
+            )
+        })
+        .collect();
+    let config = f.path(file);
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{
+  "custom_loader_config_list": [
+    {{"config": {{"loader_name": "ovsa", "library_path": "{}", "loader_config_file": "{loader_config}"}}}}
+  ],
+  "model_config_list": [
+    {}
+  ]
+}}"#,
+            plugin_path().display(),
+            models.join(",\n    ")
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Asserts version `v` of `name` was loaded as `kind` and matched its plaintext exactly.
+fn assert_identical(stdout: &str, name: &str, v: i32, kind: &str) {
+    let tag = format!("model {name} version {v}: ");
+    assert!(
+        stdout.contains(&format!("{tag}plugin load ")) && stdout.contains(&format!("ms ({kind}, ")),
+        "{name} version {v} not loaded as {kind}:\n{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&tag) && l.ends_with("outputs identical: yes")),
+        "{name} version {v}: outputs differ from the plaintext model:\n{stdout}"
+    );
 }
 
 #[test]
@@ -108,42 +161,16 @@ fn decrypted_ir_model_infers_exactly_like_the_plaintext() {
         Some(&lic),
         Some(&f.w.customer),
     );
-    let loader_config = f.config("loader.json", "");
-    let config = f.path("config.json");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{{
-  "custom_loader_config_list": [
-    {{"config": {{"loader_name": "ovsa", "library_path": "{}", "loader_config_file": "{loader_config}"}}}}
-  ],
-  "model_config_list": [
-    {{"config": {{"name": "cnn", "base_path": "{base}", "model_version_policy": {{"all": {{}}}},
-                "custom_loader_options": {OPTIONS}}}}}
-  ]
-}}"#,
-            plugin_path().display()
-        ),
-    )
-    .unwrap();
-
-    let (ok, stdout, stderr) = host_server(&config, &[("cnn", &xml)]);
+    let config = ovms_config(&f, "config.json", &[("cnn", &base)]);
+    let (ok, stdout, stderr) = host_server(&config, &plaintext("cnn", &xml));
     assert!(ok, "host-server failed:\n{stdout}\n{stderr}");
     for v in [1, 2] {
-        let tag = format!("model cnn version {v}: ");
+        assert_identical(&stdout, "cnn", v, "IR");
         assert!(
-            stdout.contains(&format!("{tag}plugin load ")),
-            "version {v} not loaded:\n{stdout}"
-        );
-        assert!(
-            stdout.contains(&format!("{tag}output scores [1, 10]: argmax ")),
+            stdout.contains(&format!(
+                "model cnn version {v}: output scores [1, 10]: argmax "
+            )),
             "{stdout}"
-        );
-        assert!(
-            stdout
-                .lines()
-                .any(|l| l.starts_with(&tag) && l.ends_with("outputs identical: yes")),
-            "version {v}: outputs differ from the plaintext model:\n{stdout}"
         );
     }
     // The plugin's own breakdown line for each load.
@@ -170,4 +197,87 @@ fn decrypted_ir_model_infers_exactly_like_the_plaintext() {
             && stdout.contains("model.dat"),
         "{stdout}"
     );
+}
+
+/// Real pretrained models: the PP-OCRv4 text detector and recognizer and the PP-OCR mobile
+/// direction classifier (ONNX, shipped in the PyPI package rapidocr-openvino, extracted by
+/// `scripts/setup.sh --openvino` into .venv/ppocr/), served as ONNX through the plugin and, for
+/// the classifier, also converted to IR by OpenVINO; every output bit-identical to the
+/// plaintext model's.
+#[test]
+fn decrypted_ppocr_onnx_and_ir_models_infer_exactly_like_the_plaintext() {
+    let ppocr = repo().join(".venv/ppocr");
+    let cls = ppocr.join("ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    let det = ppocr.join("ch_PP-OCRv4_det_infer.onnx");
+    let rec = ppocr.join("ch_PP-OCRv4_rec_infer.onnx");
+    for m in [&cls, &det, &rec] {
+        assert!(
+            m.is_file(),
+            "{} missing: run `bash scripts/setup.sh --openvino`",
+            m.display()
+        );
+    }
+    let f = Fixture::new();
+    // The classifier converted to IR by OpenVINO's converter.
+    let ir_dir = f.path("src-cls-ir");
+    let out = Command::new(venv_python())
+        .arg(repo().join("examples/models/convert.py"))
+        .arg(&cls)
+        .arg(&ir_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "convert.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cls_xml = ir_dir.join("model.xml");
+    let cls_bin = ir_dir.join("model.bin");
+
+    let mut bases = Vec::new();
+    for (name, files) in [
+        ("cls", vec![cls.clone()]),
+        ("det", vec![det.clone()]),
+        ("rec", vec![rec.clone()]),
+        ("cls-ir", vec![cls_xml.clone(), cls_bin.clone()]),
+    ] {
+        let m = f.other_model_from(&files, name);
+        let lic = f.sell_for(&m.master);
+        let base = f.version_dir(
+            &format!("models/{name}"),
+            1,
+            Some(&m.package),
+            Some(&lic),
+            Some(&f.w.customer),
+        );
+        bases.push((name, base));
+    }
+    let pairs: Vec<(&str, &str)> = bases.iter().map(|(n, b)| (*n, b.as_str())).collect();
+    let config = ovms_config(&f, "config.json", &pairs);
+    let mut extra = Vec::new();
+    for (name, path) in [
+        ("cls", &cls),
+        ("det", &det),
+        ("rec", &rec),
+        ("cls-ir", &cls_xml),
+    ] {
+        extra.extend(plaintext(name, path));
+    }
+    for s in [
+        "cls=1,3,48,192",
+        "cls-ir=1,3,48,192",
+        "rec=1,3,48,320",
+        "det=1,3,320,320",
+    ] {
+        extra.extend(["--shape".to_string(), s.to_string()]);
+    }
+    let (ok, stdout, stderr) = host_server(&config, &extra);
+    assert!(ok, "host-server failed:\n{stdout}\n{stderr}");
+    assert_identical(&stdout, "cls", 1, "ONNX");
+    assert_identical(&stdout, "det", 1, "ONNX");
+    assert_identical(&stdout, "rec", 1, "ONNX");
+    assert_identical(&stdout, "cls-ir", 1, "IR");
+    // The direction classifier has two classes (0 and 180 degrees).
+    assert!(stdout.contains("model cls version 1: output "), "{stdout}");
+    assert!(stdout.contains("[1, 2]: argmax "), "{stdout}");
 }
