@@ -342,11 +342,11 @@ pub struct Tpm {
 /// back with one TPM2_ContextLoad (no session, no policy, no ESYS crypto) instead of
 /// StartAuthSession + PolicySecret + TPM2_Load under the EK. The context blob is encrypted and
 /// integrity-protected by the TPM with a key derived from the hierarchy proof, usable only on
-/// this TPM, and only until TPM Reset/Restart, disabling of the endorsement hierarchy or a
-/// change of its seed: it grants nothing the AK blob (TPM-wrapped under the EK) does not. A
-/// saved *object* context holds no TPM resource (the TPM tracks only saved session contexts),
-/// so the AK is still flushed before every call returns and swtpm's three object slots stay
-/// free. This is what a TPM resource manager (e.g. /dev/tpmrm0) does for every object anyway.
+/// this TPM, and only until a TPM Reset (Startup(CLEAR) without a preceding Shutdown(STATE)),
+/// disabling of the endorsement hierarchy or a change of its seed: it grants nothing the AK
+/// blob (TPM-wrapped under the EK) does not. A saved *object* context holds no TPM resource
+/// (the TPM tracks only saved session contexts), so the AK is still flushed before every call
+/// returns and swtpm's three object slots stay free. This is what a TPM resource manager (e.g. /dev/tpmrm0) does for every object anyway.
 struct SavedAk {
     blob: AkBlob,
     context: tss_esapi::utils::TpmsContext,
@@ -829,7 +829,7 @@ impl Tpm {
     }
 
     /// TPM2_ContextLoad of the AK's saved context, if this connection saved one for `ak_blob`.
-    /// A refused context (TPM reset or restart, hierarchy disabled or its seed changed, ...) is
+    /// A refused context (TPM Reset, hierarchy disabled or its seed changed, ...) is
     /// dropped and the caller loads the AK from its blob. 1 command.
     fn load_saved_ak(&mut self, ak_blob: &AkBlob) -> Option<KeyHandle> {
         let saved = self
