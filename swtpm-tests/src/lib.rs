@@ -250,17 +250,24 @@ fn provision(name: &str, dir: &Path, ca: &TestCa) {
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
+/// Ports used for swtpm: below Linux's ephemeral range (32768-60999), so the TIME_WAIT sockets
+/// that tcti-swtpm leaves behind (one TCP connection per TPM command) never collide with them.
+const PORT_LOW: u16 = 12000;
+const PORT_HIGH: u16 = 32000;
+
 fn port_pair_candidate() -> u16 {
     // Spread processes over the range by pid, then walk in steps of 2.
+    let span = u32::from(PORT_HIGH - PORT_LOW) / 2;
     let _ = NEXT_PORT.compare_exchange(
         0,
-        21000 + ((std::process::id() % 400) as u16) * 50,
+        PORT_LOW + ((std::process::id() % span) as u16) * 2,
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
     let p = NEXT_PORT.fetch_add(2, Ordering::SeqCst);
-    if p > 64000 {
-        NEXT_PORT.store(21000, Ordering::SeqCst);
+    if p >= PORT_HIGH {
+        NEXT_PORT.store(PORT_LOW, Ordering::SeqCst);
+        return PORT_LOW;
     }
     p
 }
@@ -297,7 +304,7 @@ impl Swtpm {
                 std::fs::copy(e.path(), dir.path().join(e.file_name())).expect("copy state");
             }
         }
-        for _ in 0..20 {
+        for _ in 0..100 {
             let port = port_pair_candidate();
             if !ports_free(port) {
                 continue;
