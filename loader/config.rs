@@ -13,8 +13,10 @@ use crate::log::LogLevel;
 /// Largest accepted config file.
 const MAX_CONFIG_LEN: u64 = 1 << 20;
 
-const KNOWN: [&str; 9] = [
+const KNOWN: [&str; 11] = [
     "tcti",
+    "service_url",
+    "trusted_isv_certs",
     "ak_cache_dir",
     "lease_seconds_override",
     "grace_seconds",
@@ -61,6 +63,18 @@ pub struct LoaderConfig {
     /// `off`, `error`, `warning`, `info` (default) or `debug`.
     #[serde(default)]
     pub log_level: LogLevel,
+    /// Reach the license service at this `https://HOST:PORT` instead of the URLs in the license
+    /// (e.g. an internal name or proxy). The license's pins still decide which server key is
+    /// accepted, so this cannot weaken the server authentication.
+    #[serde(default)]
+    pub service_url: Option<String>,
+    /// ISV certificates (PEM/DER files; relative paths resolve against the config file's
+    /// directory). If given, only packages (and licenses) signed by one of these keys load.
+    #[serde(default)]
+    pub trusted_isv_certs: Vec<PathBuf>,
+    /// The public keys of `trusted_isv_certs`, read by [`LoaderConfig::load`].
+    #[serde(skip)]
+    pub trusted_isv_keys: Vec<ovsa_core::crypto::PublicKey>,
 }
 
 fn default_grace() -> u64 {
@@ -85,6 +99,9 @@ impl Default for LoaderConfig {
             service_timeout_seconds: default_timeout(),
             decrypt_threads: None,
             log_level: LogLevel::default(),
+            service_url: None,
+            trusted_isv_certs: Vec::new(),
+            trusted_isv_keys: Vec::new(),
         }
     }
 }
@@ -122,6 +139,18 @@ impl LoaderConfig {
             })?;
             config.ak_cache_dir = Some(dir);
         }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for cert in &config.trusted_isv_certs {
+            let file = if cert.is_relative() {
+                base.join(cert)
+            } else {
+                cert.clone()
+            };
+            let key = ovsa_core::identity::Certificate::load(&file)
+                .and_then(|c| c.public_key())
+                .map_err(|e| format!("{}: trusted_isv_certs: {e}", what()))?;
+            config.trusted_isv_keys.push(key);
+        }
         Ok(config)
     }
 
@@ -134,7 +163,8 @@ impl LoaderConfig {
         };
         for (key, v) in object {
             let expected = match key.as_str() {
-                "tcti" | "ak_cache_dir" | "log_level" => "a string",
+                "tcti" | "ak_cache_dir" | "log_level" | "service_url" => "a string",
+                "trusted_isv_certs" => "an array of strings",
                 "lease_seconds_override"
                 | "grace_seconds"
                 | "retry_seconds"
@@ -148,10 +178,12 @@ impl LoaderConfig {
                     ))
                 }
             };
-            let ok = if expected == "a string" {
-                v.is_string()
-            } else {
-                v.is_u64()
+            let ok = match expected {
+                "a string" => v.is_string(),
+                "an array of strings" => v
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(serde_json::Value::is_string)),
+                _ => v.is_u64(),
             };
             if !ok {
                 return Err(format!("'{key}' must be {expected}, got {v}"));
@@ -175,6 +207,10 @@ impl LoaderConfig {
         }
         if self.decrypt_threads == Some(0) {
             return Err("decrypt_threads must be at least 1".into());
+        }
+        if let Some(url) = &self.service_url {
+            ovsa_core::license::policy::validate_url(url)
+                .map_err(|e| format!("service_url: {e}"))?;
         }
         if matches!(&self.tcti, Some(t) if t.trim().is_empty()) {
             return Err("tcti must not be empty (omit it to use env TCTI)".into());
@@ -214,6 +250,27 @@ mod tests {
         assert_eq!(c.lease(60), Duration::from_secs(2));
         assert_eq!(c.retry(c.lease(60)), Duration::from_secs(2));
         assert_eq!(c.log_level, LogLevel::Debug);
+        let c = LoaderConfig::parse(r#"{"service_url":"https://lic.internal:8443"}"#).unwrap();
+        assert_eq!(c.service_url.as_deref(), Some("https://lic.internal:8443"));
+    }
+
+    #[test]
+    fn trusted_isv_certs_are_loaded_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ks, _) = ovsa_core::identity::Keystore::generate(
+            ovsa_core::crypto::KeyAlgorithm::EcdsaP256,
+            "CN=isv",
+            10,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("isv.crt"), ks.certificate().to_pem()).unwrap();
+        let cfg = dir.path().join("loader.json");
+        std::fs::write(&cfg, r#"{"trusted_isv_certs":["isv.crt"]}"#).unwrap();
+        let c = LoaderConfig::load(Some(cfg.to_str().unwrap())).unwrap();
+        assert_eq!(c.trusted_isv_keys, vec![ks.key().public_key()]);
+        std::fs::write(&cfg, r#"{"trusted_isv_certs":["missing.crt"]}"#).unwrap();
+        let e = LoaderConfig::load(Some(cfg.to_str().unwrap())).unwrap_err();
+        assert!(e.contains("missing.crt"), "{e}");
     }
 
     #[test]
@@ -226,6 +283,9 @@ mod tests {
             "{\"grace_seconds\":\"10\"}",
             "{\"log_level\":\"loud\"}",
             "{\"tcti\":\"\"}",
+            "{\"service_url\":\"http://h:1\"}",
+            "{\"trusted_isv_certs\":\"isv.crt\"}",
+            "{\"trusted_isv_certs\":[1]}",
         ] {
             assert!(LoaderConfig::parse(bad).is_err(), "{bad}");
         }

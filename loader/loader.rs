@@ -153,6 +153,22 @@ impl Inner {
         keystore: &Keystore,
         purpose: Purpose,
     ) -> Result<Released, ClientError> {
+        // A configured service URL replaces the license's; the license's pins stay in force.
+        let overridden;
+        let license = match &self.config.service_url {
+            Some(url) => {
+                let mut l = license.clone();
+                let mut pins: Vec<_> = l.services.iter().flat_map(|s| s.pins.clone()).collect();
+                pins.dedup();
+                l.services = vec![ovsa_core::license::ServiceEndpoint {
+                    url: url.clone(),
+                    pins,
+                }];
+                overridden = l;
+                &overridden
+            }
+            None => license,
+        };
         let _tpm = self.tpm.lock().unwrap_or_else(|p| p.into_inner());
         let mut attester = TpmAttester::open(
             self.config.tcti.as_deref(),
@@ -432,6 +448,19 @@ impl Loader {
                 dat.display()
             ))
         })?;
+        if !self.inner.config.trusted_isv_keys.is_empty() {
+            let signer = package.header().signer();
+            let key = signer
+                .public_key()
+                .map_err(|e| LoadError(format!("model package signer: {e}")))?;
+            if !self.inner.config.trusted_isv_keys.contains(&key) {
+                return Err(LoadError(format!(
+                    "model package '{}' is signed by '{}', which is not in trusted_isv_certs",
+                    dat.display(),
+                    signer.subject()
+                )));
+            }
+        }
         let format = package
             .header()
             .body()

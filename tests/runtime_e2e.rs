@@ -428,3 +428,41 @@ fn hammering_the_c_api_from_several_threads_is_safe() {
     drop(plugin);
     assert!(t.elapsed() < std::time::Duration::from_millis(200));
 }
+
+#[test]
+fn loader_config_trust_and_service_overrides() {
+    let f = Fixture::new();
+    let (base, _lic) = f.good_model("models/m", 1);
+    let (_, bin) = f.plaintext();
+    // Only packages of a trusted ISV load.
+    std::fs::write(f.path("isv.crt"), f.w.isv.certificate().to_pem()).unwrap();
+    let stranger = world::World::keystore("CN=another isv");
+    std::fs::write(f.path("stranger.crt"), stranger.certificate().to_pem()).unwrap();
+    let plugin = Plugin::new(Some(
+        &f.config("strict.json", r#""trusted_isv_certs":["stranger.crt"]"#),
+    ))
+    .unwrap();
+    assert_load_error(
+        &plugin.load("m", &base, 1, OPTIONS),
+        "not in trusted_isv_certs",
+    );
+    let plugin = Plugin::new(Some(&f.config(
+        "trusting.json",
+        r#""trusted_isv_certs":["stranger.crt","isv.crt"]"#,
+    )))
+    .unwrap();
+    let l = plugin.load("m", &base, 1, OPTIONS);
+    assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
+    assert!(l.weights == bin);
+    assert_eq!(plugin.unload("m", 1), OK);
+    // A service URL override is used (here: a dead port), the license's pins still apply.
+    let plugin = Plugin::new(Some(
+        &f.config("redirected.json", r#""service_url":"https://127.0.0.1:1""#),
+    ))
+    .unwrap();
+    assert_load_error(&plugin.load("m", &base, 1, OPTIONS), "unreachable");
+    let good = format!(r#""service_url":"{}""#, f.url);
+    let plugin = Plugin::new(Some(&f.config("same.json", &good))).unwrap();
+    let l = plugin.load("m", &base, 1, OPTIONS);
+    assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
+}
