@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
 use ovsa_core::crypto::ct_eq;
@@ -14,7 +12,7 @@ use ovsa_core::protocol::{seal_share, AttestRequest, AttestResponse, Purpose, Re
 use time::OffsetDateTime;
 
 use super::challenge::license_for_client;
-use super::{audit, body_error, instrumented, parse_body, ApiError, AppState, Conn, ConnInfo};
+use super::{audit, instrumented, parse_body, read_body, ApiError, AppState, Conn, ConnInfo};
 use crate::relying_party::decide;
 use crate::store::{AuditEntry, Decision};
 use crate::verifier::verify_session_evidence;
@@ -22,13 +20,12 @@ use crate::verifier::verify_session_evidence;
 pub async fn handle(
     State(st): State<Arc<AppState>>,
     conn: Conn,
-    body: Result<Bytes, BytesRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Json<AttestResponse>, ApiError> {
-    let body = match body {
+    let body = match read_body(&st, &headers, body).await {
         Ok(b) => b,
-        Err(rejection) => {
-            return instrumented(&st, "attest", &conn, async { Err(body_error(rejection)) }).await
-        }
+        Err(e) => return instrumented(&st, "attest", &conn, async { Err(e) }).await,
     };
     instrumented(&st, "attest", &conn, attest(&st, &conn, &body)).await
 }

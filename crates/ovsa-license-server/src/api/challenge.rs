@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
 use ovsa_core::attest::issue_credential;
@@ -13,23 +11,19 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::{audit, body_error, instrumented, parse_body, ApiError, AppState, Conn, ConnInfo};
+use super::{audit, instrumented, parse_body, read_body, ApiError, AppState, Conn, ConnInfo};
 use crate::store::{AuditEntry, LicenseRecord, SessionRecord};
 use crate::verifier::attest_reason;
 
 pub async fn handle(
     State(st): State<Arc<AppState>>,
     conn: Conn,
-    body: Result<Bytes, BytesRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Json<ChallengeResponse>, ApiError> {
-    let body = match body {
+    let body = match read_body(&st, &headers, body).await {
         Ok(b) => b,
-        Err(rejection) => {
-            return instrumented(&st, "challenge", &conn, async {
-                Err(body_error(rejection))
-            })
-            .await
-        }
+        Err(e) => return instrumented(&st, "challenge", &conn, async { Err(e) }).await,
     };
     instrumented(&st, "challenge", &conn, challenge(&st, &conn, &body)).await
 }

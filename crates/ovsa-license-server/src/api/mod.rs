@@ -118,18 +118,41 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     })
 }
 
-/// Maps a body-extraction failure (too large, unreadable) to a refusal.
-pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            Reason::RequestTooLarge,
-            format!("request body exceeds the {MAX_REQUEST_BYTES}-byte limit"),
-        )
-    } else {
-        ApiError::new(
+fn too_large() -> ApiError {
+    ApiError::new(
+        Reason::RequestTooLarge,
+        format!("request body exceeds the {MAX_REQUEST_BYTES}-byte limit"),
+    )
+}
+
+/// Reads a request body: refused at once when its declared length is over the limit, cut off
+/// when it grows past the limit, and bounded in time (a client trickling its body cannot hold a
+/// connection slot beyond the request timeout).
+pub async fn read_body(
+    st: &AppState,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, MAX_REQUEST_BYTES);
+    match tokio::time::timeout(st.settings.request_timeout, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
             Reason::MalformedRequest,
-            format!("unreadable request body: {rejection}"),
-        )
+            "the request body did not arrive in time",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::new(
+            Reason::MalformedRequest,
+            format!("unreadable request body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
 

@@ -342,19 +342,31 @@ impl World {
         (status, reason)
     }
 
+    /// Sends only a request head announcing a `content_length`-byte body (no body follows) and
+    /// returns the status: a body over the limit must be refused from its declared length, before
+    /// anything is read (sending the whole body instead races the server's close).
+    pub fn announce_body(&self, path: &str, content_length: usize) -> (u16, String) {
+        self.raw(&format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\n\r\n"
+        ))
+    }
+
     fn get(&self, path: &str) -> (u16, String) {
+        self.raw(&format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ))
+    }
+
+    fn raw(&self, head: &str) -> (u16, String) {
         use std::io::{Read, Write};
         let config = ovsa_client::tls::client_config(&self.customer, &[self.server_pin()]).unwrap();
         let addr = self.server.as_ref().unwrap().addr;
         let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap())
             .unwrap();
         let mut s = rustls::StreamOwned::new(conn, tcp);
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
+        s.write_all(head.as_bytes()).unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         let status = out
