@@ -16,6 +16,11 @@
 //   status <model> <version>             watch <seconds> [poll-ms]
 //   options <model> <options-json>       retire <model>
 //   shutdown                             quit
+// Built with -DOVSA_WITH_OPENVINO (and the OpenVINO wheel's headers and libopenvino.so), also:
+//   infer <model> <version> [d0,d1,..]   infer-file <path> [d0,d1,..]
+// handing the loaded buffers to OpenVINO as OVMS does (IR: read_model(xml string, u8 weights
+// tensor); ONNX: read_model(model string, empty tensor)), compiling for CPU with
+// INFERENCE_PRECISION_HINT=f32 and printing a digest of the outputs for a fixed input.
 #include <dirent.h>
 #include <dlfcn.h>
 
@@ -33,6 +38,12 @@
 #include <vector>
 
 #include "ovms_custom_loader_interface.hpp"
+
+#ifdef OVSA_WITH_OPENVINO
+#include <cstring>
+
+#include <openvino/openvino.hpp>
+#endif
 
 using ovms::CustomLoaderInterface;
 using ovms::CustomLoaderStatus;
@@ -137,6 +148,71 @@ void watch(double seconds, int poll_ms) {
     }
 }
 
+#ifdef OVSA_WITH_OPENVINO
+std::vector<int64_t> parse_shape(const std::string& s) {
+    std::vector<int64_t> dims;
+    std::istringstream in(s);
+    std::string d;
+    while (std::getline(in, d, ',')) dims.push_back(std::stoll(d));
+    return dims;
+}
+
+// Reshapes dynamic inputs (to `shape` if given), compiles (CPU, f32), runs one inference on the
+// fixed input (f32: (k * 37 % 101) / 101) and returns the FNV-1a digest of all output bytes.
+uint64_t run_openvino(std::shared_ptr<ov::Model> model, const std::string& shape) {
+    static ov::Core core;
+    if (!shape.empty()) {
+        auto dims = parse_shape(shape);
+        model->reshape(ov::PartialShape(std::vector<ov::Dimension>(dims.begin(), dims.end())));
+    }
+    auto compiled = core.compile_model(model, "CPU", ov::hint::inference_precision(ov::element::f32));
+    auto request = compiled.create_infer_request();
+    for (size_t i = 0; i < compiled.inputs().size(); i++) {
+        ov::Tensor t = request.get_input_tensor(i);
+        if (t.get_element_type() == ov::element::f32) {
+            float* d = t.data<float>();
+            for (size_t k = 0; k < t.get_size(); k++) d[k] = static_cast<float>(k * 37 % 101) / 101.0f;
+        } else {
+            auto* d = static_cast<uint8_t*>(t.data());
+            for (size_t k = 0; k < t.get_byte_size(); k++) d[k] = static_cast<uint8_t>(k % 7);
+        }
+    }
+    request.infer();
+    std::vector<uint8_t> all;
+    for (size_t i = 0; i < compiled.outputs().size(); i++) {
+        ov::Tensor t = request.get_output_tensor(i);
+        auto* d = static_cast<const uint8_t*>(t.data());
+        all.insert(all.end(), d, d + t.get_byte_size());
+    }
+    return fnv1a(all);
+}
+
+// OVMS's ModelInstance: the buffers the custom loader filled become the model.
+void infer_loaded(const std::string& name, int number, const std::string& shape) {
+    static ov::Core core;
+    for (auto& v : models.at(name).versions) {
+        if (v.number != number || v.state != Version::LOADED) continue;
+        try {
+            std::string str(v.model.begin(), v.model.end());
+            std::shared_ptr<ov::Model> model;
+            if (v.weights.empty()) {
+                model = core.read_model(str, ov::Tensor());  // ONNX
+            } else {
+                ov::Tensor weights(ov::element::u8, ov::Shape{v.weights.size()});
+                std::memcpy(weights.data(), v.weights.data(), v.weights.size());
+                model = core.read_model(str, weights);  // IR
+            }
+            std::printf("infer %s %d %016llx\n", name.c_str(), number,
+                static_cast<unsigned long long>(run_openvino(model, shape)));
+        } catch (const std::exception& e) {
+            std::printf("infer %s %d exception %s\n", name.c_str(), number, e.what());
+        }
+        return;
+    }
+    std::printf("infer %s %d not-loaded\n", name.c_str(), number);
+}
+#endif
+
 void command(const std::string& line) {
     std::istringstream in(line);
     std::string cmd;
@@ -210,6 +286,23 @@ void command(const std::string& line) {
         loaders.clear();  // last shared_ptr: delete through the virtual destructor
         auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
         std::printf("shutdown ok %lld\n", static_cast<long long>(ms));
+#ifdef OVSA_WITH_OPENVINO
+    } else if (cmd == "infer") {
+        std::string name, shape;
+        int version = 0;
+        in >> name >> version >> shape;
+        infer_loaded(name, version, shape);
+    } else if (cmd == "infer-file") {
+        std::string path, shape;
+        in >> path >> shape;
+        try {
+            static ov::Core core;
+            std::printf("infer-file %016llx\n",
+                static_cast<unsigned long long>(run_openvino(core.read_model(path), shape)));
+        } catch (const std::exception& e) {
+            std::printf("infer-file exception %s\n", e.what());
+        }
+#endif
     } else {
         std::printf("unknown-command %s\n", cmd.c_str());
     }
