@@ -2,13 +2,14 @@
 # The demo: the whole story on one machine, end to end, on embedded defaults.
 # Installs what is missing (idempotent), builds what it needs (release), and runs in target/demo/.
 #
-#   Model owner: ISV keystore -> protect a real IR model -> license policy -> host TPM + VM vTPM
+#   Model owner: ISV keystore -> protect a generated IR model and a real pretrained ONNX model
+#   (PP-OCRv4 text detector) -> license policy -> host TPM + VM vTPM
 #   (swtpm, EK certificates from two private CAs) -> host quote stored in the vTPM -> TCB
 #   reference from the live vTPM (+ the host PCRs its evidence carries) -> sell a customer
 #   license + service registration -> verify every artifact -> owner-side decrypt -> a tampered
 #   package is refused.
 #   License service: ovsa-license-server on SQLite, the registration imported.
-#   Customer: an OVMS config.json; examples/host-server loads the model through
+#   Customer: an OVMS config.json; examples/host-server loads the models through
 #   libovsaruntime.so (TPM attestation, license check, decryption into OpenVINO's buffers),
 #   runs OpenVINO inference, prints the result and the load-time breakdown, and checks the
 #   outputs equal the plaintext model's; a revoked license is refused. Everything started is
@@ -58,13 +59,18 @@ step "1. Identities: the ISV, the customer, and the license service's TLS key (p
 "$T" keygen --keystore customer.ks --subject "CN=Customer One, O=Example Corp"
 "$T" keygen --keystore license-server.ks --subject "CN=license.acme.local"
 
-step "2. A real OpenVINO IR model (CNN classifier, ~4 MiB of weights)"
+step "2. Two models: an OpenVINO IR CNN (~4 MiB of weights) and a real pretrained one (PP-OCRv4 text detector, ONNX)"
 "$PY" "$ROOT/examples/models/make_model.py" model --weights-mib 4
+# The detector ships in the PyPI package rapidocr-openvino; setup.sh --openvino extracted it.
+mkdir -p det && cp "$ROOT/.venv/ppocr/ch_PP-OCRv4_det_infer.onnx" det/ppocr-det.onnx
+echo "det/ppocr-det.onnx: $(stat -c %s det/ppocr-det.onnx) bytes"
 
 step "3. Protect it: package (.dat) + master license (.masterlic)"
 "$T" protect --keystore isv.ks --name demo-cnn --version 1 --description "demo classifier" \
   --out demo-cnn.dat --master-license demo-cnn.masterlic model/model.xml model/model.bin
 "$T" inspect demo-cnn.dat | head -n 12
+"$T" protect --keystore isv.ks --name ppocr-det --version 1 --description "PP-OCRv4 text detector" \
+  --out ppocr-det.dat --master-license ppocr-det.masterlic det/ppocr-det.onnx
 
 step "4. License policy: 30 days from first use, 1000 loads, 2 machines, re-check every 10 min"
 "$T" licgen --keystore isv.ks --out 30day.config --name "30-day trial" --days 30 \
@@ -112,7 +118,9 @@ echo "vm.tcb: $(grep -c '"index"' vm.tcb) PCRs of the sha256 bank (vTPM 0-7, hos
 
 step "8. Sell a license to the customer"
 "$T" sale --keystore isv.ks --master-license demo-cnn.masterlic --config 30day.config --tcb vm.tcb \
-  --customer-cert customer.ks.crt --out demo-cnn.lic --registration demo-cnn.reg
+  --customer-cert customer.ks.crt --out demo-cnn.lic --registration demo-cnn.reg | tee sale.txt
+"$T" sale --keystore isv.ks --master-license ppocr-det.masterlic --config 30day.config --tcb vm.tcb \
+  --customer-cert customer.ks.crt --out ppocr-det.lic --registration ppocr-det.reg | sed -n 1p
 
 step "9. Every artifact verifies"
 for f in demo-cnn.dat demo-cnn.masterlic 30day.config vm.tcb demo-cnn.lic demo-cnn.reg; do
@@ -135,7 +143,7 @@ test ! -e t-out/model.bin && echo "refused; nothing written"
 
 step "12. The license service: ovsa-license-server on SQLite, the registration imported"
 DB="sqlite:$W/licenses.db"
-"$LS" --db "$DB" license add --trust-isv isv.ks.crt demo-cnn.reg
+"$LS" --db "$DB" license add --trust-isv isv.ks.crt demo-cnn.reg ppocr-det.reg
 "$LS" --db "$DB" serve --listen "127.0.0.1:$LS_PORT" \
   --tls-cert license-server.ks.crt --tls-key license-server.ks \
   --trust-ek-ca ca-vtpm/chain.pem --trust-host-ek-ca ca-host/chain.pem --require-host-evidence \
@@ -149,10 +157,11 @@ done
 head -n 1 license-server.log
 
 step "13. Customer (in the VM): an OVMS config.json with the ovsa custom loader and the model repository"
-# What the customer received: demo-cnn.dat + demo-cnn.lic; their own keystore. OVMS layout:
+# What the customer received: <model>.dat + <model>.lic; their own keystore. OVMS layout:
 # <base_path>/<version>/<controlled_access_file>.{dat,lic}.
-mkdir -p customer/models/demo-cnn/1
-cp demo-cnn.dat demo-cnn.lic customer/models/demo-cnn/1/
+for m in demo-cnn ppocr-det; do
+  mkdir -p "customer/models/$m/1" && cp "$m.dat" "$m.lic" "customer/models/$m/1/"
+done
 cp customer.ks customer/customer.ks
 cat > customer/loader.json <<EOF
 {"tcti": "$VM_TCTI", "ak_cache_dir": "$W/customer/ak-cache"}
@@ -166,25 +175,30 @@ cat > customer/config.json <<EOF
   "model_config_list": [
     {"config": {"name": "demo-cnn", "base_path": "$W/customer/models/demo-cnn",
                 "custom_loader_options": {"loader_name": "ovsa", "keystore": "$W/customer/customer.ks",
-                                          "controlled_access_file": "demo-cnn"}}}
+                                          "controlled_access_file": "demo-cnn"}}},
+    {"config": {"name": "ppocr-det", "base_path": "$W/customer/models/ppocr-det",
+                "custom_loader_options": {"loader_name": "ovsa", "keystore": "$W/customer/customer.ks",
+                                          "controlled_access_file": "ppocr-det"}}}
   ]
 }
 EOF
 cat customer/config.json
 
-step "14. Customer: load through libovsaruntime.so, OpenVINO inference, compared with the plaintext model"
-"$R/ovsa-host-server" --config customer/config.json --plaintext "demo-cnn=$W/model/model.xml"
+step "14. Customer: load through libovsaruntime.so, OpenVINO inference, compared with the plaintext models"
+HS=("$R/ovsa-host-server" --config customer/config.json --shape ppocr-det=1,3,320,320)
+"${HS[@]}" --plaintext "demo-cnn=$W/model/model.xml" --plaintext "ppocr-det=$W/det/ppocr-det.onnx"
 echo "-- a second start (AK cached in ak-cache/):"
-"$R/ovsa-host-server" --config customer/config.json 2>&1 | grep -E "plugin load|time to first result|\[ovsa\]\[info\].*loaded"
+"${HS[@]}" 2>&1 | grep -E "plugin load|time to first result|\[ovsa\]\[info\].*loaded"
 echo "-- the license service's audit log:"
 "$LS" --db "$DB" audit --limit 4
 
-step "15. The ISV revokes the license: the next load is refused, OpenVINO never sees the model"
-LIC=$("$LS" --db "$DB" license list | grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' | head -n 1)
+step "15. The ISV revokes the CNN's license: its next load is refused (OpenVINO never sees it), the detector still serves"
+LIC=$(grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' sale.txt | head -n 1)
 "$LS" --db "$DB" license revoke "$LIC"
-if out=$("$R/ovsa-host-server" --config customer/config.json 2>/dev/null); then
+if out=$("${HS[@]}" 2>/dev/null); then
   echo "$out"; echo "ERROR: revoked license accepted"; exit 1
 fi
-echo "$out" | grep FAILED
+echo "$out" | grep -E "FAILED|time to first result"
+echo "$out" | grep -q "model demo-cnn version 1: load FAILED" && echo "$out" | grep -q "model ppocr-det version 1: time to first result"
 
 step "Done. Artifacts are in $W"
