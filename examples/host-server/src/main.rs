@@ -660,3 +660,45 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_with(versions: &[&str]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for v in versions {
+            std::fs::create_dir(d.path().join(v)).unwrap();
+        }
+        std::fs::write(d.path().join("7"), b"a file, not a version").unwrap();
+        d
+    }
+
+    #[test]
+    fn version_policies_follow_ovms() {
+        let d = repo_with(&["1", "2", "10", "0", "x", "-3"]);
+        let p = |j: &str| serde_json::from_str::<Value>(j).unwrap();
+        assert_eq!(versions(d.path(), None).unwrap(), vec![10]);
+        assert_eq!(
+            versions(d.path(), Some(&p(r#"{"all":{}}"#))).unwrap(),
+            vec![1, 2, 10]
+        );
+        assert_eq!(
+            versions(d.path(), Some(&p(r#"{"latest":{"num_versions":2}}"#))).unwrap(),
+            vec![2, 10]
+        );
+        assert_eq!(
+            versions(d.path(), Some(&p(r#"{"specific":{"versions":[1,5,10]}}"#))).unwrap(),
+            vec![1, 10]
+        );
+        assert!(versions(d.path(), Some(&p(r#"{"specific":{}}"#))).is_err());
+        assert!(versions(&d.path().join("missing"), None).is_err());
+        assert!(versions(repo_with(&[]).path(), None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        assert_eq!(fnv1a(b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a(b"a"), 0xaf63dc4c8601ec8c);
+    }
+}
