@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: C toolchain bits for aws-lc-sys, the TPM stack (swtpm + tpm2-tss + tpm2-tools),
 # PostgreSQL server binaries (the license server's storage tests start a private server).
+# python3-venv: the OpenVINO venv (--openvino).
 APT_PACKAGES=(
   build-essential pkg-config cmake clang libclang-dev
   swtpm swtpm-tools tpm2-tools libtss2-dev
   postgresql
+  python3 python3-venv
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -27,7 +29,8 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 fi
-# Optional: a Python venv with the OpenVINO runtime from PyPI (for the demo and model tests).
+# A Python venv with the OpenVINO runtime from PyPI (demo, examples/host-server tests, the
+# OpenVINO part of tests/ovms_driver.rs; scripts/test.sh and scripts/demo.sh pass --openvino).
 # Enabled with --openvino or OVSA_WITH_OPENVINO=1. The venv lives in .venv/ (git-ignored).
 if [ "${1:-}" = "--openvino" ] || [ "${OVSA_WITH_OPENVINO:-0}" = "1" ]; then
   VENV=".venv"
