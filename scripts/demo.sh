@@ -34,9 +34,10 @@ rm -rf "$W" && mkdir -p "$W" && cd "$W"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port_pair() {  # a free TCP port P with P+1 also free, not in $*
+  # Below the ephemeral range (32768+): swtpm cannot bind a port that has TIME_WAIT sockets.
   local p
   while :; do
-    p=$(( 20000 + RANDOM % 20000 ))
+    p=$(( 20000 + RANDOM % 12000 ))
     case " $* " in *" $p "*|*" $((p + 1)) "*|*" $((p - 1)) "*) continue ;; esac
     in_use "$p" || in_use $((p + 1)) || break
   done
