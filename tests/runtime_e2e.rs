@@ -205,6 +205,13 @@ fn leases_ride_out_outages_within_grace_then_blacklist_and_recover() {
     assert_eq!(plugin.status("m", 1), MODEL_BLACKLISTED);
     assert_eq!(plugin.unload("m", 1), OK);
     assert_eq!(plugin.status("m", 1), MODEL_BLACKLISTED);
+    // License reinstated: at the next recheck the host's reload succeeds.
+    f.w.reinstate(lic.body().license_guid);
+    assert!(eventually(6, || plugin.status("m", 1) == OK), "no recheck");
+    let l = plugin.load("m", &base, 1, OPTIONS);
+    assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
+    assert_eq!(plugin.status("m", 1), OK);
+    assert_eq!(plugin.unload("m", 1), OK);
     // Retire forgets it.
     assert_eq!(plugin.retire("m"), OK);
     assert_eq!(plugin.status("m", 1), OK);

@@ -104,6 +104,11 @@ enum LicenseCmd {
         /// License GUID.
         guid: Uuid,
     },
+    /// Lift a revocation: the license checks again from the next request.
+    Reinstate {
+        /// License GUID.
+        guid: Uuid,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -392,6 +397,28 @@ async fn license(cmd: LicenseCmd, file: FileConfig, db: &str) -> Result<(), Main
                 })
                 .await?;
             println!("revoked license {guid}: the next check of any runtime using it is refused");
+            Ok(())
+        }
+        LicenseCmd::Reinstate { guid } => {
+            if !store.reinstate(guid).await? {
+                return Err(MainError::Other(format!(
+                    "license {guid} is not registered"
+                )));
+            }
+            store
+                .append_audit(&AuditEntry {
+                    at: now,
+                    license_guid: Some(guid),
+                    client: "admin".into(),
+                    action: "reinstate".into(),
+                    purpose: None,
+                    result: "ok".into(),
+                    reason: None,
+                    message: "revocation lifted".into(),
+                    instance_id: None,
+                })
+                .await?;
+            println!("reinstated license {guid}: checks are granted again under its policy");
             Ok(())
         }
     }

@@ -177,8 +177,13 @@ fn admin_commands_on_sqlite() {
     assert!(!show.contains("key_share"), "the share must never be shown");
     ok(d, &["--db", db, "license", "revoke", &guid]);
     assert!(ok(d, &["--db", db, "license", "list"]).contains("revoked"));
+    ok(d, &["--db", db, "license", "reinstate", &guid]);
+    assert!(ok(d, &["--db", db, "license", "list"]).contains("active"));
     let audit = ok(d, &["--db", db, "audit", "--license", &guid]);
-    assert!(audit.contains("revoke") && audit.contains("add"), "{audit}");
+    assert!(
+        audit.contains("revoke") && audit.contains("add") && audit.contains("reinstate"),
+        "{audit}"
+    );
     let err = fails(
         d,
         &[

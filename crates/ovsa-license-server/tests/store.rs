@@ -266,6 +266,19 @@ async fn revocation(db: TestDb) {
         store.activations(lic.license_guid).await.unwrap()[0].checks,
         1
     );
+    // Reinstated: granted again; unknown licenses report false.
+    assert!(store.reinstate(lic.license_guid).await.unwrap());
+    assert!(!store.reinstate(Uuid::new_v4()).await.unwrap());
+    assert_eq!(
+        store
+            .license(lic.license_guid)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        None
+    );
+    assert!(granted(&load(&store, lic.license_guid, vm, later).await));
 }
 
 async fn sessions_single_use_and_purge(db: TestDb) {

@@ -323,6 +323,11 @@ impl Store {
         dispatch!(self, s => s.revoke(guid, at).await)
     }
 
+    /// Lifts a revocation (the license checks again from the next request). `false` if unknown.
+    pub async fn reinstate(&self, guid: Uuid) -> StoreResult<bool> {
+        dispatch!(self, s => s.reinstate(guid).await)
+    }
+
     /// Stores a new session.
     pub async fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
         dispatch!(self, s => s.put_session(session).await)

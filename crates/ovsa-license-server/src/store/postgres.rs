@@ -135,6 +135,7 @@ const ACTIVATIONS: &str = "SELECT instance_id, first_seen, last_seen, checks FRO
      WHERE license_guid = $1 ORDER BY first_seen, instance_id";
 const REVOKE: &str =
     "UPDATE licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE license_guid = $1";
+const REINSTATE: &str = "UPDATE licenses SET revoked_at = NULL WHERE license_guid = $1";
 const PUT_SESSION: &str = concat!(
     "INSERT INTO sessions (",
     session_columns!(),
@@ -485,6 +486,14 @@ impl PgStore {
             .client
             .execute(&st, &[&guid.to_string(), &codec::ts(at)])
             .await?;
+        Ok(n > 0)
+    }
+
+    /// Lifts a revocation.
+    pub async fn reinstate(&self, guid: Uuid) -> StoreResult<bool> {
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(REINSTATE).await?;
+        let n = c.client.execute(&st, &[&guid.to_string()]).await?;
         Ok(n > 0)
     }
 

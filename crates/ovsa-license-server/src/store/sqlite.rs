@@ -286,6 +286,18 @@ impl SqliteStore {
         .await
     }
 
+    /// Lifts a revocation.
+    pub async fn reinstate(&self, guid: Uuid) -> StoreResult<bool> {
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE licenses SET revoked_at = NULL WHERE license_guid = ?1",
+                params![guid.to_string()],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     /// Stores a new session.
     pub async fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
         let raw = RawSession::encode(session);

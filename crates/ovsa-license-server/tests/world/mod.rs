@@ -327,6 +327,10 @@ impl World {
             .unwrap());
     }
 
+    pub fn reinstate(&self, guid: uuid::Uuid) {
+        assert!(self.rt.block_on(self.state.store.reinstate(guid)).unwrap());
+    }
+
     fn connect(&self, customer: &Keystore) -> Connection {
         let config = ovsa_client::tls::client_config(customer, &[self.server_pin()]).unwrap();
         Connection::open(&self.url(), Arc::new(config), Duration::from_secs(10)).unwrap()
