@@ -256,8 +256,10 @@ fn concurrent_loads_of_two_models_and_fast_unload() {
         let t = std::time::Instant::now();
         assert_eq!(plugin.unload("a", 1), OK);
         assert_eq!(plugin.unload("b", 2), OK);
+        // Well under the 1 s renewal period: unload does not wait for a worker's sleep
+        // (generous against scheduling noise on a loaded 2-core CI machine).
         assert!(
-            t.elapsed() < std::time::Duration::from_millis(200),
+            t.elapsed() < std::time::Duration::from_millis(500),
             "{:?}",
             t.elapsed()
         );
@@ -268,7 +270,7 @@ fn concurrent_loads_of_two_models_and_fast_unload() {
         for _ in 0..50 {
             let t = std::time::Instant::now();
             assert_eq!(plugin.status("a", 1), OK);
-            assert!(t.elapsed() < std::time::Duration::from_millis(50));
+            assert!(t.elapsed() < std::time::Duration::from_millis(100));
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         assert_eq!(h.join().unwrap().status, MODEL_TYPE_IR);
@@ -276,7 +278,7 @@ fn concurrent_loads_of_two_models_and_fast_unload() {
     // Freeing the loader with a live worker returns at once.
     let t = std::time::Instant::now();
     drop(plugin);
-    assert!(t.elapsed() < std::time::Duration::from_millis(200));
+    assert!(t.elapsed() < std::time::Duration::from_millis(500));
 }
 
 /// Output buffers that stop the load between the license check and the decryption until the
@@ -421,7 +423,7 @@ fn hammering_the_c_api_from_several_threads_is_safe() {
                         _ => {
                             let t0 = std::time::Instant::now();
                             assert_eq!(plugin.status("a", v), OK);
-                            assert!(t0.elapsed() < std::time::Duration::from_millis(50));
+                            assert!(t0.elapsed() < std::time::Duration::from_millis(100));
                         }
                     }
                 }
@@ -433,7 +435,7 @@ fn hammering_the_c_api_from_several_threads_is_safe() {
     assert_eq!(plugin.unload("a", 2), OK);
     let t = std::time::Instant::now();
     drop(plugin);
-    assert!(t.elapsed() < std::time::Duration::from_millis(200));
+    assert!(t.elapsed() < std::time::Duration::from_millis(500));
 }
 
 #[test]
