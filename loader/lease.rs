@@ -68,10 +68,11 @@ pub(crate) fn spawn(
     let stop = Arc::new(Stop::default());
     let worker = Worker { stop: stop.clone() };
     let label = format!("model {name} version {version}");
-    let log = inner.log;
+    let (thread_inner, thread_state) = (inner.clone(), state.clone());
     let spawned = std::thread::Builder::new()
         .name(format!("ovsa-lease-{version}"))
         .spawn(move || {
+            let (inner, state) = (thread_inner, thread_state);
             // A panic here must not reach the host; the version simply stops renewing, and
             // the grace logic no longer runs, so blacklist it.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -87,7 +88,8 @@ pub(crate) fn spawn(
     if let Err(e) = spawned {
         // Without a worker nobody renews: fail safe.
         worker.stop();
-        log.error(format_args!(
+        inner.blacklist(&state);
+        inner.log.error(format_args!(
             "model {name} version {version}: cannot start the lease worker ({e}); blacklisted"
         ));
     }

@@ -289,7 +289,17 @@ impl Loader {
         }
         let key: Key = (name.to_string(), version);
         let (state, cancelled) = self.begin_load(&key)?;
-        let result = self.fetch_and_decrypt(base_path, version, options_json, &state, out);
+        // A panic (a bug) must neither leave partial plaintext in the host's buffers nor leave
+        // the version stuck in "loading": catch it here, wipe, and finish the load as failed.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.fetch_and_decrypt(base_path, version, options_json, &state, &mut *out)
+        }))
+        .unwrap_or_else(|_| {
+            out.wipe();
+            Err(LoadError(
+                "internal error while loading (a bug: please report it); buffers wiped".into(),
+            ))
+        });
         let decrypted = result.is_ok();
         let finished = self.finish_load(key, state, cancelled, result);
         if decrypted && finished.is_err() {
@@ -358,21 +368,24 @@ impl Loader {
         let ours = matches!(versions.get(&key), Some(Entry { activity: Activity::Loading { cancelled: c }, .. }) if Arc::ptr_eq(c, &cancelled));
         match result {
             Ok((model_type, granted, breakdown)) if ours && !cancelled.load(Ordering::Acquire) => {
-                if self.inner.unblacklist(&state) {
-                    self.inner.log.info(format_args!(
-                        "model {} version {}: license valid again; no longer blacklisted",
-                        key.0, key.1
-                    ));
-                }
+                let was_blacklisted = self.inner.unblacklist(&state);
                 let worker =
                     lease::spawn(self.inner.clone(), &key.0, key.1, state.clone(), granted);
                 versions.insert(
-                    key,
+                    key.clone(),
                     Entry {
                         state,
                         activity: Activity::Loaded { worker },
                     },
                 );
+                // Log after releasing the map: a slow stderr must never hold up the status poll.
+                drop(versions);
+                if was_blacklisted {
+                    self.inner.log.info(format_args!(
+                        "model {} version {}: license valid again; no longer blacklisted",
+                        key.0, key.1
+                    ));
+                }
                 Ok((model_type, breakdown))
             }
             Ok(_) => Err(LoadError(
@@ -572,18 +585,26 @@ impl Loader {
         let Some(entry) = versions.get_mut(&key) else {
             return;
         };
-        match std::mem::replace(&mut entry.activity, Activity::Unloaded) {
+        let was_loaded = match std::mem::replace(&mut entry.activity, Activity::Unloaded) {
             Activity::Loaded { worker } => {
                 worker.stop();
-                self.inner
-                    .log
-                    .info(format_args!("model {name} version {version}: unloaded"));
+                true
             }
-            Activity::Loading { cancelled } => cancelled.store(true, Ordering::Release),
-            Activity::Unloaded => {}
-        }
+            Activity::Loading { cancelled } => {
+                cancelled.store(true, Ordering::Release);
+                false
+            }
+            Activity::Unloaded => false,
+        };
         if !entry.state.blacklisted.load(Ordering::Acquire) {
             versions.remove(&key);
+        }
+        // Log after releasing the map: a slow stderr must never hold up the status poll.
+        drop(versions);
+        if was_loaded {
+            self.inner
+                .log
+                .info(format_args!("model {name} version {version}: unloaded"));
         }
     }
 
@@ -605,6 +626,7 @@ impl Loader {
             }
             false
         });
+        drop(versions);
         self.inner.log.info(format_args!("model {name}: retired"));
     }
 

@@ -6,12 +6,14 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: C toolchain bits for aws-lc-sys, the TPM stack (swtpm + tpm2-tss + tpm2-tools),
 # PostgreSQL server binaries (the license server's storage tests start a private server).
-# python3-venv: the OpenVINO venv (--openvino).
+# python3-venv: the OpenVINO venv (--openvino). valgrind: the plugin's memcheck test
+# (tests/ovms_driver.rs).
 APT_PACKAGES=(
   build-essential pkg-config cmake clang libclang-dev
   swtpm swtpm-tools tpm2-tools libtss2-dev
   postgresql
   python3 python3-venv
+  valgrind
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

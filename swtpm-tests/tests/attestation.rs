@@ -91,11 +91,7 @@ fn attest_once(
     let q = vtpm
         .quote(ak, &qd, HashAlg::Sha256, &VTPM_PCRS)
         .expect("quote");
-    let host_evidence = match host::read_host_evidence_blob(vtpm) {
-        Ok(b) => Some(b),
-        Err(TpmError::HostBlob(HostBlobError::Missing)) => None,
-        Err(e) => panic!("{e}"),
-    };
+    let host_evidence = host::read_host_evidence_blob_if_present(vtpm).expect("host evidence");
     (
         Evidence {
             ek_cert,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ovsa_core::attest::{CredentialChallenge, HashAlg, PcrSet};
-use ovsa_tpm::{AkAlg, AkBlob, EkKind, Tpm, TpmError};
+use ovsa_tpm::{AkAlg, AkBlob, EkKind, Tpm};
 use zeroize::Zeroizing;
 
 use crate::error::ClientError;
@@ -129,11 +129,9 @@ impl Attester for TpmAttester {
     }
 
     fn host_evidence(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
-        match ovsa_tpm::host::read_host_evidence_blob(&mut self.tpm) {
-            Ok(blob) => Ok(Some(blob)),
-            Err(TpmError::NvIndexMissing(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(ovsa_tpm::host::read_host_evidence_blob_if_present(
+            &mut self.tpm,
+        )?)
     }
 
     fn command_count(&self) -> u64 {

@@ -64,20 +64,35 @@ struct ServeArgs {
     /// TLS private key (PEM) or an OVSA keystore.
     #[arg(long, env = "OVSA_LS_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
-    /// CA certificates (PEM) that vTPM EK certificates must chain to (repeatable).
-    #[arg(long, value_name = "PEM")]
+    /// CA certificates (PEM) that vTPM EK certificates must chain to (repeatable; in the
+    /// environment a comma-separated list).
+    #[arg(
+        long,
+        env = "OVSA_LS_TRUST_EK_CA",
+        value_delimiter = ',',
+        value_name = "PEM"
+    )]
     trust_ek_ca: Vec<PathBuf>,
-    /// TPM vendor CA certificates (PEM) for host TPM EK certificates (repeatable).
-    #[arg(long, value_name = "PEM")]
+    /// TPM vendor CA certificates (PEM) for host TPM EK certificates (repeatable; in the
+    /// environment a comma-separated list).
+    #[arg(
+        long,
+        env = "OVSA_LS_TRUST_HOST_EK_CA",
+        value_delimiter = ',',
+        value_name = "PEM"
+    )]
     trust_host_ek_ca: Vec<PathBuf>,
     /// Refuse attestations without host evidence.
-    #[arg(long)]
+    #[arg(long, env = "OVSA_LS_REQUIRE_HOST_EVIDENCE")]
     require_host_evidence: bool,
-    /// Seconds a challenge stays valid.
-    #[arg(long, value_name = "SECONDS")]
+    /// Seconds a challenge stays valid [default: 60].
+    #[arg(long, env = "OVSA_LS_SESSION_TTL", value_name = "SECONDS")]
     session_ttl: Option<u64>,
-    /// Most connections served at once.
-    #[arg(long, value_name = "N")]
+    /// Seconds one request may take, body included [default: 10].
+    #[arg(long, env = "OVSA_LS_REQUEST_TIMEOUT", value_name = "SECONDS")]
+    request_timeout: Option<u64>,
+    /// Most connections served at once [default: 256].
+    #[arg(long, env = "OVSA_LS_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
 }
 
@@ -88,8 +103,14 @@ enum LicenseCmd {
         /// The records.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Certificates of the ISVs whose registrations are accepted (repeatable).
-        #[arg(long, value_name = "CERT")]
+        /// Certificates of the ISVs whose registrations are accepted (repeatable; in the
+        /// environment a comma-separated list).
+        #[arg(
+            long,
+            env = "OVSA_LS_TRUST_ISV",
+            value_delimiter = ',',
+            value_name = "CERT"
+        )]
         trust_isv: Vec<PathBuf>,
     },
     /// List licenses.
@@ -199,7 +220,7 @@ async fn serve(a: ServeArgs, file: FileConfig, db: &str) -> Result<(), MainError
         return Err(ConfigError::Missing(
             "at least one vTPM EK CA",
             "trust-ek-ca",
-            "(no env)",
+            "OVSA_LS_TRUST_EK_CA",
             "trust_ek_ca",
         )
         .into());
@@ -225,7 +246,9 @@ async fn serve(a: ServeArgs, file: FileConfig, db: &str) -> Result<(), MainError
             ),
             require_host_evidence: a.require_host_evidence
                 || file.require_host_evidence.unwrap_or(false),
-            request_timeout: Duration::from_secs(file.request_timeout_seconds.unwrap_or(10)),
+            request_timeout: Duration::from_secs(
+                pick(a.request_timeout, file.request_timeout_seconds).unwrap_or(10),
+            ),
         },
         metrics: Default::default(),
     });
@@ -278,7 +301,7 @@ async fn license(cmd: LicenseCmd, file: FileConfig, db: &str) -> Result<(), Main
                 return Err(ConfigError::Missing(
                     "the ISV certificate that signs registrations",
                     "trust-isv",
-                    "(no env)",
+                    "OVSA_LS_TRUST_ISV",
                     "trust_isv",
                 )
                 .into());

@@ -254,3 +254,92 @@ fn configuration_errors_are_clear() {
     );
     assert!(err.contains("s.crt"), "{err}");
 }
+
+/// `serve` from a TOML file plus environment variables: it answers /healthz over mutual TLS 1.3,
+/// and SIGTERM stops it gracefully (exit status 0).
+#[test]
+fn serve_from_toml_and_env_answers_and_stops_on_sigterm() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let gen = |s: &str| {
+        Keystore::generate(KeyAlgorithm::EcdsaP256, s, 30)
+            .unwrap()
+            .0
+    };
+    let (server_ks, client_ks, ek_ca) = (gen("CN=server"), gen("CN=client"), gen("CN=ek-ca"));
+    std::fs::write(d.join("s.crt"), server_ks.certificate().to_pem()).unwrap();
+    server_ks
+        .save(&d.join("s.ks"), &KeystoreProtection::None, true)
+        .unwrap();
+    std::fs::write(d.join("ek-ca.pem"), ek_ca.certificate().to_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        d.join("ls.toml"),
+        format!("listen = \"127.0.0.1:{port}\"\ntls_cert = \"s.crt\"\nsession_ttl_seconds = 30\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ovsa-license-server"))
+        .current_dir(d)
+        .env("OVSA_LS_CONFIG", "ls.toml")
+        .env("OVSA_LS_DB", "sqlite:served.db")
+        .env("OVSA_LS_TLS_KEY", "s.ks")
+        .env("OVSA_LS_TRUST_EK_CA", "ek-ca.pem")
+        .env("OVSA_LS_MAX_CONNECTIONS", "8")
+        .arg("serve")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ovsa-license-server serve");
+
+    let config = Arc::new(
+        ovsa_client::tls::client_config(&client_ks, &[Pin(server_ks.certificate().spki_pin())])
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let conn =
+                rustls::ClientConnection::new(config.clone(), "localhost".try_into().unwrap())
+                    .map_err(std::io::Error::other)?;
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            Ok(out)
+        })();
+        match attempt {
+            Ok(out) if !out.is_empty() => break out,
+            _ if Instant::now() > deadline => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "server did not answer: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(d.join("served.db").exists());
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+    assert!(err.contains("shutting down"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

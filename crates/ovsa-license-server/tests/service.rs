@@ -180,6 +180,21 @@ fn replayed_sessions_and_tampered_evidence_are_refused() {
     let (first, second) = w.attest_twice(&lic, &vtpm);
     assert!(first.is_ok(), "{:?}", first.err());
     assert_eq!(refused(second.map(|_| ())), Reason::UnknownSession);
+    // The replay is in the audit log (it names no license: the session is gone).
+    assert!(
+        w.audit_all().iter().any(|e| e.license_guid.is_none()
+            && e.result == "refused"
+            && e.reason == Some(Reason::UnknownSession)),
+        "replay not audited"
+    );
+    // An ephemeral key that cannot receive the share is refused without spending a use: the
+    // license's one use is still there afterwards.
+    let once = w.sell(perpetual(Some(1), None), &w.customer, None);
+    assert_eq!(
+        refused(w.check_tampered(&once, &vtpm, world::Tamper::EphemeralKey)),
+        Reason::MalformedRequest
+    );
+    w.check(&once, &w.customer, &vtpm, Purpose::Load).unwrap();
     // Tampered PCR values in the evidence.
     assert_eq!(
         refused(w.check_tampered(&lic, &vtpm, world::Tamper::PcrValue)),

@@ -203,6 +203,16 @@ pub fn read_host_evidence_blob(vtpm: &mut Tpm) -> Result<Vec<u8>> {
     Ok(blob)
 }
 
+/// Like [`read_host_evidence_blob`], but a vTPM without host evidence gives `Ok(None)` (the
+/// license may not need it); a partial or corrupt blob is still an error.
+pub fn read_host_evidence_blob_if_present(vtpm: &mut Tpm) -> Result<Option<Vec<u8>>> {
+    match read_host_evidence_blob(vtpm) {
+        Ok(blob) => Ok(Some(blob)),
+        Err(TpmError::HostBlob(HostBlobError::Missing)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Read and decode the host evidence from NV (inside the VM).
 pub fn read_host_evidence(vtpm: &mut Tpm) -> Result<HostEvidence> {
     let blob = read_host_evidence_blob(vtpm)?;

@@ -242,9 +242,10 @@ pub struct LicgenArgs {
     /// Seconds between license re-checks (60..=86400).
     #[arg(long, value_name = "SECONDS", default_value_t = ovsa_core::license::policy::DEFAULT_LEASE_SECONDS)]
     pub lease: u32,
-    /// License service URL, https://HOST:PORT.
-    #[arg(long, value_name = "URL")]
-    pub server: String,
+    /// License service URL, https://HOST:PORT. Repeat it for fallback addresses of the same
+    /// service (tried in order when one is unreachable; all pinned to --server-cert's key).
+    #[arg(long, value_name = "URL", required = true)]
+    pub server: Vec<String>,
     /// The license service's TLS certificate (its key is pinned).
     #[arg(long, value_name = "CERT")]
     pub server_cert: PathBuf,

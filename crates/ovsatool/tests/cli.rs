@@ -197,6 +197,20 @@ fn owner_flow_ir_and_onnx_round_trip_through_the_cli() {
             reg_json.contains("<redacted: secret>"),
             "registration share must not be printed"
         );
+        // Nor when the signature fails: a tampered registration still carries the real share.
+        let mut raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join(&reg)).unwrap()).unwrap();
+        let share = raw["body"]["key_share"].as_str().unwrap().to_string();
+        raw["body"]["model_version"] = "tampered".into();
+        std::fs::write(d.join("tampered.reg"), raw.to_string()).unwrap();
+        let o = tool(d, &["inspect", "tampered.reg"]);
+        let shown = String::from_utf8_lossy(&o.stdout);
+        assert!(!o.status.success(), "{shown}");
+        assert!(
+            shown.contains("INVALID") && shown.contains("<redacted: secret>"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&share), "share printed: {shown}");
         let out_dir = format!("{name}-out");
         ok(
             d,
@@ -544,4 +558,94 @@ fn passphrase_keystores_and_ca_signed_certificates() {
     .unwrap();
     let err = fails(d, &["inspect", "--trust-ca", "other-ca.pem", "cust.ks.crt"]);
     assert!(err.contains("not trusted"), "{err}");
+    // --chain must be the issuing CA's chain.
+    let err = fails(
+        d,
+        &[
+            "keygen",
+            "--keystore",
+            "cust.ks",
+            "--import-cert",
+            "issued.pem",
+            "--chain",
+            "other-ca.pem",
+        ],
+    );
+    assert!(err.contains("does not chain"), "{err}");
+
+    // Importing into a passphrase-protected keystore keeps the key encrypted (no --encrypt).
+    let enc_csr = std::fs::read_to_string(d.join("enc.ks.csr")).unwrap();
+    let enc_issued = cert::sign_csr(&enc_csr, &ca_key, &ca, 90).unwrap();
+    std::fs::write(d.join("enc-issued.pem"), enc_issued.to_pem()).unwrap();
+    ok(
+        d,
+        &[
+            "keygen",
+            "--keystore",
+            "enc.ks",
+            "--passphrase-file",
+            "pass",
+            "--import-cert",
+            "enc-issued.pem",
+            "--chain",
+            "ca.pem",
+        ],
+    );
+    let raw = std::fs::read_to_string(d.join("enc.ks")).unwrap();
+    assert!(
+        raw.contains("pbkdf2-sha256+aes-256-gcm") && !raw.contains("pkcs8"),
+        "key written in clear: {raw}"
+    );
+    let out = ok(d, &["inspect", "enc.ks.crt"]);
+    assert!(out.contains("Customer CA"), "{out}");
+}
+
+#[test]
+fn licgen_date_window_and_fallback_servers() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(
+        d,
+        &["keygen", "--keystore", "isv.ks", "--subject", "CN=isv"],
+    );
+    let licgen = |extra: &[&str]| {
+        let mut args = vec![
+            "licgen",
+            "--keystore",
+            "isv.ks",
+            "--out",
+            "w.config",
+            "--force",
+            "--server-cert",
+            "isv.ks.crt",
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let args = licgen(&[
+        "--not-before",
+        "2026-01-01",
+        "--not-after",
+        "2027-06-30",
+        "--server",
+        "https://ls-a.example:8443",
+        "--server",
+        "https://[::1]:9443",
+    ]);
+    ok(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let shown = ok(d, &["inspect", "w.config"]);
+    for want in [
+        "2026-01-01T00:00:00Z",
+        "2027-06-30T23:59:59Z",
+        "https://ls-a.example:8443",
+        "https://[::1]:9443",
+    ] {
+        assert!(shown.contains(want), "{want}: {shown}");
+    }
+    let args = licgen(&["--not-after", "2027-13-40", "--server", "https://h:1"]);
+    let err = fails(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("2027-13-40"), "{err}");
+    let args = licgen(&["--perpetual", "--server", "https://[::1]junk"]);
+    let err = fails(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("after the IPv6 address"), "{err}");
 }

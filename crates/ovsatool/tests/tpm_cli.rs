@@ -38,6 +38,15 @@ fn host_quote_tcb_from_tpm_and_attest_with_tpm2_tools_cross_check() {
         d,
         &["keygen", "--keystore", "isv.ks", "--subject", "CN=isv"],
     );
+    // Before host-quote the vTPM holds no host evidence: attest still works and says so.
+    ok(
+        d,
+        &["attest", "--tcti", &vtpm, "--nonce", "00", "--out", "ev0"],
+    );
+    let ev0: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("ev0/evidence.json")).unwrap()).unwrap();
+    assert!(ev0["host_evidence"].is_null(), "{ev0}");
+
     let out = ok(
         d,
         &["host-quote", "--host-tcti", &host, "--vtpm-tcti", &vtpm],

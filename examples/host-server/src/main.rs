@@ -81,7 +81,6 @@ struct Loader {
     unload: UnloadFn,
     free: FreeFn,
     last_error: LastErrorFn,
-    _lib: libloading::Library,
 }
 
 impl Loader {
@@ -89,8 +88,12 @@ impl Loader {
         // SAFETY: loading the plugin runs no initialisers with preconditions; the symbols are
         // declared with the exact signatures of include/ovsa_runtime.h.
         unsafe {
-            let lib = libloading::Library::new(library)
-                .map_err(|e| format!("cannot load {}: {e}", library.display()))?;
+            // Never unloaded (OVMS never calls dlclose either): lease worker threads of a
+            // freed loader may still be finishing a renewal inside the library's code.
+            let lib: &'static libloading::Library = Box::leak(Box::new(
+                libloading::Library::new(library)
+                    .map_err(|e| format!("cannot load {}: {e}", library.display()))?,
+            ));
             let sym = |name: &[u8]| -> Result<*mut c_void, String> {
                 lib.get::<*mut c_void>(name)
                     .map(|s| *s)
@@ -112,7 +115,6 @@ impl Loader {
                 unload,
                 free,
                 last_error,
-                _lib: lib,
             })
         }
     }

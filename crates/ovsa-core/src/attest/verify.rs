@@ -66,12 +66,22 @@ pub struct Evidence {
 }
 
 /// Server-side state of an issued credential challenge. Holds the secret: keep it server-side
-/// only, single use.
-#[derive(Debug, Clone)]
+/// only, single use. Its `Debug` output leaves the secret out.
+#[derive(Clone)]
 pub struct PendingCredential {
     ek_cert_sha256: [u8; 32],
     ak_name: Vec<u8>,
     secret: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for PendingCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCredential")
+            .field("ek_cert_sha256", &hex::encode(self.ek_cert_sha256))
+            .field("ak_name", &hex::encode(&self.ak_name))
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 impl PendingCredential {

@@ -256,6 +256,23 @@ impl Keystore {
         Keystore::from_parts(key, certificate, chain)
     }
 
+    /// Whether the keystore file's private key is passphrase-protected (reads the file's
+    /// envelope only; no passphrase needed).
+    pub fn file_is_passphrase_protected(path: &Path) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            private_key: Protection,
+        }
+        #[derive(Deserialize)]
+        struct Protection {
+            protection: String,
+        }
+        let bytes = Zeroizing::new(fsutil::read_limited(path, MAX_JSON_ARTIFACT)?);
+        let env: Envelope = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::malformed("keystore", format!("{}: {e}", path.display())))?;
+        Ok(env.private_key.protection != "none")
+    }
+
     /// Reads a keystore file.
     pub fn load(path: &Path, passphrase: Option<&str>) -> Result<Self> {
         let bytes = Zeroizing::new(fsutil::read_limited(path, MAX_JSON_ARTIFACT)?);

@@ -34,17 +34,38 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
     let req: AttestRequest = parse_body(body)?;
     let now = OffsetDateTime::now_utc();
     // Single use: the session is deleted as it is read, so a replay finds nothing.
-    let session = st
+    let session = match st
         .store
         .take_session(req.session_id)
         .await
         .map_err(|e| ApiError::internal("loading session", e))?
-        .ok_or_else(|| {
-            ApiError::new(
+    {
+        Some(session) => session,
+        None => {
+            // A replay is the refusal an operator most wants to see: audit it too (the session,
+            // and with it the license, is unknown by now).
+            let e = ApiError::new(
                 Reason::UnknownSession,
                 "unknown attestation session: it was already used (replay), expired, or never issued; ask for a new challenge",
+            );
+            audit(
+                st,
+                AuditEntry {
+                    at: now,
+                    license_guid: None,
+                    client: conn.audit_name(),
+                    action: "attest".into(),
+                    purpose: None,
+                    result: "refused".into(),
+                    reason: Some(e.reason),
+                    message: format!("session {}: {}", req.session_id, e.message),
+                    instance_id: None,
+                },
             )
-        })?;
+            .await;
+            return Err(e);
+        }
+    };
     let mut instance = None;
     let result = async {
         if now > session.expires_at {
@@ -63,6 +84,25 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
         let verified = verify_session_evidence(st, conn, &session, &license, &req, now)?;
         instance = Some(verified.ek_cert_sha256);
         let purpose = session.purpose;
+        // Seal before counting the use: a request whose ephemeral key cannot receive the share
+        // is refused without spending a use (the seal is only returned if the policy grants).
+        let sealed = match purpose {
+            Purpose::Renew => None,
+            Purpose::Load => {
+                let share = KeyShare::from_bytes(&license.key_share)
+                    .map_err(|e| ApiError::internal("stored key share", e))?;
+                Some(
+                    seal_share(
+                        &share,
+                        &req.ephemeral_public_key,
+                        &session.nonce,
+                        &session.session_id,
+                        &session.license_guid,
+                    )
+                    .map_err(|e| ApiError::new(Reason::MalformedRequest, e.to_string()))?,
+                )
+            }
+        };
         let decision = st
             .store
             .record_use(
@@ -80,33 +120,14 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
             }
             Decision::Grant {
                 uses, not_after, ..
-            } => {
-                let sealed = match purpose {
-                    Purpose::Renew => None,
-                    Purpose::Load => {
-                        let share = KeyShare::from_bytes(&license.key_share)
-                            .map_err(|e| ApiError::internal("stored key share", e))?;
-                        Some(
-                            seal_share(
-                                &share,
-                                &req.ephemeral_public_key,
-                                &session.nonce,
-                                &session.session_id,
-                                &session.license_guid,
-                            )
-                            .map_err(|e| ApiError::new(Reason::MalformedRequest, e.to_string()))?,
-                        )
-                    }
-                };
-                Ok(AttestResponse {
-                    license_guid: session.license_guid,
-                    share: sealed,
-                    lease_seconds: license.lease_seconds,
-                    uses,
-                    usage_limit: license.policy.usage_limit,
-                    not_after: not_after.map(format_rfc3339),
-                })
-            }
+            } => Ok(AttestResponse {
+                license_guid: session.license_guid,
+                share: sealed,
+                lease_seconds: license.lease_seconds,
+                uses,
+                usage_limit: license.policy.usage_limit,
+                not_after: not_after.map(format_rfc3339),
+            }),
         }
     }
     .await;

@@ -308,9 +308,18 @@ impl World {
     }
 
     pub fn audit(&self, guid: uuid::Uuid) -> Vec<AuditEntry> {
+        self.audit_filtered(Some(guid))
+    }
+
+    /// The whole audit log (also entries that name no license, e.g. replays).
+    pub fn audit_all(&self) -> Vec<AuditEntry> {
+        self.audit_filtered(None)
+    }
+
+    fn audit_filtered(&self, license_guid: Option<uuid::Uuid>) -> Vec<AuditEntry> {
         self.rt
             .block_on(self.state.store.audit(&AuditFilter {
-                license_guid: Some(guid),
+                license_guid,
                 limit: 100,
             }))
             .unwrap()
@@ -455,13 +464,15 @@ impl World {
             secret = Zeroizing::new(vec![0u8; secret.len()]);
         }
         let eph = RuntimeEphemeral::generate().unwrap();
-        let mut qd = ovsa_core::attest::quote_qualifying_data(
-            &ch.nonce,
-            eph.public_key(),
-            Some(&c.exporter().unwrap()),
-        );
+        let mut epk = eph.public_key().to_vec();
+        if tamper == Tamper::EphemeralKey {
+            // Not a point on P-256, yet honestly bound into the quote.
+            epk = vec![0x04; epk.len()];
+        }
+        let mut qd =
+            ovsa_core::attest::quote_qualifying_data(&ch.nonce, &epk, Some(&c.exporter().unwrap()));
         if tamper == Tamper::QualifyingData {
-            qd = ovsa_core::attest::quote_qualifying_data(&ch.nonce, eph.public_key(), None);
+            qd = ovsa_core::attest::quote_qualifying_data(&ch.nonce, &epk, None);
         }
         let Quote {
             attest,
@@ -484,7 +495,7 @@ impl World {
                 host_evidence: None,
             },
             activated_secret: secret.to_vec(),
-            ephemeral_public_key: eph.public_key().to_vec(),
+            ephemeral_public_key: epk,
         }
     }
 
@@ -521,6 +532,8 @@ pub enum Tamper {
     PcrValue,
     QualifyingData,
     ActivatedSecret,
+    /// An ephemeral key that cannot receive the share (bound into an otherwise valid quote).
+    EphemeralKey,
 }
 
 #[derive(Debug)]

@@ -249,9 +249,11 @@ fn inspect_certificate(bytes: &[u8], anchors: &[Certificate]) -> Report {
     }
 }
 
+/// Replaces `key` in the verified `body` or the `unverified_body` (a registration whose
+/// signature fails still carries the real share).
 fn redact(v: &mut Value, key: &str) {
-    if let Some(body) = v.pointer_mut("/body") {
-        if let Some(obj) = body.as_object_mut() {
+    for at in ["/body", "/unverified_body"] {
+        if let Some(obj) = v.pointer_mut(at).and_then(Value::as_object_mut) {
             if obj.contains_key(key) {
                 obj.insert(key.into(), json!("<redacted: secret>"));
             }

@@ -1,7 +1,7 @@
 //! `ovsatool keygen`.
 
 use ovsa_core::fsutil::{write_atomic, MODE_PUBLIC};
-use ovsa_core::identity::{Certificate, Keystore, KeystoreProtection};
+use ovsa_core::identity::{Certificate, CertificateUsage, Keystore, KeystoreProtection};
 
 use super::with_suffix;
 use crate::cli::KeygenArgs;
@@ -15,11 +15,18 @@ pub fn run(a: &KeygenArgs) -> CliResult<()> {
         let cert = Certificate::load(cert_path)?;
         cert.check_validity_now()?;
         let chain = match &a.chain {
-            Some(p) => Certificate::load_all(p)?,
+            Some(p) => {
+                let chain = Certificate::load_all(p)?;
+                verify_against_chain(&cert, &chain, p)?;
+                chain
+            }
             None => Vec::new(),
         };
         ks.import_certificate(cert, chain)?;
-        let protection = protection(a.encrypt, pass_file)?;
+        // A passphrase-protected keystore stays protected (with the passphrase it was opened
+        // with) even without --encrypt: importing a certificate never writes the key in clear.
+        let was_protected = Keystore::file_is_passphrase_protected(&a.ks.keystore)?;
+        let protection = protection(a.encrypt || was_protected, pass_file)?;
         ks.save(&a.ks.keystore, &protection, true)?;
         write_atomic(
             &with_suffix(&a.ks.keystore, ".crt"),
@@ -78,6 +85,42 @@ pub fn run(a: &KeygenArgs) -> CliResult<()> {
         hex::encode(ks.certificate().fingerprint())
     );
     Ok(())
+}
+
+/// The imported certificate must chain to the CA certificates given with it (the last one is
+/// the root), for one of the identities a keystore serves (ISV signer, customer, TLS server).
+fn verify_against_chain(
+    cert: &Certificate,
+    chain: &[Certificate],
+    chain_path: &std::path::Path,
+) -> CliResult<()> {
+    let Some((root, intermediates)) = chain.split_last() else {
+        return Err(CliError::Usage(format!(
+            "{}: holds no certificate",
+            chain_path.display()
+        )));
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let anchors = std::slice::from_ref(root);
+    let mut first_error = None;
+    for usage in [
+        CertificateUsage::Isv,
+        CertificateUsage::Customer,
+        CertificateUsage::Server,
+    ] {
+        match cert.verify_chain(intermediates, anchors, usage, now) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(CliError::Usage(format!(
+        "certificate '{}' does not chain to the CA chain in {} ({}); pass the chain of the CA that signed it, root last",
+        cert.subject(),
+        chain_path.display(),
+        first_error.map(|e| e.to_string()).unwrap_or_default()
+    )))
 }
 
 fn protection(encrypt: bool, pass_file: Option<&std::path::Path>) -> CliResult<KeystoreProtection> {

@@ -42,10 +42,14 @@ pub fn run(a: &LicgenArgs) -> CliResult<()> {
             instance_limit: a.instance_limit,
         },
         lease_seconds: a.lease,
-        services: vec![ServiceEndpoint {
-            url: a.server.clone(),
-            pins,
-        }],
+        services: a
+            .server
+            .iter()
+            .map(|url| ServiceEndpoint {
+                url: url.clone(),
+                pins: pins.clone(),
+            })
+            .collect(),
         created: now_rfc3339(),
     };
     let signed = Signed::sign(config, &isv)?;

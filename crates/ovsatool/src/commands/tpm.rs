@@ -50,11 +50,7 @@ pub fn attest(a: &AttestArgs) -> CliResult<()> {
         quote: q.attest.clone(),
         signature: q.signature.clone(),
         pcrs: q.pcrs.clone(),
-        host_evidence: match ovsa_tpm::host::read_host_evidence_blob(&mut tpm) {
-            Ok(b) => Some(b),
-            Err(ovsa_tpm::TpmError::NvIndexMissing(_)) => None,
-            Err(e) => return Err(e.into()),
-        },
+        host_evidence: ovsa_tpm::host::read_host_evidence_blob_if_present(&mut tpm)?,
     };
     let path = a.out.join("evidence.json");
     let json = serde_json::to_vec_pretty(&evidence).map_err(|e| CliError::Usage(e.to_string()))?;
