@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use zeroize::{Zeroize, Zeroizing};
@@ -194,7 +194,9 @@ impl<R: ReadAt> Package<R> {
             return self.open_one(&cipher, entry, base, 0, true, out, chunk);
         }
         let per_thread = chunks.div_ceil(threads as u64).max(1);
-        let stop = AtomicBool::new(false);
+        // The lowest failing chunk so far: threads skip only the chunks after it, so the error
+        // reported is always that of the file's first bad chunk, whatever the thread timing.
+        let lowest_failed = AtomicU64::new(u64::MAX);
         let first_error: Mutex<Option<(u64, Error)>> = Mutex::new(None);
         let span = usize::try_from(per_thread)
             .ok()
@@ -202,18 +204,18 @@ impl<R: ReadAt> Package<R> {
             .unwrap_or(usize::MAX);
         std::thread::scope(|scope| {
             for (t, part) in out.chunks_mut(span).enumerate() {
-                let (cipher, stop, first_error) = (&cipher, &stop, &first_error);
+                let (cipher, lowest_failed, first_error) = (&cipher, &lowest_failed, &first_error);
                 let first_chunk = t as u64 * per_thread;
                 scope.spawn(move || {
                     for (j, piece) in part.chunks_mut(chunk).enumerate() {
-                        if stop.load(Ordering::Relaxed) {
+                        let c = first_chunk + j as u64;
+                        if c > lowest_failed.load(Ordering::Relaxed) {
                             return;
                         }
-                        let c = first_chunk + j as u64;
                         if let Err(e) =
                             self.open_one(cipher, entry, base, c, c + 1 == chunks, piece, chunk)
                         {
-                            stop.store(true, Ordering::Relaxed);
+                            lowest_failed.fetch_min(c, Ordering::Relaxed);
                             let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
                             if slot.as_ref().is_none_or(|(k, _)| c < *k) {
                                 *slot = Some((c, e));
