@@ -86,6 +86,11 @@ impl TpmAttester {
     pub fn tpm(&mut self) -> &mut Tpm {
         &mut self.tpm
     }
+
+    /// The AK (the cached one, or the one just created and cached).
+    pub fn ak(&self) -> &AkBlob {
+        &self.ak
+    }
 }
 
 fn store_ak(path: &Path, ak: &AkBlob) {

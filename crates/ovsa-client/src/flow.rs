@@ -9,7 +9,8 @@ use ovsa_core::attest::{quote_qualifying_data, Evidence};
 use ovsa_core::identity::Keystore;
 use ovsa_core::license::{CustomerLicense, KeyShare};
 use ovsa_core::protocol::{
-    AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, Purpose, RuntimeEphemeral,
+    AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, HostAkChallengeRequest,
+    HostAkChallengeResponse, HostAkEnrollRequest, HostAkEnrollResponse, Purpose, RuntimeEphemeral,
 };
 
 use crate::attester::Attester;
@@ -87,6 +88,17 @@ pub fn check_license(
     opts: &ClientOptions,
     observe: &mut dyn FnMut(&Step),
 ) -> Result<Released, ClientError> {
+    let (conn, connect) = connect_any(license, customer, opts, observe)?;
+    attest_on(conn, license, attester, purpose, connect, observe)
+}
+
+/// Connects (pinned mutual TLS 1.3 as `customer`) to the first reachable service of `license`.
+fn connect_any(
+    license: &CustomerLicense,
+    customer: &Keystore,
+    opts: &ClientOptions,
+    observe: &mut dyn FnMut(&Step),
+) -> Result<(Connection, Duration), ClientError> {
     let mut last = None;
     for service in &license.services {
         let config = Arc::new(
@@ -94,21 +106,65 @@ pub fn check_license(
                 .map_err(|e| ClientError::Protocol(format!("TLS configuration: {e}")))?,
         );
         let start = Instant::now();
-        let conn = match Connection::open(&service.url, config, opts.timeout) {
-            Ok(c) => c,
+        match Connection::open(&service.url, config, opts.timeout) {
+            Ok(conn) => {
+                observe(&Step::Connected(service.url.clone()));
+                return Ok((conn, start.elapsed()));
+            }
             Err(e @ ClientError::Unreachable { .. }) => {
                 observe(&Step::Unreachable(e.to_string()));
                 last = Some(e);
-                continue;
             }
             Err(e) => return Err(e),
-        };
-        let connect = start.elapsed();
-        observe(&Step::Connected(service.url.clone()));
-        return attest_on(conn, license, attester, purpose, connect, observe);
+        }
     }
     Err(last
         .unwrap_or_else(|| ClientError::Protocol("the license names no license service".into())))
+}
+
+/// An enrolled host AK (see [`enroll_host_ak`]).
+#[derive(Debug, Clone)]
+pub struct HostAkEnrolled {
+    /// The service's answer (host EK certificate hash and AK Name, hex).
+    pub response: HostAkEnrollResponse,
+    /// The service that enrolled it.
+    pub service_url: String,
+}
+
+/// Enrols `host`'s AK with the license service of `license` (`ovsatool host-enroll`, on the
+/// physical host): the service challenges the AK under the host EK (which must chain to a
+/// trusted TPM vendor CA) and, once the host TPM has activated the credential, accepts host
+/// evidence signed by this AK. `host` must keep using the same AK (a cached AK) for
+/// `ovsatool host-quote`.
+pub fn enroll_host_ak(
+    license: &CustomerLicense,
+    customer: &Keystore,
+    host: &mut dyn Attester,
+    opts: &ClientOptions,
+    observe: &mut dyn FnMut(&Step),
+) -> Result<HostAkEnrolled, ClientError> {
+    let (mut conn, _) = connect_any(license, customer, opts, observe)?;
+    let challenge: HostAkChallengeResponse = conn.post_json(
+        "/v1/host-ak/challenge",
+        &HostAkChallengeRequest {
+            license_guid: license.license_guid,
+            ek_certificate: host.ek_certificate()?,
+            ak_public: host.ak_public()?,
+        },
+    )?;
+    let activated = host.activate_credential(&challenge.credential)?;
+    observe(&Step::CredentialActivated);
+    let response: HostAkEnrollResponse = conn.post_json(
+        "/v1/host-ak/enroll",
+        &HostAkEnrollRequest {
+            session_id: challenge.session_id,
+            activated_secret: activated.to_vec(),
+        },
+    )?;
+    Ok(HostAkEnrolled {
+        response,
+        service_url: conn.url().to_string(),
+    })
 }
 
 fn attest_on(

@@ -16,4 +16,6 @@ pub mod tls;
 
 pub use attester::{Attester, TpmAttester};
 pub use error::ClientError;
-pub use flow::{check_license, ClientOptions, Released, Step, Timings};
+pub use flow::{
+    check_license, enroll_host_ak, ClientOptions, HostAkEnrolled, Released, Step, Timings,
+};

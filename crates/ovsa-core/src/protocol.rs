@@ -34,6 +34,9 @@ pub enum Purpose {
     /// and releases no key share (a loaded model needs none), so renewals cannot be used to
     /// obtain the model key without counting a load.
     Renew,
+    /// Enrolment of a host TPM's AK (`/v1/host-ak/*`): proves the AK that signs host evidence
+    /// lives in the host TPM that owns the certified EK. Never valid on `/v1/challenge`.
+    EnrollHostAk,
 }
 
 /// `POST /v1/challenge`.
@@ -88,6 +91,54 @@ pub struct AttestRequest {
     /// share is sealed to it.
     #[serde(with = "b64")]
     pub ephemeral_public_key: Vec<u8>,
+}
+
+/// `POST /v1/host-ak/challenge`: the host admin (`ovsatool host-enroll`, authenticated as the
+/// customer of `license_guid`) asks to enrol the AK that will sign the host TPM's evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAkChallengeRequest {
+    /// A license of the customer (authorises the request; the enrolment is per host TPM).
+    pub license_guid: Uuid,
+    /// The host TPM's EK certificate (DER); must chain to a trusted TPM vendor CA.
+    #[serde(with = "b64")]
+    pub ek_certificate: Vec<u8>,
+    /// The host AK's public area (marshalled TPMT_PUBLIC): a restricted signing key.
+    #[serde(with = "b64")]
+    pub ak_public: Vec<u8>,
+}
+
+/// Response to a host AK challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAkChallengeResponse {
+    /// Identifies this enrolment session (single use).
+    pub session_id: Uuid,
+    /// Seconds until the session expires.
+    pub expires_in: u32,
+    /// The credential challenge for the host AK (TPM2_ActivateCredential input).
+    pub credential: CredentialChallenge,
+}
+
+/// `POST /v1/host-ak/enroll`: the answer to the host AK's credential challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAkEnrollRequest {
+    /// From the challenge response.
+    pub session_id: Uuid,
+    /// What TPM2_ActivateCredential returned on the host TPM.
+    #[serde(with = "b64")]
+    pub activated_secret: Vec<u8>,
+}
+
+/// The host AK is enrolled: host evidence signed by it is accepted for this host EK.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAkEnrollResponse {
+    /// SHA-256 of the host EK certificate (hex).
+    pub host_ek_sha256: String,
+    /// The enrolled AK's Name (hex).
+    pub ak_name: String,
 }
 
 /// The key share sealed to the runtime's ephemeral key.

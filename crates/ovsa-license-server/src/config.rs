@@ -62,6 +62,8 @@ pub struct FileConfig {
     pub trust_isv: Vec<PathBuf>,
     /// Refuse attestations without host evidence.
     pub require_host_evidence: Option<bool>,
+    /// Accept host evidence from host AKs that were never enrolled.
+    pub allow_unenrolled_host_ak: Option<bool>,
     /// Challenge validity.
     pub session_ttl_seconds: Option<u64>,
     /// Per-request time limit.

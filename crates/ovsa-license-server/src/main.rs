@@ -85,6 +85,10 @@ struct ServeArgs {
     /// Refuse attestations without host evidence.
     #[arg(long, env = "OVSA_LS_REQUIRE_HOST_EVIDENCE")]
     require_host_evidence: bool,
+    /// Accept host evidence signed by host AKs never enrolled with `ovsatool host-enroll`
+    /// (weaker: proves a restricted key signed it, not that the key lives in the host TPM).
+    #[arg(long, env = "OVSA_LS_ALLOW_UNENROLLED_HOST_AK")]
+    allow_unenrolled_host_ak: bool,
     /// Seconds a challenge stays valid [default: 60].
     #[arg(long, env = "OVSA_LS_SESSION_TTL", value_name = "SECONDS")]
     session_ttl: Option<u64>,
@@ -249,6 +253,8 @@ async fn serve(a: ServeArgs, file: FileConfig, db: &str) -> Result<(), MainError
             request_timeout: Duration::from_secs(
                 pick(a.request_timeout, file.request_timeout_seconds).unwrap_or(10),
             ),
+            allow_unenrolled_host_ak: a.allow_unenrolled_host_ak
+                || file.allow_unenrolled_host_ak.unwrap_or(false),
         },
         metrics: Default::default(),
     });

@@ -4,8 +4,9 @@
 
 use ovsa_core::attest::{
     quote_qualifying_data, verify, AkBinding, AttestError, AttestationResult, Expected,
-    PendingCredential,
+    HostEvidence, PendingCredential,
 };
+use ovsa_core::crypto::hash::sha256;
 use ovsa_core::protocol::{AttestRequest, Reason};
 use time::OffsetDateTime;
 
@@ -31,8 +32,34 @@ pub fn attest_reason(e: &AttestError) -> Reason {
     }
 }
 
+/// The host AKs the Verifier accepts for the host evidence of `req`: those enrolled for its host
+/// EK (`None`, i.e. any restricted AK, only if the operator allows unenrolled host AKs or there
+/// is no decodable host evidence, which the Verifier then refuses or ignores on its own).
+async fn enrolled_host_aks(
+    st: &AppState,
+    req: &AttestRequest,
+) -> Result<Option<Vec<Vec<u8>>>, ApiError> {
+    if st.settings.allow_unenrolled_host_ak {
+        return Ok(None);
+    }
+    let Some(host) = req
+        .evidence
+        .host_evidence
+        .as_deref()
+        .and_then(|b| HostEvidence::decode(b).ok())
+    else {
+        return Ok(None);
+    };
+    let names = st
+        .store
+        .host_aks(sha256(&host.ek_cert))
+        .await
+        .map_err(|e| ApiError::internal("loading enrolled host AKs", e))?;
+    Ok(Some(names))
+}
+
 /// Verifies the evidence of `req` for `session`.
-pub fn verify_session_evidence(
+pub async fn verify_session_evidence(
     st: &AppState,
     conn: &ConnInfo,
     session: &SessionRecord,
@@ -55,6 +82,7 @@ pub fn verify_session_evidence(
     let reference = license.tcb.reference_values();
     let mut config = st.verifier.clone();
     config.require_host_evidence |= license.tcb.host.is_some();
+    config.enrolled_host_aks = enrolled_host_aks(st, req).await?;
     let expected = Expected {
         qualifying_data: &qualifying,
         reference: &reference,
@@ -65,6 +93,12 @@ pub fn verify_session_evidence(
         previous_clock: None,
         now: u64::try_from(now.unix_timestamp()).unwrap_or(0),
     };
-    verify(&config, &req.evidence, &expected)
-        .map_err(|e| ApiError::new(attest_reason(&e), format!("attestation refused: {e}")))
+    verify(&config, &req.evidence, &expected).map_err(|e| {
+        let hint = if matches!(e, AttestError::HostAkNotEnrolled) {
+            " (enrol the host AK first: `ovsatool host-enroll` on the host, then `ovsatool host-quote --ak-cache-dir` with the same directory)"
+        } else {
+            ""
+        };
+        ApiError::new(attest_reason(&e), format!("attestation refused: {e}{hint}"))
+    })
 }

@@ -307,3 +307,120 @@ fn two_replicas_on_one_postgres_race_for_the_last_use_and_exactly_one_wins() {
             .unwrap();
     assert_eq!(stored.uses, 1);
 }
+
+/// Host evidence through the service: refused until the host AK that signs it is enrolled
+/// (credential challenge under the host EK), accepted after; enrolment refused for another
+/// customer, a wrong activation, a replayed session and a host EK from an untrusted CA; a fresh
+/// (unenrolled) AK of the same host TPM refused again.
+#[test]
+fn host_evidence_needs_an_enrolled_host_ak() {
+    use ovsa_client::{enroll_host_ak, TpmAttester};
+    use ovsa_core::protocol::{
+        HostAkChallengeRequest, HostAkChallengeResponse, HostAkEnrollRequest,
+    };
+    use ovsa_tpm::host::{write_host_evidence, HostQuoteOptions};
+
+    let w = World::sqlite();
+    let host = Swtpm::start(names::HOST);
+    let vtpm = Swtpm::start(names::VTPM);
+    let lic = w.sell_with_tcb(
+        perpetual(None, None),
+        &w.customer,
+        None,
+        &w.tcb_with_host(&host),
+    );
+    let ak_dir = tempfile::tempdir().unwrap();
+    let quote_host = |ak_dir: Option<&std::path::Path>| {
+        let mut att = TpmAttester::open(Some(&host.tcti()), ak_dir).unwrap();
+        let host_ak = ak_dir.map(|_| att.ak().clone());
+        let opts = HostQuoteOptions {
+            host_ak,
+            ..HostQuoteOptions::default()
+        };
+        write_host_evidence(att.tpm(), &mut vtpm.open(), &opts).unwrap();
+    };
+
+    // Evidence signed by a host AK that was never enrolled.
+    quote_host(Some(ak_dir.path()));
+    let e = w
+        .check(&lic, &w.customer, &vtpm, Purpose::Load)
+        .err()
+        .expect("unenrolled host AK accepted");
+    assert!(
+        matches!(&e, ClientError::Refused { reason: Reason::HostEvidenceInvalid, message } if message.contains("host-enroll")),
+        "{e}"
+    );
+
+    // Enrolment: another customer cannot enrol for this license.
+    let mallory = World::keystore("CN=Mallory");
+    let mut host_att = TpmAttester::open(Some(&host.tcti()), Some(ak_dir.path())).unwrap();
+    let opts = ovsa_client::ClientOptions::default();
+    assert_eq!(
+        refused(enroll_host_ak(
+            lic.body(),
+            &mallory,
+            &mut host_att,
+            &opts,
+            &mut |_| {}
+        )),
+        Reason::ClientCertificateMismatch
+    );
+    // A host EK from an untrusted CA is refused at the challenge.
+    let rogue = Swtpm::start(names::ROGUE);
+    let mut rogue_att = TpmAttester::open(Some(&rogue.tcti()), None).unwrap();
+    assert_eq!(
+        refused(enroll_host_ak(
+            lic.body(),
+            &w.customer,
+            &mut rogue_att,
+            &opts,
+            &mut |_| {}
+        )),
+        Reason::UntrustedEk
+    );
+    // A wrong activation, then a replay of the consumed session.
+    {
+        let mut c = w.connect(&w.customer);
+        let ch: HostAkChallengeResponse = c
+            .post_json(
+                "/v1/host-ak/challenge",
+                &HostAkChallengeRequest {
+                    license_guid: lic.body().license_guid,
+                    ek_certificate: ovsa_client::Attester::ek_certificate(&mut host_att).unwrap(),
+                    ak_public: ovsa_client::Attester::ak_public(&mut host_att).unwrap(),
+                },
+            )
+            .unwrap();
+        let wrong = HostAkEnrollRequest {
+            session_id: ch.session_id,
+            activated_secret: vec![0; 32],
+        };
+        assert_eq!(
+            refused(c.post_json::<_, serde_json::Value>("/v1/host-ak/enroll", &wrong)),
+            Reason::CredentialMismatch
+        );
+        assert_eq!(
+            refused(c.post_json::<_, serde_json::Value>("/v1/host-ak/enroll", &wrong)),
+            Reason::UnknownSession
+        );
+    }
+    // The real enrolment; the same evidence now passes and the model decrypts.
+    let enrolled = enroll_host_ak(lic.body(), &w.customer, &mut host_att, &opts, &mut |_| {})
+        .expect("enrolment");
+    // Name = nameAlg (SHA-256) || SHA-256(public area), hex.
+    assert_eq!(enrolled.response.ak_name.len(), 2 * (2 + 32));
+    drop(host_att);
+    let released = w.check(&lic, &w.customer, &vtpm, Purpose::Load).unwrap();
+    w.assert_model_decrypts(&lic, released.share.as_ref().unwrap());
+    assert!(w
+        .audit(lic.body().license_guid)
+        .iter()
+        .any(|e| e.action == "host_ak_enroll" && e.result == "granted"));
+
+    // A fresh AK of the same host TPM (not enrolled) is refused again.
+    quote_host(None);
+    assert_eq!(
+        refused(w.check(&lic, &w.customer, &vtpm, Purpose::Load)),
+        Reason::HostEvidenceInvalid
+    );
+}

@@ -52,6 +52,7 @@ both!(
     two_replicas_race_for_the_last_use,
     throughput_8_concurrent,
     interrupted_check_leaves_nothing_locked,
+    host_aks_per_host_ek,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -232,6 +233,28 @@ async fn licenses_add_get_list_duplicate(db: TestDb) {
     }
     assert_same_license(&store.license(a.license_guid).await.unwrap().unwrap(), &a);
     assert!(store.activations(a.license_guid).await.unwrap().is_empty());
+}
+
+async fn host_aks_per_host_ek(db: TestDb) {
+    let store = db.open().await;
+    let now = OffsetDateTime::now_utc();
+    let (ek_a, ek_b) = (random32(), random32());
+    let (ak1, ak2) = (vec![0, 11, 1, 2, 3], vec![0, 11, 4, 5, 6]);
+    assert!(store.host_aks(ek_a).await.unwrap().is_empty());
+    let guid = Uuid::new_v4();
+    store.enroll_host_ak(ek_a, &ak1, guid, now).await.unwrap();
+    // Re-enrolling the same AK is idempotent.
+    store
+        .enroll_host_ak(ek_a, &ak1, guid, now + Duration::seconds(1))
+        .await
+        .unwrap();
+    store
+        .enroll_host_ak(ek_a, &ak2, guid, now + Duration::seconds(2))
+        .await
+        .unwrap();
+    assert_eq!(store.host_aks(ek_a).await.unwrap(), vec![ak1, ak2]);
+    // Enrolments belong to their host EK only.
+    assert!(store.host_aks(ek_b).await.unwrap().is_empty());
 }
 
 async fn revocation(db: TestDb) {
@@ -835,10 +858,12 @@ async fn postgres_replicas_migrating_together() {
     let versions = common::pg::shared()
         .psql(
             url.rsplit('/').next().unwrap(),
-            "SELECT string_agg(version::text, ',') FROM schema_version",
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version",
         )
         .unwrap();
-    assert_eq!(versions, SCHEMA_VERSION.to_string());
+    // Each migration applied exactly once.
+    let all: Vec<String> = (1..=SCHEMA_VERSION).map(|v| v.to_string()).collect();
+    assert_eq!(versions, all.join(","));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -47,6 +47,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Owner-side recovery: decrypt a package with its master license.
     Decrypt(DecryptArgs),
+    /// Host admin: enrol the host TPM's attestation key with the license service (once per host).
+    HostEnroll(HostEnrollArgs),
     /// Host admin: quote the host TPM bound to the VM's vTPM and store the evidence in the vTPM's NV.
     HostQuote(HostQuoteArgs),
     /// Quote a TPM and write the evidence plus tpm2-tools files (quote.msg, quote.sig, pcrs.bin, ak.pub).
@@ -75,6 +77,30 @@ pub struct HostQuoteArgs {
     /// Host PCR bank.
     #[arg(long, default_value = "sha256")]
     pub bank: String,
+    /// Directory holding the host AK enrolled with `host-enroll` (the same directory). Without
+    /// it a fresh, unenrolled AK signs the evidence, which license services refuse by default.
+    #[arg(long, value_name = "DIR")]
+    pub ak_cache_dir: Option<PathBuf>,
+}
+
+/// `host-enroll`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Run on the physical host, once per host (and again if the AK cache is lost), as the customer of a license served by the license service. The service challenges the host AK under the host TPM's EK (its certificate must chain to a TPM vendor CA the service trusts); only that TPM can answer. Then run `host-quote --ak-cache-dir DIR` with the same DIR before each VM start."
+)]
+pub struct HostEnrollArgs {
+    /// Customer keystore (the TLS client identity of the license) and passphrase.
+    #[command(flatten)]
+    pub ks: KeystoreArgs,
+    /// A customer license (.lic) naming the license service.
+    #[arg(long, value_name = "FILE")]
+    pub license: PathBuf,
+    /// TCTI of the host's hardware TPM, e.g. device:/dev/tpmrm0.
+    #[arg(long, value_name = "TCTI")]
+    pub host_tcti: String,
+    /// Directory to keep the host AK in (created if missing); host-quote must use the same one.
+    #[arg(long, value_name = "DIR")]
+    pub ak_cache_dir: PathBuf,
 }
 
 /// `attest`.

@@ -76,3 +76,98 @@ fn check_reports_each_step_and_refusals() {
         "{err}"
     );
 }
+
+/// The host admin's flow through the real binary: `host-quote` with an unenrolled AK is refused
+/// by the service, `host-enroll` enrols the cached host AK, `host-quote --ak-cache-dir` with the
+/// same directory signs with it, and `check` then passes with host evidence.
+#[test]
+fn host_enroll_then_host_quote_with_the_enrolled_ak() {
+    let w = world::World::sqlite();
+    let host = Swtpm::start(names::HOST);
+    let vtpm = Swtpm::start(names::VTPM);
+    let lic = w.sell_with_tcb(
+        Policy {
+            validity: Validity::Perpetual,
+            usage_limit: None,
+            instance_limit: None,
+        },
+        &w.customer,
+        None,
+        &w.tcb_with_host(&host),
+    );
+    let d = w.dir.path();
+    lic.save(&d.join("h.lic"), 0o644, true).unwrap();
+    w.customer
+        .save(&d.join("customer.ks"), &KeystoreProtection::None, true)
+        .unwrap();
+    let tool = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ovsatool"))
+            .current_dir(d)
+            .env("TSS2_LOG", "all+none")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let o = tool(args);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{args:?}: {out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    let package = w.package.display().to_string();
+    let check = [
+        "check",
+        "--keystore",
+        "customer.ks",
+        "--license",
+        "h.lic",
+        "--package",
+        &package,
+        "--tcti",
+        &vtpm.tcti(),
+    ];
+    let (host_tcti, vtpm_tcti) = (host.tcti(), vtpm.tcti());
+    let quote = [
+        "host-quote",
+        "--host-tcti",
+        &host_tcti,
+        "--vtpm-tcti",
+        &vtpm_tcti,
+    ];
+
+    // Without enrolment: the service refuses the host evidence and says what to do.
+    let out = ok(&quote);
+    assert!(out.contains("host-enroll"), "{out}");
+    let o = tool(&check);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("host_evidence_invalid") && err.contains("host-enroll"),
+        "{err}"
+    );
+
+    let out = ok(&[
+        "host-enroll",
+        "--keystore",
+        "customer.ks",
+        "--license",
+        "h.lic",
+        "--host-tcti",
+        &host_tcti,
+        "--ak-cache-dir",
+        "host-ak",
+    ]);
+    assert!(out.contains("enrolled"), "{out}");
+    let mut with_ak = quote.to_vec();
+    with_ak.extend_from_slice(&["--ak-cache-dir", "host-ak"]);
+    ok(&with_ak);
+    let out = ok(&check);
+    assert!(
+        out.contains("+ host evidence") && out.contains("result: OK"),
+        "{out}"
+    );
+}

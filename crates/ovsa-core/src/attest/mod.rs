@@ -25,7 +25,8 @@ pub use host_blob::{HostBlobError, HostEvidence, HOST_EVIDENCE_NV_BASE};
 pub use pcr::{check_reference, PcrSet};
 pub use qualify::{host_qualifying_data, quote_qualifying_data, QUOTE_DOMAIN};
 pub use verify::{
-    issue_credential, verify, verify_quote_only, AkBinding, AttestationResult, Evidence, Expected,
-    HostResult, PendingCredential, ReferenceValues, VerifierConfig,
+    issue_credential, issue_host_credential, verify, verify_quote_only, AkBinding,
+    AttestationResult, Evidence, Expected, HostResult, PendingCredential, ReferenceValues,
+    VerifierConfig,
 };
 pub use wire::{ClockInfo, HashAlg, QuoteInfo};

@@ -100,6 +100,16 @@ impl PendingCredential {
         &self.secret
     }
 
+    /// Whether `response` (what TPM2_ActivateCredential returned) is the secret, compared in
+    /// constant time: proof that the AK lives in the TPM owning the EK.
+    pub fn check_response(&self, response: &[u8]) -> Result<(), AttestError> {
+        if bool::from(self.secret[..].ct_eq(response)) {
+            Ok(())
+        } else {
+            Err(AttestError::CredentialMismatch)
+        }
+    }
+
     /// Rebuilds the state from its parts, e.g. after a round trip through a database shared by
     /// several service replicas.
     pub fn from_parts(ek_cert_sha256: [u8; 32], ak_name: Vec<u8>, secret: [u8; 32]) -> Self {
@@ -191,7 +201,28 @@ pub fn issue_credential(
     ak_public: &[u8],
     now: u64,
 ) -> Result<(PendingCredential, CredentialChallenge), AttestError> {
-    verify_ek_chain(&config.vtpm_ek_trust, ek_cert, now)?;
+    issue_credential_under(&config.vtpm_ek_trust, ek_cert, ak_public, now)
+}
+
+/// [`issue_credential`] for a host TPM's AK (host AK enrolment): the EK certificate must chain
+/// to `config.host_ek_trust` (the TPM vendor CAs). Check the answer with
+/// [`PendingCredential::check_response`].
+pub fn issue_host_credential(
+    config: &VerifierConfig,
+    ek_cert: &[u8],
+    ak_public: &[u8],
+    now: u64,
+) -> Result<(PendingCredential, CredentialChallenge), AttestError> {
+    issue_credential_under(&config.host_ek_trust, ek_cert, ak_public, now)
+}
+
+fn issue_credential_under(
+    trust: &EkTrust,
+    ek_cert: &[u8],
+    ak_public: &[u8],
+    now: u64,
+) -> Result<(PendingCredential, CredentialChallenge), AttestError> {
+    verify_ek_chain(trust, ek_cert, now)?;
     let ak = parse_public(ak_public)?;
     check_ak_attributes(&ak)?;
     let ak_name = ak.name()?;

@@ -68,6 +68,12 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
     };
     let mut instance = None;
     let result = async {
+        if session.purpose == Purpose::EnrollHostAk {
+            return Err(ApiError::new(
+                Reason::UnknownSession,
+                "this session is a host AK enrolment, not an attestation; ask /v1/challenge for one",
+            ));
+        }
         if now > session.expires_at {
             return Err(ApiError::new(
                 Reason::SessionExpired,
@@ -81,13 +87,13 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
             ));
         }
         let license = license_for_client(st, conn, session.license_guid).await?;
-        let verified = verify_session_evidence(st, conn, &session, &license, &req, now)?;
+        let verified = verify_session_evidence(st, conn, &session, &license, &req, now).await?;
         instance = Some(verified.ek_cert_sha256);
         let purpose = session.purpose;
         // Seal before counting the use: a request whose ephemeral key cannot receive the share
         // is refused without spending a use (the seal is only returned if the policy grants).
         let sealed = match purpose {
-            Purpose::Renew => None,
+            Purpose::Renew | Purpose::EnrollHostAk => None,
             Purpose::Load => {
                 let share = KeyShare::from_bytes(&license.key_share)
                     .map_err(|e| ApiError::internal("stored key share", e))?;

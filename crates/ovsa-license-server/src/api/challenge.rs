@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::Json;
 use ovsa_core::attest::issue_credential;
 use ovsa_core::crypto::{ct_eq, hash::sha256, random_array};
-use ovsa_core::protocol::{ChallengeRequest, ChallengeResponse, Reason};
+use ovsa_core::protocol::{ChallengeRequest, ChallengeResponse, Purpose, Reason};
 use time::OffsetDateTime;
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -92,6 +92,12 @@ async fn issue(
     req: &ChallengeRequest,
     now: OffsetDateTime,
 ) -> Result<ChallengeResponse, ApiError> {
+    if req.purpose == Purpose::EnrollHostAk {
+        return Err(ApiError::new(
+            Reason::MalformedRequest,
+            "purpose enroll_host_ak belongs to /v1/host-ak/challenge; use load or renew here",
+        ));
+    }
     let license = license_for_client(st, conn, req.license_guid).await?;
     if license.revoked_at.is_some() {
         return Err(ApiError::new(

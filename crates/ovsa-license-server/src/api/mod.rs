@@ -2,6 +2,7 @@
 
 mod attest;
 mod challenge;
+mod host_ak;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,10 @@ pub struct Settings {
     pub require_host_evidence: bool,
     /// Upper bound on one request's handling.
     pub request_timeout: Duration,
+    /// Accept host evidence signed by a host AK that was never enrolled (`/v1/host-ak/*`).
+    /// Off by default: such evidence proves only that *some* restricted key signed it, not that
+    /// the key lives in the certified host TPM.
+    pub allow_unenrolled_host_ak: bool,
 }
 
 /// Shared state of the handlers.
@@ -161,6 +166,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/challenge", post(challenge::handle))
         .route("/v1/attest", post(attest::handle))
+        .route("/v1/host-ak/challenge", post(host_ak::challenge))
+        .route("/v1/host-ak/enroll", post(host_ak::enroll))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -66,7 +66,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The schema version this build writes (migrations bring older databases up to it).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// A registered license as stored.
 #[derive(Clone)]
@@ -355,6 +355,23 @@ impl Store {
         decide: &(dyn Fn(&UsageState) -> Decision + Sync),
     ) -> StoreResult<Option<Decision>> {
         dispatch!(self, s => s.record_use(guid, instance_id, now, decide).await)
+    }
+
+    /// Records that `ak_name` answered a credential challenge under the host TPM EK whose
+    /// certificate hashes to `host_ek_sha256` (idempotent: re-enrolling refreshes the time).
+    pub async fn enroll_host_ak(
+        &self,
+        host_ek_sha256: [u8; 32],
+        ak_name: &[u8],
+        license_guid: Uuid,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.enroll_host_ak(host_ek_sha256, ak_name, license_guid, at).await)
+    }
+
+    /// The AK Names enrolled for the host EK whose certificate hashes to `host_ek_sha256`.
+    pub async fn host_aks(&self, host_ek_sha256: [u8; 32]) -> StoreResult<Vec<Vec<u8>>> {
+        dispatch!(self, s => s.host_aks(host_ek_sha256).await)
     }
 
     /// Appends an audit entry.

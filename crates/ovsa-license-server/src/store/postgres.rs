@@ -92,6 +92,14 @@ const MIGRATIONS: &[&str] = &[
         instance_id  TEXT
     );
     CREATE INDEX audit_by_license ON audit (license_guid, id);",
+    // 2: host AKs proven (credential challenge) to live in the host TPM owning the EK.
+    "CREATE TABLE host_aks (
+        host_ek_sha256 TEXT NOT NULL,
+        ak_name        BYTEA NOT NULL,
+        license_guid   TEXT NOT NULL,
+        enrolled_at    BIGINT NOT NULL,
+        PRIMARY KEY (host_ek_sha256, ak_name)
+    );",
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -136,6 +144,12 @@ const ACTIVATIONS: &str = "SELECT instance_id, first_seen, last_seen, checks FRO
 const REVOKE: &str =
     "UPDATE licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE license_guid = $1";
 const REINSTATE: &str = "UPDATE licenses SET revoked_at = NULL WHERE license_guid = $1";
+const ENROLL_HOST_AK: &str =
+    "INSERT INTO host_aks (host_ek_sha256, ak_name, license_guid, enrolled_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (host_ek_sha256, ak_name) \
+     DO UPDATE SET license_guid = EXCLUDED.license_guid, enrolled_at = EXCLUDED.enrolled_at";
+const HOST_AKS: &str =
+    "SELECT ak_name FROM host_aks WHERE host_ek_sha256 = $1 ORDER BY enrolled_at";
 const PUT_SESSION: &str = concat!(
     "INSERT INTO sessions (",
     session_columns!(),
@@ -487,6 +501,38 @@ impl PgStore {
             .execute(&st, &[&guid.to_string(), &codec::ts(at)])
             .await?;
         Ok(n > 0)
+    }
+
+    /// Records an enrolled host AK (see [`crate::store::Store::enroll_host_ak`]).
+    pub async fn enroll_host_ak(
+        &self,
+        host_ek_sha256: [u8; 32],
+        ak_name: &[u8],
+        license_guid: Uuid,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(ENROLL_HOST_AK).await?;
+        c.client
+            .execute(
+                &st,
+                &[
+                    &hex::encode(host_ek_sha256),
+                    &ak_name,
+                    &license_guid.to_string(),
+                    &codec::ts(at),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The AK Names enrolled for a host EK.
+    pub async fn host_aks(&self, host_ek_sha256: [u8; 32]) -> StoreResult<Vec<Vec<u8>>> {
+        let mut c = self.pool.get().await?;
+        let st = c.prepare(HOST_AKS).await?;
+        let rows = c.client.query(&st, &[&hex::encode(host_ek_sha256)]).await?;
+        Ok(rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect())
     }
 
     /// Lifts a revocation.

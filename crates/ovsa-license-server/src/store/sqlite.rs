@@ -91,6 +91,14 @@ const MIGRATIONS: &[&str] = &[
         instance_id  TEXT
     );
     CREATE INDEX audit_by_license ON audit (license_guid, id);",
+    // 2: host AKs proven (credential challenge) to live in the host TPM owning the EK.
+    "CREATE TABLE host_aks (
+        host_ek_sha256 TEXT NOT NULL,
+        ak_name        BLOB NOT NULL,
+        license_guid   TEXT NOT NULL,
+        enrolled_at    INTEGER NOT NULL,
+        PRIMARY KEY (host_ek_sha256, ak_name)
+    ) WITHOUT ROWID;",
 ];
 
 const LICENSE_COLUMNS: &str = "license_guid, model_guid, model_name, model_version, header_hash, \
@@ -282,6 +290,41 @@ impl SqliteStore {
                 params![guid.to_string(), at],
             )?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    /// Records an enrolled host AK (see [`crate::store::Store::enroll_host_ak`]).
+    pub async fn enroll_host_ak(
+        &self,
+        host_ek_sha256: [u8; 32],
+        ak_name: &[u8],
+        license_guid: Uuid,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let (ek, ak, at) = (hex::encode(host_ek_sha256), ak_name.to_vec(), codec::ts(at));
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO host_aks (host_ek_sha256, ak_name, license_guid, enrolled_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (host_ek_sha256, ak_name)
+                 DO UPDATE SET license_guid = excluded.license_guid, enrolled_at = excluded.enrolled_at",
+            )?
+            .execute(params![ek, ak, license_guid.to_string(), at])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The AK Names enrolled for a host EK.
+    pub async fn host_aks(&self, host_ek_sha256: [u8; 32]) -> StoreResult<Vec<Vec<u8>>> {
+        let ek = hex::encode(host_ek_sha256);
+        self.run(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT ak_name FROM host_aks WHERE host_ek_sha256 = ?1 ORDER BY enrolled_at",
+            )?;
+            let rows = st.query_map([ek], |r| r.get::<_, Vec<u8>>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }

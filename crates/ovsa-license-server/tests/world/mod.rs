@@ -139,12 +139,15 @@ impl World {
             store,
             verifier: VerifierConfig {
                 vtpm_ek_trust: EkTrust::from_pem(&vtpm_ca.chain_pem()).unwrap(),
+                host_ek_trust: EkTrust::from_pem(&swtpm_tests::ca(names::HOST_CA).chain_pem())
+                    .unwrap(),
                 ..Default::default()
             },
             settings: Settings {
                 session_ttl: Duration::from_secs(30),
                 require_host_evidence: false,
                 request_timeout: Duration::from_secs(10),
+                allow_unenrolled_host_ak: false,
             },
             metrics: Default::default(),
         });
@@ -214,6 +217,28 @@ impl World {
         customer: &Keystore,
         pins: Option<Vec<Pin>>,
     ) -> Signed<CustomerLicense> {
+        self.sell_with_tcb(policy, customer, pins, &self.tcb)
+    }
+
+    /// The vTPM TCB reference of this world plus the host PCRs 0-7 of `host` (a license that
+    /// requires host evidence).
+    pub fn tcb_with_host(&self, host: &Swtpm) -> Signed<TcbReference> {
+        let pcrs = host
+            .open()
+            .read_pcrs(HashAlg::Sha256, &[0, 1, 2, 3, 4, 5, 6, 7])
+            .unwrap();
+        let mut body = self.tcb.body().clone();
+        body.host = Some(PcrSet::from_attest(&pcrs).unwrap());
+        Signed::sign(body, &self.isv).unwrap()
+    }
+
+    pub fn sell_with_tcb(
+        &self,
+        policy: Policy,
+        customer: &Keystore,
+        pins: Option<Vec<Pin>>,
+        tcb: &Signed<TcbReference>,
+    ) -> Signed<CustomerLicense> {
         let config = Signed::sign(
             LicenseConfig {
                 name: "test".into(),
@@ -232,7 +257,7 @@ impl World {
             isv: &self.isv,
             master: &self.master,
             config: &config,
-            tcb: &self.tcb,
+            tcb,
             customer: customer.certificate(),
         })
         .unwrap();
@@ -340,7 +365,7 @@ impl World {
         assert!(self.rt.block_on(self.state.store.reinstate(guid)).unwrap());
     }
 
-    fn connect(&self, customer: &Keystore) -> Connection {
+    pub fn connect(&self, customer: &Keystore) -> Connection {
         let config = ovsa_client::tls::client_config(customer, &[self.server_pin()]).unwrap();
         Connection::open(&self.url(), Arc::new(config), Duration::from_secs(10)).unwrap()
     }

@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Sale(a) => sale::run(&a),
         Command::Inspect(a) => return inspect::run(&a),
         Command::Decrypt(a) => decrypt::run(&a),
+        Command::HostEnroll(a) => tpm::host_enroll(&a),
         Command::HostQuote(a) => tpm::host_quote(&a),
         Command::Attest(a) => tpm::attest(&a),
         Command::Check(a) => return check::run(&a),

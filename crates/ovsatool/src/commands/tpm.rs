@@ -5,22 +5,75 @@ use ovsa_core::license::PcrBank;
 use ovsa_tpm::host::{write_host_evidence, HostQuoteOptions};
 use ovsa_tpm::{AkAlg, EkKind, Tpm};
 
-use crate::cli::{AttestArgs, HostQuoteArgs};
+use std::path::Path;
+
+use ovsa_client::{enroll_host_ak, ClientOptions, TpmAttester};
+use ovsa_core::envelope::Signed;
+use ovsa_core::license::CustomerLicense;
+
+use crate::cli::{AttestArgs, HostEnrollArgs, HostQuoteArgs};
 use crate::error::{CliError, CliResult};
+use crate::secrets::load_keystore;
 
 fn bank(s: &str) -> CliResult<HashAlg> {
     Ok(s.parse::<PcrBank>()?.to_attest())
 }
 
+/// Opens the host TPM with its AK cached in `dir` (created, and the AK made, if missing).
+fn host_attester(tcti: &str, dir: &Path) -> CliResult<TpmAttester> {
+    std::fs::create_dir_all(dir).map_err(|e| ovsa_core::Error::io(dir, e))?;
+    Ok(TpmAttester::open(Some(tcti), Some(dir))?)
+}
+
+pub fn host_enroll(a: &HostEnrollArgs) -> CliResult<()> {
+    let license = Signed::<CustomerLicense>::load(&a.license)?;
+    let customer = load_keystore(&a.ks.keystore, a.ks.passphrase_file.as_deref())?;
+    let mut host = host_attester(&a.host_tcti, &a.ak_cache_dir)?;
+    let enrolled = enroll_host_ak(
+        license.body(),
+        &customer,
+        &mut host,
+        &ClientOptions::default(),
+        &mut |_| {},
+    )?;
+    say!(
+        "host AK {} enrolled with {} for host EK {} (kept in {}; pass --ak-cache-dir {} to host-quote)",
+        enrolled.response.ak_name,
+        enrolled.service_url,
+        enrolled.response.host_ek_sha256,
+        a.ak_cache_dir.display(),
+        a.ak_cache_dir.display()
+    );
+    Ok(())
+}
+
 pub fn host_quote(a: &HostQuoteArgs) -> CliResult<()> {
-    let mut host = Tpm::open(Some(&a.host_tcti))?;
+    let mut cached = match &a.ak_cache_dir {
+        Some(dir) => Some(host_attester(&a.host_tcti, dir)?),
+        None => {
+            say!("note: no --ak-cache-dir: a fresh host AK signs this evidence; license services accept only AKs enrolled with `ovsatool host-enroll` unless configured otherwise");
+            None
+        }
+    };
+    let mut fresh_tpm;
+    let (host, host_ak) = match cached.as_mut() {
+        Some(att) => {
+            let ak = att.ak().clone();
+            (att.tpm(), Some(ak))
+        }
+        None => {
+            fresh_tpm = Tpm::open(Some(&a.host_tcti))?;
+            (&mut fresh_tpm, None)
+        }
+    };
     let mut vtpm = Tpm::open(Some(&a.vtpm_tcti))?;
     let opts = HostQuoteOptions {
         bank: bank(&a.bank)?,
         pcrs: a.pcrs.clone(),
+        host_ak,
         ..HostQuoteOptions::default()
     };
-    let ev = write_host_evidence(&mut host, &mut vtpm, &opts)?;
+    let ev = write_host_evidence(host, &mut vtpm, &opts)?;
     let host_ek = ovsa_core::identity::Certificate::from_der(&ev.ek_cert)
         .map(|c| c.subject().to_string())
         .unwrap_or_else(|_| "<unparsed>".into());

@@ -1,0 +1,216 @@
+//! `POST /v1/host-ak/challenge` and `POST /v1/host-ak/enroll`: host AK enrolment.
+//!
+//! Host evidence is made offline on the physical host (`ovsatool host-quote`), so no verifier
+//! can challenge the AK that signs it at attestation time. Enrolment closes that gap once per
+//! host AK: the host admin, authenticated as the customer of a license, sends the host TPM's EK
+//! certificate and AK; the service makes a credential challenge under that EK (it must chain to a
+//! trusted TPM vendor CA); only the TPM owning the EK can activate it for that AK. The AK's Name
+//! is then stored for that EK, and host evidence is accepted only when signed by an enrolled AK
+//! of its EK (unless the operator allows unenrolled host AKs).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use ovsa_core::attest::{issue_host_credential, PendingCredential};
+use ovsa_core::crypto::{ct_eq, hash::sha256, random_array};
+use ovsa_core::protocol::{
+    HostAkChallengeRequest, HostAkChallengeResponse, HostAkEnrollRequest, HostAkEnrollResponse,
+    Purpose, Reason,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::challenge::license_for_client;
+use super::{audit, instrumented, parse_body, read_body, ApiError, AppState, Conn, ConnInfo};
+use crate::store::{AuditEntry, SessionRecord};
+use crate::verifier::attest_reason;
+
+/// `POST /v1/host-ak/challenge`.
+pub async fn challenge(
+    State(st): State<Arc<AppState>>,
+    conn: Conn,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<HostAkChallengeResponse>, ApiError> {
+    let body = match read_body(&st, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return instrumented(&st, "host_ak_challenge", &conn, async { Err(e) }).await,
+    };
+    instrumented(
+        &st,
+        "host_ak_challenge",
+        &conn,
+        issue_challenge(&st, &conn, &body),
+    )
+    .await
+}
+
+/// `POST /v1/host-ak/enroll`.
+pub async fn enroll(
+    State(st): State<Arc<AppState>>,
+    conn: Conn,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<HostAkEnrollResponse>, ApiError> {
+    let body = match read_body(&st, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return instrumented(&st, "host_ak_enroll", &conn, async { Err(e) }).await,
+    };
+    instrumented(&st, "host_ak_enroll", &conn, finish(&st, &conn, &body)).await
+}
+
+async fn issue_challenge(
+    st: &AppState,
+    conn: &ConnInfo,
+    body: &[u8],
+) -> Result<HostAkChallengeResponse, ApiError> {
+    let req: HostAkChallengeRequest = parse_body(body)?;
+    let now = OffsetDateTime::now_utc();
+    let result = async {
+        license_for_client(st, conn, req.license_guid).await?;
+        let now_secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+        let (pending, credential) =
+            issue_host_credential(&st.verifier, &req.ek_certificate, &req.ak_public, now_secs)
+                .map_err(|e| {
+                    ApiError::new(attest_reason(&e), format!("host AK enrolment refused: {e}"))
+                })?;
+        let nonce = random_array::<32>().map_err(|e| ApiError::internal("nonce", e))?;
+        let session = SessionRecord {
+            session_id: Uuid::new_v4(),
+            license_guid: req.license_guid,
+            purpose: Purpose::EnrollHostAk,
+            nonce: nonce.to_vec(),
+            client_cert_sha256: conn.client_cert_sha256,
+            ek_cert_sha256: *pending.ek_cert_sha256(),
+            ak_name: pending.ak_name().to_vec(),
+            credential_secret: Zeroizing::new(pending.secret().to_vec()),
+            expires_at: now + st.settings.session_ttl,
+        };
+        st.store
+            .put_session(&session)
+            .await
+            .map_err(|e| ApiError::internal("storing session", e))?;
+        Ok::<_, ApiError>(HostAkChallengeResponse {
+            session_id: session.session_id,
+            expires_in: u32::try_from(st.settings.session_ttl.as_secs()).unwrap_or(u32::MAX),
+            credential,
+        })
+    }
+    .await;
+    let (res, reason, message) = match &result {
+        Ok(_) => ("issued", None, "host AK challenge issued".to_string()),
+        Err(e) => ("refused", Some(e.reason), e.message.clone()),
+    };
+    audit(
+        st,
+        AuditEntry {
+            at: now,
+            license_guid: Some(req.license_guid),
+            client: conn.audit_name(),
+            action: "host_ak_challenge".into(),
+            purpose: Some(Purpose::EnrollHostAk),
+            result: res.into(),
+            reason,
+            message,
+            instance_id: Some(sha256(&req.ek_certificate)),
+        },
+    )
+    .await;
+    result
+}
+
+async fn finish(
+    st: &AppState,
+    conn: &ConnInfo,
+    body: &[u8],
+) -> Result<HostAkEnrollResponse, ApiError> {
+    let req: HostAkEnrollRequest = parse_body(body)?;
+    let now = OffsetDateTime::now_utc();
+    let session = st
+        .store
+        .take_session(req.session_id)
+        .await
+        .map_err(|e| ApiError::internal("loading session", e))?;
+    let (license_guid, instance) = session.as_ref().map_or((None, None), |s| {
+        (Some(s.license_guid), Some(s.ek_cert_sha256))
+    });
+    let result = async {
+        let session = session
+            .as_ref()
+            .filter(|s| s.purpose == Purpose::EnrollHostAk)
+            .ok_or_else(|| {
+                ApiError::new(
+                    Reason::UnknownSession,
+                    "unknown host AK enrolment session: already used (replay), expired, or never issued; ask for a new challenge",
+                )
+            })?;
+        if now > session.expires_at {
+            return Err(ApiError::new(
+                Reason::SessionExpired,
+                "the host AK challenge expired before the answer arrived; ask for a new one",
+            ));
+        }
+        if !ct_eq(&session.client_cert_sha256, &conn.client_cert_sha256) {
+            return Err(ApiError::new(
+                Reason::ClientCertificateMismatch,
+                "the answer came from another client than the challenge",
+            ));
+        }
+        let secret: [u8; 32] = session
+            .credential_secret
+            .as_slice()
+            .try_into()
+            .map_err(|_| ApiError::internal("session", "stored credential secret is not 32 bytes"))?;
+        let pending = PendingCredential::from_parts(
+            session.ek_cert_sha256,
+            session.ak_name.clone(),
+            secret,
+        );
+        pending.check_response(&req.activated_secret).map_err(|e| {
+            ApiError::new(attest_reason(&e), format!("host AK enrolment refused: {e}"))
+        })?;
+        st.store
+            .enroll_host_ak(
+                session.ek_cert_sha256,
+                &session.ak_name,
+                session.license_guid,
+                now,
+            )
+            .await
+            .map_err(|e| ApiError::internal("storing the host AK", e))?;
+        Ok::<_, ApiError>(HostAkEnrollResponse {
+            host_ek_sha256: hex::encode(session.ek_cert_sha256),
+            ak_name: hex::encode(&session.ak_name),
+        })
+    }
+    .await;
+    let (res, reason, message) = match &result {
+        Ok(r) => (
+            "granted",
+            None,
+            format!(
+                "host AK {} enrolled for host EK {}",
+                r.ak_name, r.host_ek_sha256
+            ),
+        ),
+        Err(e) => ("refused", Some(e.reason), e.message.clone()),
+    };
+    audit(
+        st,
+        AuditEntry {
+            at: now,
+            license_guid,
+            client: conn.audit_name(),
+            action: "host_ak_enroll".into(),
+            purpose: Some(Purpose::EnrollHostAk),
+            result: res.into(),
+            reason,
+            message,
+            instance_id: instance,
+        },
+    )
+    .await;
+    result
+}
