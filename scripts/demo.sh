@@ -111,7 +111,8 @@ echo "host TPM: $HOST_TCTI (EK CA: ca-host/chain.pem)"
 echo "VM vTPM:  $VM_TCTI (EK CA: ca-vtpm/chain.pem)"
 
 step "6. Host admin, before the VM starts: quote the host TPM into the vTPM's NV (ovsatool host-quote)"
-"$T" host-quote --host-tcti "$HOST_TCTI" --vtpm-tcti "$VM_TCTI"
+# The host AK lives in host-ak/ (TPM-wrapped); it is enrolled with the license service in step 12.
+"$T" host-quote --host-tcti "$HOST_TCTI" --vtpm-tcti "$VM_TCTI" --ak-cache-dir host-ak
 
 step "7. TCB reference from the live vTPM's PCRs and the host PCRs its evidence carries"
 "$T" tcb --keystore isv.ks --out vm.tcb --name demo-vm --from-tpm "$VM_TCTI" --host-evidence >/dev/null
@@ -156,6 +157,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 head -n 1 license-server.log
+echo "-- host admin: enrol the host AK that signed the evidence (credential challenge under the host EK;"
+echo "   the service refuses host evidence from unenrolled AKs)"
+"$T" host-enroll --keystore customer.ks --license demo-cnn.lic --host-tcti "$HOST_TCTI" --ak-cache-dir host-ak
 
 step "13. Customer (in the VM): an OVMS config.json with the ovsa custom loader and the model repository"
 # What the customer received: <model>.dat + <model>.lic; their own keystore. OVMS layout:

@@ -10,6 +10,7 @@
 //! trust_host_ek_ca = ["/etc/ovsa/tpm-vendor-ca.pem"]
 //! trust_isv = ["/etc/ovsa/isv.crt"]            # whose registrations `license add` accepts
 //! require_host_evidence = false
+//! allow_unenrolled_host_ak = false             # accept host evidence from never-enrolled host AKs
 //! session_ttl_seconds = 60
 //! request_timeout_seconds = 10
 //! max_connections = 256

@@ -344,8 +344,7 @@ fn host_evidence_needs_an_enrolled_host_ak() {
     quote_host(Some(ak_dir.path()));
     let e = w
         .check(&lic, &w.customer, &vtpm, Purpose::Load)
-        .err()
-        .expect("unenrolled host AK accepted");
+        .expect_err("unenrolled host AK accepted");
     assert!(
         matches!(&e, ClientError::Refused { reason: Reason::HostEvidenceInvalid, message } if message.contains("host-enroll")),
         "{e}"
