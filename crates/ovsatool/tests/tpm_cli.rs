@@ -122,6 +122,39 @@ fn host_quote_tcb_from_tpm_and_attest_with_tpm2_tools_cross_check() {
         String::from_utf8_lossy(&check.stderr)
     );
 
+    // Host evidence that does not verify (bound to another vTPM's EK certificate) is not turned
+    // into a signed TCB reference.
+    {
+        use ovsa_tpm::host::{host_quote, write_host_evidence_blob, HostQuoteOptions};
+        let mut host_tpm = pair.host.open();
+        let ev = host_quote(
+            &mut host_tpm,
+            b"another vTPM's EK certificate",
+            &HostQuoteOptions::default(),
+        )
+        .unwrap();
+        write_host_evidence_blob(&mut pair.vtpm.open(), &ev.encode().unwrap()).unwrap();
+    }
+    let o = tool(
+        d,
+        &[
+            "tcb",
+            "--keystore",
+            "isv.ks",
+            "--out",
+            "bad.tcb",
+            "--from-tpm",
+            &vtpm,
+            "--host-evidence",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("does not verify"),
+        "{err}"
+    );
+    assert!(!d.join("bad.tcb").exists());
+
     // An unreachable TPM is a clear error, not a crash.
     let o = tool(
         d,

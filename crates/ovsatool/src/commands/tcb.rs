@@ -34,6 +34,21 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
         let tcti = a.from_tpm.as_deref().unwrap_or_default();
         let mut vtpm_tpm = ovsa_tpm::Tpm::open(Some(tcti))?;
         let ev = ovsa_tpm::host::read_host_evidence(&mut vtpm_tpm)?;
+        // Sign only host PCRs that a host quote really covers: its signature under the host AK,
+        // its PCR digest and its binding to this vTPM's EK certificate must verify.
+        let vtpm_ek = vtpm_tpm.ek_certificate(ovsa_tpm::EkKind::Rsa2048)?;
+        ovsa_core::attest::verify_quote_only(
+            &ev.ak_public,
+            &ev.quote,
+            &ev.signature,
+            &ev.pcrs,
+            &ovsa_core::attest::host_qualifying_data(&vtpm_ek),
+        )
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "the host evidence in the vTPM's NV ({tcti}) does not verify: {e}; run `ovsatool host-quote` for this vTPM again"
+            ))
+        })?;
         Some(PcrSet::from_attest(&ev.pcrs)?)
     } else {
         pcr_set(
