@@ -423,3 +423,19 @@ fn host_evidence_needs_an_enrolled_host_ak() {
         Reason::HostEvidenceInvalid
     );
 }
+
+/// A challenge is valid for the session TTL only (stored in whole seconds, rounded down: at
+/// least TTL - 1 s): an attestation arriving later is refused
+/// (`session_expired`) and spends nothing.
+#[test]
+fn an_expired_challenge_is_refused() {
+    let w = World::sqlite_with_session_ttl(std::time::Duration::from_secs(2));
+    let vtpm = Swtpm::start(names::VTPM);
+    let lic = w.sell(perpetual(Some(1), None), &w.customer, None);
+    assert_eq!(
+        refused(w.attest_after(&lic, &vtpm, std::time::Duration::from_millis(3200))),
+        Reason::SessionExpired
+    );
+    // The one use is still there.
+    w.check(&lic, &w.customer, &vtpm, Purpose::Load).unwrap();
+}

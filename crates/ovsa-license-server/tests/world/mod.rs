@@ -69,6 +69,17 @@ impl World {
     }
 
     pub fn with_db(dir: tempfile::TempDir, url: &str) -> World {
+        World::with_db_and_session_ttl(dir, url, Duration::from_secs(30))
+    }
+
+    /// SQLite, with challenges that expire after `ttl`.
+    pub fn sqlite_with_session_ttl(ttl: Duration) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("licenses.db").display());
+        World::with_db_and_session_ttl(dir, &url, ttl)
+    }
+
+    pub fn with_db_and_session_ttl(dir: tempfile::TempDir, url: &str, ttl: Duration) -> World {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -144,7 +155,7 @@ impl World {
                 ..Default::default()
             },
             settings: Settings {
-                session_ttl: Duration::from_secs(30),
+                session_ttl: ttl,
                 require_host_evidence: false,
                 request_timeout: Duration::from_secs(10),
                 allow_unenrolled_host_ak: false,
@@ -445,6 +456,20 @@ impl World {
             }
         }
         failed
+    }
+
+    /// Runs challenge + quote, waits `delay`, then sends the attestation.
+    pub fn attest_after(
+        &self,
+        lic: &Signed<CustomerLicense>,
+        vtpm: &Swtpm,
+        delay: Duration,
+    ) -> Result<AttestResponse, ClientError> {
+        let mut att = TpmAttester::open(Some(&vtpm.tcti()), None).unwrap();
+        let mut c = self.connect(&self.customer);
+        let req = self.attest_request(&mut c, lic, &mut att, Tamper::None);
+        std::thread::sleep(delay);
+        c.post_json("/v1/attest", &req)
     }
 
     /// Runs challenge + attest, then sends the identical attest request again.
