@@ -27,6 +27,10 @@ const KNOWN: [&str; 11] = [
     "log_level",
 ];
 
+/// Upper bound of every duration setting in seconds (10 years): far beyond any sensible value,
+/// and small enough that the lease worker's `Instant` arithmetic can never overflow.
+pub const MAX_SETTING_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
 /// The loader's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +200,24 @@ impl LoaderConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("grace_seconds", Some(self.grace_seconds)),
+            ("retry_seconds", self.retry_seconds),
+            (
+                "blacklist_recheck_seconds",
+                Some(self.blacklist_recheck_seconds),
+            ),
+            (
+                "service_timeout_seconds",
+                Some(self.service_timeout_seconds),
+            ),
+        ] {
+            if value.is_some_and(|v| v > MAX_SETTING_SECONDS) {
+                return Err(format!(
+                    "{name} must be at most {MAX_SETTING_SECONDS} (10 years)"
+                ));
+            }
+        }
         if self.lease_seconds_override == Some(0) {
             return Err("lease_seconds_override must be at least 1".into());
         }
@@ -276,6 +298,10 @@ mod tests {
     #[test]
     fn rejects_bad_configs() {
         for bad in [
+            "{\"retry_seconds\":9223372036854775807}",
+            "{\"grace_seconds\":18446744073709551615}",
+            "{\"blacklist_recheck_seconds\":315360001}",
+            "{\"service_timeout_seconds\":315360001}",
             "",
             "[]",
             "{\"unknown\":1}",

@@ -96,11 +96,19 @@ pub(crate) fn spawn(
     worker
 }
 
+/// `t + d`, saturating far in the future instead of panicking (the configuration bounds every
+/// duration; this is the backstop).
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(crate::config::MAX_SETTING_SECONDS)))
+        .unwrap_or(t)
+}
+
 fn run(inner: &Inner, label: &str, state: &VersionState, granted: &Granted, stop: &Stop) {
     let config = &inner.config;
     let grace = Duration::from_secs(config.grace_seconds);
     let mut lease = granted.lease;
-    let mut valid_until = Instant::now() + lease;
+    let mut valid_until = later(Instant::now(), lease);
     let mut next = valid_until;
     loop {
         if stop.wait_until(next) {
@@ -114,7 +122,7 @@ fn run(inner: &Inner, label: &str, state: &VersionState, granted: &Granted, stop
         match result {
             Ok(released) => {
                 lease = config.lease(released.response.lease_seconds);
-                valid_until = now + lease;
+                valid_until = later(now, lease);
                 next = valid_until;
                 if inner.unblacklist(state) {
                     inner.log.info(format_args!(
@@ -131,11 +139,11 @@ fn run(inner: &Inner, label: &str, state: &VersionState, granted: &Granted, stop
                 if inner.blacklist(state) {
                     inner.log.error(format_args!("{label}: blacklisted: {e}"));
                 }
-                next = now + lease;
+                next = later(now, lease);
             }
             Err(e) => {
-                next = now + config.retry(lease);
-                if now >= valid_until + grace {
+                next = later(now, config.retry(lease));
+                if now >= later(valid_until, grace) {
                     if inner.blacklist(state) {
                         inner.log.error(format_args!(
                             "{label}: blacklisted: lease expired and the {} s grace period is over: {e}",
