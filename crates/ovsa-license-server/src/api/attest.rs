@@ -12,7 +12,7 @@ use ovsa_core::protocol::{seal_share, AttestRequest, AttestResponse, Purpose, Re
 use time::OffsetDateTime;
 
 use super::challenge::license_for_client;
-use super::{audit, instrumented, parse_body, read_body, ApiError, AppState, Conn, ConnInfo};
+use super::{audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
 use crate::relying_party::decide;
 use crate::store::{AuditEntry, Decision};
 use crate::verifier::verify_session_evidence;
@@ -23,11 +23,10 @@ pub async fn handle(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<AttestResponse>, ApiError> {
-    let body = match read_body(&st, &headers, body).await {
-        Ok(b) => b,
-        Err(e) => return instrumented(&st, "attest", &conn, async { Err(e) }).await,
-    };
-    instrumented(&st, "attest", &conn, attest(&st, &conn, &body)).await
+    json_endpoint(&st, "attest", &conn, &headers, body, async |b| {
+        attest(&st, &conn, b).await
+    })
+    .await
 }
 
 async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestResponse, ApiError> {

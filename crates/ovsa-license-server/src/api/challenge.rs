@@ -9,9 +9,8 @@ use ovsa_core::crypto::{ct_eq, hash::sha256, random_array};
 use ovsa_core::protocol::{ChallengeRequest, ChallengeResponse, Purpose, Reason};
 use time::OffsetDateTime;
 use uuid::Uuid;
-use zeroize::Zeroizing;
 
-use super::{audit, instrumented, parse_body, read_body, ApiError, AppState, Conn, ConnInfo};
+use super::{audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
 use crate::store::{AuditEntry, LicenseRecord, SessionRecord};
 use crate::verifier::attest_reason;
 
@@ -21,11 +20,10 @@ pub async fn handle(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<ChallengeResponse>, ApiError> {
-    let body = match read_body(&st, &headers, body).await {
-        Ok(b) => b,
-        Err(e) => return instrumented(&st, "challenge", &conn, async { Err(e) }).await,
-    };
-    instrumented(&st, "challenge", &conn, challenge(&st, &conn, &body)).await
+    json_endpoint(&st, "challenge", &conn, &headers, body, async |b| {
+        challenge(&st, &conn, b).await
+    })
+    .await
 }
 
 /// Loads the license and checks the TLS client is its customer.
@@ -110,17 +108,14 @@ async fn issue(
         issue_credential(&st.verifier, &req.ek_certificate, &req.ak_public, now_secs)
             .map_err(|e| ApiError::new(attest_reason(&e), e.to_string()))?;
     let nonce = random_array::<32>().map_err(|e| ApiError::internal("nonce", e))?;
-    let session = SessionRecord {
-        session_id: Uuid::new_v4(),
-        license_guid: req.license_guid,
-        purpose: req.purpose,
-        nonce: nonce.to_vec(),
-        client_cert_sha256: conn.client_cert_sha256,
-        ek_cert_sha256: *pending.ek_cert_sha256(),
-        ak_name: pending.ak_name().to_vec(),
-        credential_secret: Zeroizing::new(pending.secret().to_vec()),
-        expires_at: now + st.settings.session_ttl,
-    };
+    let session = SessionRecord::issued(
+        &pending,
+        req.license_guid,
+        req.purpose,
+        nonce.to_vec(),
+        conn.client_cert_sha256,
+        now + st.settings.session_ttl,
+    );
     st.store
         .put_session(&session)
         .await

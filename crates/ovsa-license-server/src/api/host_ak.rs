@@ -19,11 +19,9 @@ use ovsa_core::protocol::{
     Purpose, Reason,
 };
 use time::OffsetDateTime;
-use uuid::Uuid;
-use zeroize::Zeroizing;
 
 use super::challenge::license_for_client;
-use super::{audit, instrumented, parse_body, read_body, ApiError, AppState, Conn, ConnInfo};
+use super::{audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
 use crate::store::{AuditEntry, SessionRecord};
 use crate::verifier::attest_reason;
 
@@ -34,16 +32,9 @@ pub async fn challenge(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<HostAkChallengeResponse>, ApiError> {
-    let body = match read_body(&st, &headers, body).await {
-        Ok(b) => b,
-        Err(e) => return instrumented(&st, "host_ak_challenge", &conn, async { Err(e) }).await,
-    };
-    instrumented(
-        &st,
-        "host_ak_challenge",
-        &conn,
-        issue_challenge(&st, &conn, &body),
-    )
+    json_endpoint(&st, "host_ak_challenge", &conn, &headers, body, async |b| {
+        issue_challenge(&st, &conn, b).await
+    })
     .await
 }
 
@@ -54,11 +45,10 @@ pub async fn enroll(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<HostAkEnrollResponse>, ApiError> {
-    let body = match read_body(&st, &headers, body).await {
-        Ok(b) => b,
-        Err(e) => return instrumented(&st, "host_ak_enroll", &conn, async { Err(e) }).await,
-    };
-    instrumented(&st, "host_ak_enroll", &conn, finish(&st, &conn, &body)).await
+    json_endpoint(&st, "host_ak_enroll", &conn, &headers, body, async |b| {
+        finish(&st, &conn, b).await
+    })
+    .await
 }
 
 async fn issue_challenge(
@@ -77,17 +67,14 @@ async fn issue_challenge(
                     ApiError::new(attest_reason(&e), format!("host AK enrolment refused: {e}"))
                 })?;
         let nonce = random_array::<32>().map_err(|e| ApiError::internal("nonce", e))?;
-        let session = SessionRecord {
-            session_id: Uuid::new_v4(),
-            license_guid: req.license_guid,
-            purpose: Purpose::EnrollHostAk,
-            nonce: nonce.to_vec(),
-            client_cert_sha256: conn.client_cert_sha256,
-            ek_cert_sha256: *pending.ek_cert_sha256(),
-            ak_name: pending.ak_name().to_vec(),
-            credential_secret: Zeroizing::new(pending.secret().to_vec()),
-            expires_at: now + st.settings.session_ttl,
-        };
+        let session = SessionRecord::issued(
+            &pending,
+            req.license_guid,
+            Purpose::EnrollHostAk,
+            nonce.to_vec(),
+            conn.client_cert_sha256,
+            now + st.settings.session_ttl,
+        );
         st.store
             .put_session(&session)
             .await

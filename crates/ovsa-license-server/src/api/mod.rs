@@ -243,6 +243,25 @@ where
     result.map(Json)
 }
 
+/// One JSON endpoint: reads the bounded body, then runs `handler` on it under the request
+/// timeout, with metrics and refusal logging ([`instrumented`]).
+pub async fn json_endpoint<T, H>(
+    st: &AppState,
+    endpoint: &'static str,
+    conn: &ConnInfo,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    handler: H,
+) -> Result<Json<T>, ApiError>
+where
+    H: AsyncFnOnce(&[u8]) -> Result<T, ApiError>,
+{
+    match read_body(st, headers, body).await {
+        Ok(bytes) => instrumented(st, endpoint, conn, handler(&bytes)).await,
+        Err(e) => instrumented(st, endpoint, conn, async { Err(e) }).await,
+    }
+}
+
 /// Appends to the audit log; a failure to audit is logged (the decision stands).
 pub async fn audit(st: &AppState, entry: AuditEntry) {
     if let Err(e) = st.store.append_audit(&entry).await {

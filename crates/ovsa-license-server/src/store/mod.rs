@@ -182,6 +182,31 @@ pub struct SessionRecord {
     pub expires_at: OffsetDateTime,
 }
 
+impl SessionRecord {
+    /// A new session (fresh id) for a credential challenge just issued: keeps the challenge's
+    /// EK certificate hash, AK Name and secret.
+    pub fn issued(
+        pending: &ovsa_core::attest::PendingCredential,
+        license_guid: Uuid,
+        purpose: Purpose,
+        nonce: Vec<u8>,
+        client_cert_sha256: [u8; 32],
+        expires_at: OffsetDateTime,
+    ) -> Self {
+        SessionRecord {
+            session_id: Uuid::new_v4(),
+            license_guid,
+            purpose,
+            nonce,
+            client_cert_sha256,
+            ek_cert_sha256: *pending.ek_cert_sha256(),
+            ak_name: pending.ak_name().to_vec(),
+            credential_secret: Zeroizing::new(pending.secret().to_vec()),
+            expires_at,
+        }
+    }
+}
+
 /// What the Relying Party sees of a license when deciding one check.
 #[derive(Debug, Clone)]
 pub struct UsageState {
