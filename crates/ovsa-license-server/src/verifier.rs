@@ -4,7 +4,7 @@
 
 use ovsa_core::attest::{
     quote_qualifying_data, verify, AkBinding, AttestError, AttestationResult, Expected,
-    HostEvidence, PendingCredential,
+    HostEvidence,
 };
 use ovsa_core::crypto::hash::sha256;
 use ovsa_core::protocol::{AttestRequest, Reason};
@@ -67,13 +67,9 @@ pub async fn verify_session_evidence(
     req: &AttestRequest,
     now: OffsetDateTime,
 ) -> Result<AttestationResult, ApiError> {
-    let secret: [u8; 32] = session
-        .credential_secret
-        .as_slice()
-        .try_into()
-        .map_err(|_| ApiError::internal("session", "stored credential secret is not 32 bytes"))?;
-    let pending =
-        PendingCredential::from_parts(session.ek_cert_sha256, session.ak_name.clone(), secret);
+    let pending = session
+        .pending_credential()
+        .map_err(|e| ApiError::internal("session", e))?;
     let qualifying = quote_qualifying_data(
         &session.nonce,
         &req.ephemeral_public_key,

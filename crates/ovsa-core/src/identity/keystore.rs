@@ -35,6 +35,8 @@ pub struct Keystore {
     key: SigningKey,
     certificate: Certificate,
     chain: Vec<Certificate>,
+    /// Whether it was read from a file whose key was passphrase-protected.
+    passphrase_protected: bool,
 }
 
 impl std::fmt::Debug for Keystore {
@@ -94,6 +96,7 @@ impl Keystore {
                 key,
                 certificate,
                 chain: Vec::new(),
+                passphrase_protected: false,
             },
             csr,
         ))
@@ -109,6 +112,7 @@ impl Keystore {
             certificate: certificate.clone(),
             key,
             chain: Vec::new(),
+            passphrase_protected: false,
         };
         ks.import_certificate(certificate, chain)?;
         Ok(ks)
@@ -216,6 +220,7 @@ impl Keystore {
                 supported: KEYSTORE_VERSION,
             });
         }
+        let passphrase_protected = matches!(file.private_key, PrivateKeyField::Passphrase { .. });
         let pkcs8 = match file.private_key {
             PrivateKeyField::Clear { pkcs8 } => pkcs8,
             PrivateKeyField::Passphrase {
@@ -253,24 +258,15 @@ impl Keystore {
             .iter()
             .map(|c| Certificate::from_der(&c.0))
             .collect::<Result<Vec<_>>>()?;
-        Keystore::from_parts(key, certificate, chain)
+        let mut ks = Keystore::from_parts(key, certificate, chain)?;
+        ks.passphrase_protected = passphrase_protected;
+        Ok(ks)
     }
 
-    /// Whether the keystore file's private key is passphrase-protected (reads the file's
-    /// envelope only; no passphrase needed).
-    pub fn file_is_passphrase_protected(path: &Path) -> Result<bool> {
-        #[derive(Deserialize)]
-        struct Envelope {
-            private_key: Protection,
-        }
-        #[derive(Deserialize)]
-        struct Protection {
-            protection: String,
-        }
-        let bytes = Zeroizing::new(fsutil::read_limited(path, MAX_JSON_ARTIFACT)?);
-        let env: Envelope = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::malformed("keystore", format!("{}: {e}", path.display())))?;
-        Ok(env.private_key.protection != "none")
+    /// Whether this keystore was read from a file whose private key was passphrase-protected
+    /// (so saving it again should keep a passphrase).
+    pub fn was_passphrase_protected(&self) -> bool {
+        self.passphrase_protected
     }
 
     /// Reads a keystore file.

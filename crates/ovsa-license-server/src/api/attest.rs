@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use ovsa_core::crypto::ct_eq;
 use ovsa_core::encoding::format_rfc3339;
 use ovsa_core::license::KeyShare;
 use ovsa_core::protocol::{seal_share, AttestRequest, AttestResponse, Purpose, Reason};
 use time::OffsetDateTime;
 
-use super::challenge::license_for_client;
+use super::challenge::{check_session_answer, license_for_client};
 use super::{audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
 use crate::relying_party::decide;
 use crate::store::{AuditEntry, Decision};
@@ -73,18 +72,7 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
                 "this session is a host AK enrolment, not an attestation; ask /v1/challenge for one",
             ));
         }
-        if now > session.expires_at {
-            return Err(ApiError::new(
-                Reason::SessionExpired,
-                "the challenge expired before the attestation arrived; ask for a new one",
-            ));
-        }
-        if !ct_eq(&session.client_cert_sha256, &conn.client_cert_sha256) {
-            return Err(ApiError::new(
-                Reason::ClientCertificateMismatch,
-                "the attestation came from another client than the challenge",
-            ));
-        }
+        check_session_answer(&session, conn, now, "attestation")?;
         let license = license_for_client(st, conn, session.license_guid).await?;
         let verified = verify_session_evidence(st, conn, &session, &license, &req, now).await?;
         instance = Some(verified.ek_cert_sha256);

@@ -26,6 +26,29 @@ pub async fn handle(
     .await
 }
 
+/// Checks a taken session can still be answered: not expired, and answered by the TLS client it
+/// was issued to. `answer` names the answer in the messages ("attestation", ...).
+pub fn check_session_answer(
+    session: &SessionRecord,
+    conn: &ConnInfo,
+    now: OffsetDateTime,
+    answer: &str,
+) -> Result<(), ApiError> {
+    if now > session.expires_at {
+        return Err(ApiError::new(
+            Reason::SessionExpired,
+            format!("the challenge expired before the {answer} arrived; ask for a new one"),
+        ));
+    }
+    if !ct_eq(&session.client_cert_sha256, &conn.client_cert_sha256) {
+        return Err(ApiError::new(
+            Reason::ClientCertificateMismatch,
+            format!("the {answer} came from another client than the challenge"),
+        ));
+    }
+    Ok(())
+}
+
 /// Loads the license and checks the TLS client is its customer.
 pub async fn license_for_client(
     st: &AppState,

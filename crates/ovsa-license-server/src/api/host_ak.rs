@@ -12,15 +12,15 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use ovsa_core::attest::{issue_host_credential, PendingCredential};
-use ovsa_core::crypto::{ct_eq, hash::sha256, random_array};
+use ovsa_core::attest::issue_host_credential;
+use ovsa_core::crypto::{hash::sha256, random_array};
 use ovsa_core::protocol::{
     HostAkChallengeRequest, HostAkChallengeResponse, HostAkEnrollRequest, HostAkEnrollResponse,
     Purpose, Reason,
 };
 use time::OffsetDateTime;
 
-use super::challenge::license_for_client;
+use super::challenge::{check_session_answer, license_for_client};
 use super::{audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
 use crate::store::{AuditEntry, SessionRecord};
 use crate::verifier::attest_reason;
@@ -133,28 +133,10 @@ async fn finish(
                     "unknown host AK enrolment session: already used (replay), expired, or never issued; ask for a new challenge",
                 )
             })?;
-        if now > session.expires_at {
-            return Err(ApiError::new(
-                Reason::SessionExpired,
-                "the host AK challenge expired before the answer arrived; ask for a new one",
-            ));
-        }
-        if !ct_eq(&session.client_cert_sha256, &conn.client_cert_sha256) {
-            return Err(ApiError::new(
-                Reason::ClientCertificateMismatch,
-                "the answer came from another client than the challenge",
-            ));
-        }
-        let secret: [u8; 32] = session
-            .credential_secret
-            .as_slice()
-            .try_into()
-            .map_err(|_| ApiError::internal("session", "stored credential secret is not 32 bytes"))?;
-        let pending = PendingCredential::from_parts(
-            session.ek_cert_sha256,
-            session.ak_name.clone(),
-            secret,
-        );
+        check_session_answer(session, conn, now, "host AK answer")?;
+        let pending = session
+            .pending_credential()
+            .map_err(|e| ApiError::internal("session", e))?;
         pending.check_response(&req.activated_secret).map_err(|e| {
             ApiError::new(attest_reason(&e), format!("host AK enrolment refused: {e}"))
         })?;

@@ -205,6 +205,20 @@ impl SessionRecord {
             expires_at,
         }
     }
+
+    /// The credential challenge state back from the stored session (the inverse of
+    /// [`SessionRecord::issued`]), to check the answer against.
+    pub fn pending_credential(&self) -> StoreResult<ovsa_core::attest::PendingCredential> {
+        let secret: [u8; 32] =
+            self.credential_secret.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt("stored credential secret is not 32 bytes".into())
+            })?;
+        Ok(ovsa_core::attest::PendingCredential::from_parts(
+            self.ek_cert_sha256,
+            self.ak_name.clone(),
+            secret,
+        ))
+    }
 }
 
 /// What the Relying Party sees of a license when deciding one check.

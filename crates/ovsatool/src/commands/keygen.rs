@@ -25,8 +25,7 @@ pub fn run(a: &KeygenArgs) -> CliResult<()> {
         ks.import_certificate(cert, chain)?;
         // A passphrase-protected keystore stays protected (with the passphrase it was opened
         // with) even without --encrypt: importing a certificate never writes the key in clear.
-        let was_protected = Keystore::file_is_passphrase_protected(&a.ks.keystore)?;
-        let protection = protection(a.encrypt || was_protected, pass_file)?;
+        let protection = protection(a.encrypt || ks.was_passphrase_protected(), pass_file)?;
         ks.save(&a.ks.keystore, &protection, true)?;
         write_atomic(
             &with_suffix(&a.ks.keystore, ".crt"),

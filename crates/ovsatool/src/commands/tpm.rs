@@ -48,32 +48,21 @@ pub fn host_enroll(a: &HostEnrollArgs) -> CliResult<()> {
 }
 
 pub fn host_quote(a: &HostQuoteArgs) -> CliResult<()> {
-    let mut cached = match &a.ak_cache_dir {
-        Some(dir) => Some(host_attester(&a.host_tcti, dir)?),
+    let mut host = match &a.ak_cache_dir {
+        Some(dir) => host_attester(&a.host_tcti, dir)?,
         None => {
             say!("note: no --ak-cache-dir: a fresh host AK signs this evidence; license services accept only AKs enrolled with `ovsatool host-enroll` unless configured otherwise");
-            None
-        }
-    };
-    let mut fresh_tpm;
-    let (host, host_ak) = match cached.as_mut() {
-        Some(att) => {
-            let ak = att.ak().clone();
-            (att.tpm(), Some(ak))
-        }
-        None => {
-            fresh_tpm = Tpm::open(Some(&a.host_tcti))?;
-            (&mut fresh_tpm, None)
+            TpmAttester::open(Some(&a.host_tcti), None)?
         }
     };
     let mut vtpm = Tpm::open(Some(&a.vtpm_tcti))?;
     let opts = HostQuoteOptions {
         bank: bank(&a.bank)?,
         pcrs: a.pcrs.clone(),
-        host_ak,
+        host_ak: Some(host.ak().clone()),
         ..HostQuoteOptions::default()
     };
-    let ev = write_host_evidence(host, &mut vtpm, &opts)?;
+    let ev = write_host_evidence(host.tpm(), &mut vtpm, &opts)?;
     let host_ek = ovsa_core::identity::Certificate::from_der(&ev.ek_cert)
         .map(|c| c.subject().to_string())
         .unwrap_or_else(|_| "<unparsed>".into());
