@@ -52,13 +52,30 @@ impl TestCa {
     }
 
     /// Root CA certificate (PEM).
+    ///
+    /// A `TestCa` is only handed out once a template of it has been provisioned (see [`ca`]), so
+    /// the file exists; a missing file is a harness bug and panics naming the file.
     pub fn root_pem(&self) -> Vec<u8> {
-        std::fs::read(self.dir.join("swtpm-localca-rootca-cert.pem")).unwrap_or_default()
+        self.read_cert("swtpm-localca-rootca-cert.pem")
     }
 
     /// Intermediate (issuer) CA certificate (PEM).
     pub fn issuer_pem(&self) -> Vec<u8> {
-        std::fs::read(self.dir.join("issuercert.pem")).unwrap_or_default()
+        self.read_cert("issuercert.pem")
+    }
+
+    fn read_cert(&self, file: &str) -> Vec<u8> {
+        let path = self.dir.join(file);
+        match std::fs::read(&path) {
+            Ok(pem) if !pem.is_empty() => pem,
+            Ok(_) => panic!("CA {}: {} is empty", self.name, path.display()),
+            Err(e) => panic!(
+                "CA {}: cannot read {} ({e}); CAs are provisioned by swtpm_setup together with \
+                 their first template",
+                self.name,
+                path.display()
+            ),
+        }
     }
 
     /// Root and intermediate as PEM (what a verifier's trust configuration needs).
@@ -103,7 +120,9 @@ impl TestCa {
 }
 
 fn pem_der(p: &[u8]) -> Vec<u8> {
-    pem::parse(p).map(|p| p.into_contents()).unwrap_or_default()
+    pem::parse(p)
+        .map(|p| p.into_contents())
+        .expect("a CA certificate written by swtpm_localca is PEM")
 }
 
 struct Registry {
@@ -173,10 +192,30 @@ fn ca_for(template: &str) -> &'static str {
     }
 }
 
-/// The CA called `name` (its certificates exist once a template of it has been provisioned).
+/// The template whose provisioning creates the CA `ca` (swtpm_localca makes a CA's root and
+/// intermediate the first time it certifies an EK).
+fn first_template_of(ca: &str) -> &'static str {
+    match ca {
+        names::HOST_CA => names::HOST,
+        names::ROGUE_CA => names::ROGUE,
+        names::VTPM_CA => names::VTPM,
+        other => panic!(
+            "unknown test CA {other:?}: the harness knows {}, {} and {}",
+            names::HOST_CA,
+            names::VTPM_CA,
+            names::ROGUE_CA
+        ),
+    }
+}
+
+/// The CA called `name`, with its certificates on disk.
+///
+/// A CA's certificates only exist once a TPM template of that CA has been provisioned, so this
+/// provisions the CA's first template when no test has done so yet (in this process or, through
+/// the cache, in another). Callers never see a CA whose files may or may not exist depending on
+/// which test ran first.
 pub fn ca(name: &str) -> Arc<TestCa> {
-    let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
-    ca_locked(&mut r, name)
+    template(first_template_of(name)).1
 }
 
 fn ca_locked(r: &mut Registry, name: &str) -> Arc<TestCa> {
@@ -266,14 +305,48 @@ fn port_pair_candidate() -> u16 {
     );
     let p = NEXT_PORT.fetch_add(2, Ordering::SeqCst);
     if p >= PORT_HIGH {
-        NEXT_PORT.store(PORT_LOW, Ordering::SeqCst);
+        NEXT_PORT.store(PORT_LOW + 2, Ordering::SeqCst);
         return PORT_LOW;
     }
     p
 }
 
-fn ports_free(p: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+/// Two listening sockets on consecutive loopback ports (P, P+1), the layout the swtpm TCTI
+/// needs (server port P, control port P+1).
+#[derive(Debug)]
+pub struct PortPair {
+    /// Listener on P.
+    pub data: TcpListener,
+    /// Listener on P+1.
+    pub ctrl: TcpListener,
+}
+
+impl PortPair {
+    /// Reserve a free pair below the ephemeral range. Walks the whole range (10,000 pairs) before
+    /// giving up, so a machine holding thousands of TIME_WAIT or outgoing sockets cannot make a
+    /// test fail: those live in the ephemeral range, which this range avoids.
+    pub fn reserve() -> PortPair {
+        let pairs = u32::from(PORT_HIGH - PORT_LOW) / 2;
+        for _ in 0..pairs {
+            let p = port_pair_candidate();
+            let Ok(data) = TcpListener::bind(("127.0.0.1", p)) else {
+                continue;
+            };
+            let Ok(ctrl) = TcpListener::bind(("127.0.0.1", p + 1)) else {
+                continue;
+            };
+            return PortPair { data, ctrl };
+        }
+        panic!(
+            "no free loopback port pair in {PORT_LOW}-{PORT_HIGH}: every pair is bound by another \
+             process"
+        );
+    }
+
+    /// The first port (P).
+    pub fn port(&self) -> u16 {
+        self.data.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
 }
 
 /// A running swtpm (TCP server on 127.0.0.1), stopped on drop.
@@ -304,11 +377,11 @@ impl Swtpm {
                 std::fs::copy(e.path(), dir.path().join(e.file_name())).expect("copy state");
             }
         }
+        // A free pair is released just before swtpm binds it, so another process may take it
+        // in between, or a TIME_WAIT socket may stop swtpm (which binds without SO_REUSEADDR):
+        // swtpm then exits at once and the next pair is tried.
         for _ in 0..100 {
-            let port = port_pair_candidate();
-            if !ports_free(port) {
-                continue;
-            }
+            let port = PortPair::reserve().port();
             let st = Command::new("swtpm")
                 .args(["socket", "--tpm2"])
                 .arg("--server")
@@ -348,7 +421,7 @@ impl Swtpm {
             }
             return s;
         }
-        panic!("could not start swtpm on a free port pair");
+        panic!("could not start swtpm on any of 100 free port pairs");
     }
 
     /// TCTI string for this TPM.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use ovsa_tpm::attest::{self, HashAlg};
 use ovsa_tpm::{AkAlg, EkKind, Tpm};
-use swtpm_tests::{names, Swtpm};
+use swtpm_tests::{names, PortPair, Swtpm};
 
 const TPM_CC_START_AUTH_SESSION: u32 = 0x0176;
 const TPM_CC_FLUSH_CONTEXT: u32 = 0x0165;
@@ -118,30 +118,23 @@ fn serve(listener: TcpListener, target: u16, logs: Option<Logs>) {
 
 impl Proxy {
     fn start(tpm: &Swtpm) -> Proxy {
-        for _ in 0..200 {
-            let data = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = data.local_addr().unwrap().port();
-            let Some(ctrl_port) = port.checked_add(1) else {
-                continue;
-            };
-            let Ok(ctrl) = TcpListener::bind(("127.0.0.1", ctrl_port)) else {
-                continue;
-            };
-            let commands = Arc::new(Mutex::new(Vec::new()));
-            let responses = Arc::new(Mutex::new(Vec::new()));
-            serve(
-                data,
-                tpm.port(),
-                Some((commands.clone(), responses.clone())),
-            );
-            serve(ctrl, tpm.port() + 1, None);
-            return Proxy {
-                port,
-                commands,
-                responses,
-            };
+        // The swtpm TCTI needs a consecutive pair (P, P+1); the harness reserves one below the
+        // ephemeral range, where a busy machine's TIME_WAIT sockets cannot collide with it.
+        let PortPair { data, ctrl } = PortPair::reserve();
+        let port = data.local_addr().unwrap().port();
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let responses = Arc::new(Mutex::new(Vec::new()));
+        serve(
+            data,
+            tpm.port(),
+            Some((commands.clone(), responses.clone())),
+        );
+        serve(ctrl, tpm.port() + 1, None);
+        Proxy {
+            port,
+            commands,
+            responses,
         }
-        panic!("no free port pair for the proxy");
     }
 
     fn tcti(&self) -> String {
