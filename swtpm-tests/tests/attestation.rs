@@ -3,7 +3,7 @@
 
 use ovsa_tpm::attest::{
     self, host_blob::HostEvidence, AkBinding, AttestError, EkTrust, Evidence, Expected, HashAlg,
-    HostBlobError, PcrSet, ReferenceValues, VerifierConfig,
+    HostBlobError, HostPolicy, PcrSet, ReferenceValues, VerifierConfig,
 };
 use ovsa_tpm::host::{self, HostQuoteOptions};
 use ovsa_tpm::{AkAlg, AkBlob, EkKind, Tpm, TpmError};
@@ -25,6 +25,9 @@ fn trust(s: &Swtpm) -> EkTrust {
 /// Everything one successful attestation produced, for tampering.
 struct Attested {
     config: VerifierConfig,
+    /// Per-call host policy: host evidence required, and the enrolled host AKs (if checked).
+    host_required: bool,
+    enrolled_host_aks: Option<Vec<Vec<u8>>>,
     evidence: Evidence,
     reference: ReferenceValues,
     pending: attest::PendingCredential,
@@ -36,6 +39,13 @@ struct Attested {
 impl Attested {
     fn qd(&self) -> [u8; 32] {
         attest::quote_qualifying_data(&self.nonce, &self.epk, None)
+    }
+
+    fn host(&self) -> HostPolicy<'_> {
+        HostPolicy {
+            required: self.host_required,
+            enrolled_aks: self.enrolled_host_aks.as_deref(),
+        }
     }
 
     fn verify(&self) -> Result<attest::AttestationResult, AttestError> {
@@ -58,6 +68,7 @@ impl Attested {
                     pending: &self.pending,
                     response: &self.response,
                 },
+                host: self.host(),
                 previous_clock: None,
                 now: now(),
             },
@@ -116,8 +127,6 @@ fn setup(pair: &TpmPair) -> (Attested, Tpm, Tpm, AkBlob) {
     let config = VerifierConfig {
         vtpm_ek_trust: trust(&pair.vtpm),
         host_ek_trust: trust(&pair.host),
-        require_host_evidence: true,
-        enrolled_host_aks: None,
         require_safe_clock: true,
     };
     let ak = vtpm
@@ -133,6 +142,8 @@ fn setup(pair: &TpmPair) -> (Attested, Tpm, Tpm, AkBlob) {
     (
         Attested {
             config,
+            host_required: true,
+            enrolled_host_aks: None,
             evidence,
             reference,
             pending,
@@ -357,6 +368,7 @@ fn tamper_cases_each_fail_with_their_own_error() {
                     pending: &pending,
                     response: &guess,
                 },
+                host: a.host(),
                 previous_clock: None,
                 now: now(),
             },
@@ -527,7 +539,7 @@ fn tamper_cases_each_fail_with_their_own_error() {
     {
         let mut b = clone_att(&a);
         b.pending = a_pending(&a);
-        b.config.enrolled_host_aks = Some(vec![ak_b.name().unwrap()]);
+        b.enrolled_host_aks = Some(vec![ak_b.name().unwrap()]);
         cases.push((
             "host AK not enrolled",
             b.verify(),
@@ -550,6 +562,7 @@ fn tamper_cases_each_fail_with_their_own_error() {
                     pending: &a.pending,
                     response: &a.response,
                 },
+                host: a.host(),
                 previous_clock: Some(prev),
                 now: now(),
             },
@@ -583,6 +596,8 @@ fn tamper_cases_each_fail_with_their_own_error() {
 fn clone_att(a: &Attested) -> Attested {
     Attested {
         config: a.config.clone(),
+        host_required: a.host_required,
+        enrolled_host_aks: a.enrolled_host_aks.clone(),
         evidence: a.evidence.clone(),
         reference: a.reference.clone(),
         pending: a_pending(a),

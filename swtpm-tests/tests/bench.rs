@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use ovsa_tpm::attest::{
-    self, AkBinding, EkTrust, Evidence, Expected, HashAlg, ReferenceValues, VerifierConfig,
+    self, AkBinding, EkTrust, Evidence, Expected, HashAlg, HostPolicy, ReferenceValues,
+    VerifierConfig,
 };
 use ovsa_tpm::host::{self, HostQuoteOptions};
 use ovsa_tpm::{AkAlg, EkKind, Tpm};
@@ -58,8 +59,6 @@ fn bench_attestation() {
     let config = VerifierConfig {
         vtpm_ek_trust: EkTrust::from_pem(&pair.vtpm.ca.chain_pem()).unwrap(),
         host_ek_trust: EkTrust::from_pem(&pair.host.ca.chain_pem()).unwrap(),
-        require_host_evidence: true,
-        enrolled_host_aks: None,
         require_safe_clock: true,
     };
     for alg in [AkAlg::EcdsaP256, AkAlg::Rsa2048] {
@@ -127,6 +126,10 @@ fn bench_attestation() {
                     binding: AkBinding::Activated {
                         pending: &pending,
                         response: &resp,
+                    },
+                    host: HostPolicy {
+                        required: true,
+                        enrolled_aks: None,
                     },
                     previous_clock: None,
                     now: now(),

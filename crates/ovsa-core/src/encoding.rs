@@ -113,26 +113,6 @@ pub mod b64_vec {
     }
 }
 
-/// Serde adapter: an optional list of byte strings as base64 strings.
-pub mod b64_opt_vec {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Serialises an optional list.
-    pub fn serialize<S: Serializer>(v: &Option<Vec<Vec<u8>>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => super::b64_vec::serialize(v, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    /// Deserialises an optional list.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Vec<u8>>>, D::Error> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "super::b64_vec")] Vec<Vec<u8>>);
-        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
-    }
-}
-
 /// Serde adapter: secret bytes as base64, held in a zeroizing buffer.
 pub mod b64_secret {
     use serde::{Deserializer, Serializer};

@@ -235,8 +235,6 @@ async fn serve(a: ServeArgs, file: FileConfig, db: &str) -> Result<(), MainError
             &a.trust_host_ek_ca,
             &file.trust_host_ek_ca,
         ))?,
-        require_host_evidence: a.require_host_evidence
-            || file.require_host_evidence.unwrap_or(false),
         ..Default::default()
     };
     let tls = ovsa_license_server::tls::server_config(&cert, &key)?;

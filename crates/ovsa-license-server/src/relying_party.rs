@@ -3,11 +3,42 @@
 //! it atomically ([`crate::store::Store::record_use`]).
 
 use ovsa_core::encoding::parse_rfc3339;
-use ovsa_core::license::Validity;
+use ovsa_core::license::{Policy, Validity};
 use ovsa_core::protocol::{Purpose, Reason};
 use time::OffsetDateTime;
 
-use crate::store::{Decision, UsageState};
+/// What the Relying Party sees of a license when deciding one check.
+#[derive(Debug, Clone)]
+pub struct UsageState {
+    /// The limits.
+    pub policy: Policy,
+    /// Revocation time.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// First successful activation.
+    pub first_use: Option<OffsetDateTime>,
+    /// Successful loads so far.
+    pub uses: u64,
+    /// Whether this instance activated this license before.
+    pub instance_known: bool,
+    /// Number of distinct instances so far.
+    pub instance_count: u64,
+}
+
+/// The Relying Party's decision on one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Release the share.
+    Grant {
+        /// Loads after this check.
+        uses: u64,
+        /// First activation (now, if this is the first).
+        first_use: OffsetDateTime,
+        /// When the license ends, if it has a time limit.
+        not_after: Option<OffsetDateTime>,
+    },
+    /// Refuse.
+    Refuse(Reason),
+}
 
 /// Decides one check at `now`.
 pub fn decide(state: &UsageState, purpose: Purpose, now: OffsetDateTime) -> Decision {

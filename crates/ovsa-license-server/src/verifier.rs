@@ -1,100 +1,85 @@
-//! The Verifier step of an attestation (RFC 9334): evidence in, attestation result out, using
-//! [`ovsa_core::attest::verify`] with the session's nonce, the runtime's ephemeral key and the
-//! TLS channel bound into the expected qualifying data.
+//! The Verifier step of an attestation (RFC 9334): evidence in, attestation result out.
+//!
+//! Free of transport, like rustls's `WebPkiServerVerifier`: the static policy (trusted EK CAs,
+//! clock policy) comes by reference as a [`VerifierConfig`], everything that varies per call
+//! (the session's nonce and credential challenge, the license's TCB reference, the enrolled host
+//! AKs, the TLS exporter) arrives in [`Facts`], and the answer is a typed
+//! `Result<AttestationResult, AttestError>`. Mapping a refusal to a protocol reason, a hint and
+//! an HTTP error is the API layer's job (`api::attestation_refused`).
 
 use ovsa_core::attest::{
     quote_qualifying_data, verify, AkBinding, AttestError, AttestationResult, Expected,
-    HostEvidence,
+    HostEvidence, HostPolicy, PendingCredential, VerifierConfig,
 };
 use ovsa_core::crypto::hash::sha256;
-use ovsa_core::protocol::{AttestRequest, Reason};
+use ovsa_core::protocol::AttestRequest;
 use time::OffsetDateTime;
 
-use crate::api::{ApiError, AppState, ConnInfo};
-use crate::store::{LicenseRecord, SessionRecord};
+use crate::store::LicenseRecord;
 
-/// Maps a verification failure to its protocol reason.
-pub fn attest_reason(e: &AttestError) -> Reason {
-    use AttestError as E;
-    match e {
-        E::EkCertMalformed(_) | E::EkCertUntrusted(_) | E::EkKeyUnsupported => Reason::UntrustedEk,
-        E::AkNameMismatch | E::EkCertMismatch | E::CredentialMismatch => Reason::CredentialMismatch,
-        E::PcrBankMismatch { .. } | E::PcrNotQuoted(_) | E::PcrValueMismatch(_) => {
-            Reason::PcrMismatch
-        }
-        E::HostEvidenceMissing
-        | E::HostBlob(_)
-        | E::HostBindingMismatch
-        | E::HostAkNotEnrolled
-        | E::Host(_) => Reason::HostEvidenceInvalid,
-        E::Crypto(_) => Reason::Internal,
-        _ => Reason::QuoteInvalid,
-    }
+/// The per-call facts of one attestation.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The nonce of the session the evidence answers.
+    pub nonce: &'a [u8],
+    /// The session's credential challenge (server-side state).
+    pub pending: &'a PendingCredential,
+    /// The license the session is for (its TCB reference).
+    pub license: &'a LicenseRecord,
+    /// The Attester's request: evidence, ephemeral key, credential answer.
+    pub request: &'a AttestRequest,
+    /// The TLS exporter of the connection the request came on.
+    pub tls_exporter: &'a [u8],
+    /// Whether host evidence is required ([`host_evidence_required`]).
+    pub host_evidence_required: bool,
+    /// The host AKs enrolled for the host EK of the evidence, or `None` if any restricted AK is
+    /// accepted (the operator allowed unenrolled host AKs).
+    pub enrolled_host_aks: Option<&'a [Vec<u8>]>,
+    /// Now.
+    pub now: OffsetDateTime,
 }
 
-/// The host AKs the Verifier accepts for the host evidence of `req`: those enrolled for its host
-/// EK (`None`, i.e. any restricted AK, only if the operator allows unenrolled host AKs or there
-/// is no decodable host evidence, which the Verifier then refuses or ignores on its own).
-async fn enrolled_host_aks(
-    st: &AppState,
-    req: &AttestRequest,
-) -> Result<Option<Vec<Vec<u8>>>, ApiError> {
-    if st.settings.allow_unenrolled_host_ak {
-        return Ok(None);
-    }
-    let Some(host) = req
-        .evidence
-        .host_evidence
-        .as_deref()
-        .and_then(|b| HostEvidence::decode(b).ok())
-    else {
-        return Ok(None);
-    };
-    let names = st
-        .store
-        .host_aks(sha256(&host.ek_cert))
-        .await
-        .map_err(|e| ApiError::internal("loading enrolled host AKs", e))?;
-    Ok(Some(names))
+/// Whether a check against `license` needs host evidence: the deployment requires it for every
+/// license (`--require-host-evidence`), or the license's TCB reference pins host PCRs. The one
+/// place this is decided: the challenge announces it and the Verifier enforces it.
+pub fn host_evidence_required(deployment_requires: bool, license: &LicenseRecord) -> bool {
+    deployment_requires || license.tcb.host.is_some()
 }
 
-/// Verifies the evidence of `req` for `session`.
-pub async fn verify_session_evidence(
-    st: &AppState,
-    conn: &ConnInfo,
-    session: &SessionRecord,
-    license: &LicenseRecord,
-    req: &AttestRequest,
-    now: OffsetDateTime,
-) -> Result<AttestationResult, ApiError> {
-    let pending = session
-        .pending_credential()
-        .map_err(|e| ApiError::internal("session", e))?;
+/// SHA-256 of the host EK certificate in `req`'s host evidence, if it carries decodable host
+/// evidence (the key under which enrolled host AKs are stored). Undecodable evidence is left to
+/// the Verifier to refuse.
+pub fn host_ek_of(req: &AttestRequest) -> Option<[u8; 32]> {
+    let blob = req.evidence.host_evidence.as_deref()?;
+    let host = HostEvidence::decode(blob).ok()?;
+    Some(sha256(&host.ek_cert))
+}
+
+/// Verifies the evidence of one attestation under `policy`.
+pub fn verify_attestation(
+    policy: &VerifierConfig,
+    facts: &Facts<'_>,
+) -> Result<AttestationResult, AttestError> {
+    let req = facts.request;
     let qualifying = quote_qualifying_data(
-        &session.nonce,
+        facts.nonce,
         &req.ephemeral_public_key,
-        Some(&conn.exporter),
+        Some(facts.tls_exporter),
     );
-    let reference = license.tcb.reference_values();
-    let mut config = st.verifier.clone();
-    config.require_host_evidence |= license.tcb.host.is_some();
-    config.enrolled_host_aks = enrolled_host_aks(st, req).await?;
+    let reference = facts.license.tcb.reference_values();
     let expected = Expected {
         qualifying_data: &qualifying,
         reference: &reference,
         binding: AkBinding::Activated {
-            pending: &pending,
+            pending: facts.pending,
             response: &req.activated_secret,
         },
+        host: HostPolicy {
+            required: facts.host_evidence_required,
+            enrolled_aks: facts.enrolled_host_aks,
+        },
         previous_clock: None,
-        now: u64::try_from(now.unix_timestamp()).unwrap_or(0),
+        now: u64::try_from(facts.now.unix_timestamp()).unwrap_or(0),
     };
-    verify(&config, &req.evidence, &expected).map_err(|e| {
-        let hint = if matches!(e, AttestError::HostAkNotEnrolled) {
-            " (enrol the host AK first: `ovsatool host-enroll` on the host, then `ovsatool host-quote --ak-cache-dir` with the same directory)"
-        } else {
-            ""
-        };
-        ApiError::new(attest_reason(&e), format!("attestation refused: {e}{hint}"))
-    })
+    verify(policy, &req.evidence, &expected)
 }

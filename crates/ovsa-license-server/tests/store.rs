@@ -12,10 +12,9 @@ use std::time::{Duration as StdDuration, Instant};
 use common::{Backend, TestDb};
 use ovsa_core::license::{PcrBank, PcrSet, PcrValue, Policy, TcbReference, Validity};
 use ovsa_core::protocol::{Purpose, Reason};
-use ovsa_license_server::relying_party::decide;
+use ovsa_license_server::relying_party::{decide, Decision};
 use ovsa_license_server::store::{
-    AuditEntry, AuditFilter, Decision, LicenseRecord, SessionRecord, Store, StoreError,
-    SCHEMA_VERSION,
+    AuditEntry, AuditFilter, LicenseRecord, SessionRecord, Store, StoreError, SCHEMA_VERSION,
 };
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;

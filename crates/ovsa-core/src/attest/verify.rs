@@ -15,22 +15,28 @@ use super::wire::{
     HashAlg, QuoteInfo, TpmPublic,
 };
 
-/// Verifier configuration (long-lived, per deployment).
+/// Verifier configuration: the static policy of one deployment (long-lived, shared by every
+/// call, passed by reference). What varies per attestation arrives in [`Expected`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifierConfig {
     /// CAs the vTPM's EK certificate must chain to.
     pub vtpm_ek_trust: EkTrust,
     /// CAs the host TPM's EK certificate must chain to (the TPM vendor CAs).
     pub host_ek_trust: EkTrust,
+    /// Refuse quotes whose clock is not marked safe.
+    pub require_safe_clock: bool,
+}
+
+/// What this attestation requires of the host evidence (a per-call fact: it depends on the
+/// license's TCB reference and on the host EK's enrolled AKs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostPolicy<'a> {
     /// Refuse evidence without host evidence.
-    pub require_host_evidence: bool,
+    pub required: bool,
     /// If set, the host AK's Name must be one of these (AKs enrolled beforehand with a credential
     /// challenge against the host EK). If unset, any restricted AK is accepted for the host quote:
     /// see `docs/ATTESTATION.md` for what that does and does not prove.
-    #[serde(default, with = "crate::encoding::b64_opt_vec")]
-    pub enrolled_host_aks: Option<Vec<Vec<u8>>>,
-    /// Refuse quotes whose clock is not marked safe.
-    pub require_safe_clock: bool,
+    pub enrolled_aks: Option<&'a [Vec<u8>]>,
 }
 
 /// Reference values (carried by the ISV-signed TCB reference).
@@ -151,6 +157,8 @@ pub struct Expected<'a> {
     pub reference: &'a ReferenceValues,
     /// AK-to-EK binding proof.
     pub binding: AkBinding<'a>,
+    /// What the host evidence must satisfy.
+    pub host: HostPolicy<'a>,
     /// Clock info of the last accepted quote from this AK (to refuse counters going backwards).
     pub previous_clock: Option<ClockInfo>,
     /// Current time, seconds since the Unix epoch (certificate validity).
@@ -286,6 +294,7 @@ fn check_clock(
 
 fn verify_host(
     config: &VerifierConfig,
+    enrolled_aks: Option<&[Vec<u8>]>,
     blob: &[u8],
     vtpm_ek_cert: &[u8],
     reference: Option<&PcrSet>,
@@ -296,7 +305,7 @@ fn verify_host(
     verify_ek_chain(&config.host_ek_trust, &host.ek_cert, now).map_err(wrap)?;
     let ak = parse_public(&host.ak_public).map_err(wrap)?;
     let ak_name = ak.name().map_err(wrap)?;
-    if let Some(allowed) = &config.enrolled_host_aks {
+    if let Some(allowed) = enrolled_aks {
         if !allowed
             .iter()
             .any(|a| bool::from(a.as_slice().ct_eq(&ak_name)))
@@ -374,10 +383,11 @@ pub fn verify(
         config.require_safe_clock,
     )?;
     let host = match &evidence.host_evidence {
-        None if config.require_host_evidence => return Err(AttestError::HostEvidenceMissing),
+        None if expected.host.required => return Err(AttestError::HostEvidenceMissing),
         None => None,
         Some(blob) => Some(verify_host(
             config,
+            expected.host.enrolled_aks,
             blob,
             &evidence.ek_cert,
             expected.reference.host.as_ref(),

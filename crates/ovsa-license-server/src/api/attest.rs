@@ -11,10 +11,12 @@ use ovsa_core::protocol::{seal_share, AttestRequest, AttestResponse, Purpose, Re
 use time::OffsetDateTime;
 
 use super::challenge::{check_session_answer, license_for_client};
-use super::{audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
-use crate::relying_party::decide;
-use crate::store::{AuditEntry, Decision};
-use crate::verifier::verify_session_evidence;
+use super::{
+    attestation_refused, audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo,
+};
+use crate::relying_party::{decide, Decision};
+use crate::store::{AuditEntry, LicenseRecord, SessionRecord};
+use crate::verifier::{host_ek_of, host_evidence_required, verify_attestation, Facts};
 
 pub async fn handle(
     State(st): State<Arc<AppState>>,
@@ -74,7 +76,7 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
         }
         check_session_answer(&session, conn, now, "attestation")?;
         let license = license_for_client(st, conn, session.license_guid).await?;
-        let verified = verify_session_evidence(st, conn, &session, &license, &req, now).await?;
+        let verified = verify_evidence(st, conn, &session, &license, &req, now).await?;
         instance = Some(verified.ek_cert_sha256);
         let purpose = session.purpose;
         // Seal before counting the use: a request whose ephemeral key cannot receive the share
@@ -151,7 +153,42 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
     result
 }
 
-fn refusal_message(reason: Reason, license: &crate::store::LicenseRecord) -> String {
+/// Gathers the per-call facts (the session's credential challenge, the enrolled host AKs) and
+/// runs the Verifier.
+async fn verify_evidence(
+    st: &AppState,
+    conn: &ConnInfo,
+    session: &SessionRecord,
+    license: &LicenseRecord,
+    req: &AttestRequest,
+    now: OffsetDateTime,
+) -> Result<ovsa_core::attest::AttestationResult, ApiError> {
+    let pending = session
+        .pending_credential()
+        .map_err(|e| ApiError::internal("session", e))?;
+    let enrolled = match host_ek_of(req) {
+        Some(host_ek) if !st.settings.allow_unenrolled_host_ak => Some(
+            st.store
+                .host_aks(host_ek)
+                .await
+                .map_err(|e| ApiError::internal("loading enrolled host AKs", e))?,
+        ),
+        _ => None,
+    };
+    let facts = Facts {
+        nonce: &session.nonce,
+        pending: &pending,
+        license,
+        request: req,
+        tls_exporter: &conn.exporter,
+        host_evidence_required: host_evidence_required(st.settings.require_host_evidence, license),
+        enrolled_host_aks: enrolled.as_deref(),
+        now,
+    };
+    verify_attestation(&st.verifier, &facts).map_err(|e| attestation_refused(&e))
+}
+
+fn refusal_message(reason: Reason, license: &LicenseRecord) -> String {
     let guid = license.license_guid;
     match reason {
         Reason::LicenseRevoked => format!("license {guid} was revoked"),

@@ -10,9 +10,9 @@ use ovsa_core::protocol::{ChallengeRequest, ChallengeResponse, Purpose, Reason};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
+use super::{attest_reason, audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
 use crate::store::{AuditEntry, LicenseRecord, SessionRecord};
-use crate::verifier::attest_reason;
+use crate::verifier::host_evidence_required;
 
 pub async fn handle(
     State(st): State<Arc<AppState>>,
@@ -151,6 +151,6 @@ async fn issue(
         credential,
         pcr_bank: vtpm.bank.to_attest(),
         pcr_indices: vtpm.pcrs.iter().map(|p| p.index).collect(),
-        host_evidence_required: st.settings.require_host_evidence || license.tcb.host.is_some(),
+        host_evidence_required: host_evidence_required(st.settings.require_host_evidence, &license),
     })
 }

@@ -21,9 +21,8 @@ use ovsa_core::protocol::{
 use time::OffsetDateTime;
 
 use super::challenge::{check_session_answer, license_for_client};
-use super::{audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
+use super::{attest_reason, audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
 use crate::store::{AuditEntry, SessionRecord};
-use crate::verifier::attest_reason;
 
 /// `POST /v1/host-ak/challenge`.
 pub async fn challenge(

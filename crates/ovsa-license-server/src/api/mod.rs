@@ -12,7 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use ovsa_core::attest::VerifierConfig;
+use ovsa_core::attest::{AttestError, VerifierConfig};
 use ovsa_core::protocol::{ErrorDetail, ErrorResponse, Reason, MAX_REQUEST_BYTES};
 
 use crate::metrics::Metrics;
@@ -23,7 +23,8 @@ use crate::store::{AuditEntry, Store};
 pub struct Settings {
     /// How long a challenge stays valid.
     pub session_ttl: Duration,
-    /// Refuse attestations without host evidence, whatever the TCB reference says.
+    /// Refuse attestations without host evidence, whatever the TCB reference says (see
+    /// [`crate::verifier::host_evidence_required`]).
     pub require_host_evidence: bool,
     /// Upper bound on one request's handling.
     pub request_timeout: Duration,
@@ -37,7 +38,7 @@ pub struct Settings {
 pub struct AppState {
     /// Storage.
     pub store: Store,
-    /// Verifier configuration (trusted EK CAs).
+    /// The Verifier's static policy (trusted EK CAs, clock policy).
     pub verifier: VerifierConfig,
     /// Settings.
     pub settings: Settings,
@@ -111,6 +112,36 @@ impl IntoResponse for ApiError {
         };
         (status, Json(body)).into_response()
     }
+}
+
+/// The protocol reason of a Verifier refusal.
+pub fn attest_reason(e: &AttestError) -> Reason {
+    use AttestError as E;
+    match e {
+        E::EkCertMalformed(_) | E::EkCertUntrusted(_) | E::EkKeyUnsupported => Reason::UntrustedEk,
+        E::AkNameMismatch | E::EkCertMismatch | E::CredentialMismatch => Reason::CredentialMismatch,
+        E::PcrBankMismatch { .. } | E::PcrNotQuoted(_) | E::PcrValueMismatch(_) => {
+            Reason::PcrMismatch
+        }
+        E::HostEvidenceMissing
+        | E::HostBlob(_)
+        | E::HostBindingMismatch
+        | E::HostAkNotEnrolled
+        | E::Host(_) => Reason::HostEvidenceInvalid,
+        E::Crypto(_) => Reason::Internal,
+        _ => Reason::QuoteInvalid,
+    }
+}
+
+/// A Verifier refusal of an attestation as the client sees it: reason, message, and what to do
+/// where the fix is on the customer's side.
+pub fn attestation_refused(e: &AttestError) -> ApiError {
+    let hint = if matches!(e, AttestError::HostAkNotEnrolled) {
+        " (enrol the host AK first: `ovsatool host-enroll` on the host, then `ovsatool host-quote --ak-cache-dir` with the same directory)"
+    } else {
+        ""
+    };
+    ApiError::new(attest_reason(e), format!("attestation refused: {e}{hint}"))
 }
 
 /// Parses a JSON body into `T`, refusing with `malformed_request` and the parser's message.

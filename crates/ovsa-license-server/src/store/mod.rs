@@ -20,6 +20,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::relying_party::{Decision, UsageState};
+
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -219,39 +221,6 @@ impl SessionRecord {
             secret,
         ))
     }
-}
-
-/// What the Relying Party sees of a license when deciding one check.
-#[derive(Debug, Clone)]
-pub struct UsageState {
-    /// The limits.
-    pub policy: Policy,
-    /// Revocation time.
-    pub revoked_at: Option<OffsetDateTime>,
-    /// First successful activation.
-    pub first_use: Option<OffsetDateTime>,
-    /// Successful loads so far.
-    pub uses: u64,
-    /// Whether this instance activated this license before.
-    pub instance_known: bool,
-    /// Number of distinct instances so far.
-    pub instance_count: u64,
-}
-
-/// The Relying Party's decision on one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Release the share.
-    Grant {
-        /// Loads after this check.
-        uses: u64,
-        /// First activation (now, if this is the first).
-        first_use: OffsetDateTime,
-        /// When the license ends, if it has a time limit.
-        not_after: Option<OffsetDateTime>,
-    },
-    /// Refuse.
-    Refuse(Reason),
 }
 
 /// An audit log entry: every decision the service makes.

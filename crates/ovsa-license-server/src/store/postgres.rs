@@ -24,9 +24,10 @@ use zeroize::Zeroizing;
 
 use super::sqlite::codec::{self, RawActivation, RawAudit, RawLicense, RawSession};
 use super::{
-    Activation, AuditEntry, AuditFilter, Decision, LicenseRecord, SessionRecord, StoreError,
-    StoreResult, UsageState, SCHEMA_VERSION,
+    Activation, AuditEntry, AuditFilter, LicenseRecord, SessionRecord, StoreError, StoreResult,
+    SCHEMA_VERSION,
 };
+use crate::relying_party::{Decision, UsageState};
 
 /// Clients per store (per replica). With 8 concurrent checks on 2 cores and durable commits, 8
 /// clients let PostgreSQL group-commit: ~3x the throughput of 4 on distinct licenses (see

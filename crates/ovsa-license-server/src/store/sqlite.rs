@@ -28,9 +28,10 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::{
-    Activation, AuditEntry, AuditFilter, Decision, LicenseRecord, SessionRecord, StoreError,
-    StoreResult, UsageState, SCHEMA_VERSION,
+    Activation, AuditEntry, AuditFilter, LicenseRecord, SessionRecord, StoreError, StoreResult,
+    SCHEMA_VERSION,
 };
+use crate::relying_party::{Decision, UsageState};
 use codec::{RawActivation, RawAudit, RawLicense, RawSession};
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -703,8 +704,9 @@ pub(super) mod codec {
     use uuid::Uuid;
     use zeroize::Zeroizing;
 
+    use crate::relying_party::UsageState;
     use crate::store::{
-        Activation, AuditEntry, LicenseRecord, SessionRecord, StoreError, StoreResult, UsageState,
+        Activation, AuditEntry, LicenseRecord, SessionRecord, StoreError, StoreResult,
     };
 
     /// Unix seconds.
