@@ -7,7 +7,9 @@
 mod credential;
 mod ekcert;
 mod error;
+pub mod eventlog;
 pub mod host_blob;
+pub mod ima;
 mod pcr;
 mod qualify;
 mod verify;
@@ -21,7 +23,9 @@ pub use credential::{
 };
 pub use ekcert::{ek_spki, verify_ek_chain, EkTrust, TCG_KP_EK_CERTIFICATE};
 pub use error::AttestError;
+pub use eventlog::{EventLog, EventLogError};
 pub use host_blob::{HostBlobError, HostEvidence, HOST_EVIDENCE_NV_BASE};
+pub use ima::{ImaError, ImaLog};
 pub use pcr::{check_reference, PcrSet};
 pub use qualify::{host_qualifying_data, quote_qualifying_data, QUOTE_DOMAIN};
 pub use verify::{
