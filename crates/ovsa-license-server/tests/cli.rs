@@ -171,7 +171,7 @@ fn admin_commands_on_sqlite() {
 
     let list = ok(d, &["--db", db, "license", "list"]);
     assert!(list.contains(&guid) && list.contains("active"), "{list}");
-    let show = ok(d, &["--db", db, "license", "show", &guid]);
+    let show = ok(d, &["--db", db, "license", "show", &guid, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&show).unwrap();
     assert_eq!(v["uses"], 0);
     assert!(!show.contains("key_share"), "the share must never be shown");
