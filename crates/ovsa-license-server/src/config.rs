@@ -282,8 +282,19 @@ pub fn load_ek_trust(
     let mut all = Vec::new();
     for p in paths {
         let bytes = read_input(p, setting, MAX_INPUT_FILE)?;
-        let certs = ovsa_core::identity::Certificate::chain_from_pem_or_der(&bytes)
-            .map_err(|e| ConfigError::input(setting, p, e.to_string()))?;
+        let is_pem = bytes.trim_ascii_start().starts_with(b"-----BEGIN");
+        let certs = ovsa_core::identity::Certificate::chain_from_pem_or_der(&bytes).map_err(|e| {
+            if is_pem {
+                ConfigError::input(setting, p, e.to_string())
+            } else {
+                ConfigError::input(
+                    setting,
+                    p,
+                    "holds no CERTIFICATE block (PEM) and is not a DER certificate; give the \
+                     CA certificate(s) in PEM",
+                )
+            }
+        })?;
         if certs.is_empty() {
             return Err(ConfigError::input(
                 setting,
