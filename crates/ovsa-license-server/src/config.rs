@@ -77,9 +77,14 @@ pub const MAX_PASSPHRASE_FILE: usize = 4096;
 /// files larger than `limit` bytes (so `/dev/zero` or a wrong multi-gigabyte file fails at once,
 /// with a message naming the setting and the file).
 pub fn read_input(path: &Path, setting: &str, limit: usize) -> Result<Vec<u8>, ConfigError> {
-    let file = std::fs::File::open(path).map_err(|e| ConfigError::input(setting, path, e.to_string()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| ConfigError::input(setting, path, e.to_string()))?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(ConfigError::input(setting, path, "is a directory, not a file"));
+        return Err(ConfigError::input(
+            setting,
+            path,
+            "is a directory, not a file",
+        ));
     }
     let mut out = Vec::new();
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
@@ -283,18 +288,19 @@ pub fn load_ek_trust(
     for p in paths {
         let bytes = read_input(p, setting, MAX_INPUT_FILE)?;
         let is_pem = bytes.trim_ascii_start().starts_with(b"-----BEGIN");
-        let certs = ovsa_core::identity::Certificate::chain_from_pem_or_der(&bytes).map_err(|e| {
-            if is_pem {
-                ConfigError::input(setting, p, e.to_string())
-            } else {
-                ConfigError::input(
-                    setting,
-                    p,
-                    "holds no CERTIFICATE block (PEM) and is not a DER certificate; give the \
+        let certs =
+            ovsa_core::identity::Certificate::chain_from_pem_or_der(&bytes).map_err(|e| {
+                if is_pem {
+                    ConfigError::input(setting, p, e.to_string())
+                } else {
+                    ConfigError::input(
+                        setting,
+                        p,
+                        "holds no CERTIFICATE block (PEM) and is not a DER certificate; give the \
                      CA certificate(s) in PEM",
-                )
-            }
-        })?;
+                    )
+                }
+            })?;
         if certs.is_empty() {
             return Err(ConfigError::input(
                 setting,

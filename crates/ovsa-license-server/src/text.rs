@@ -143,7 +143,9 @@ mod tests {
     fn json_text_escapes_c1_and_bidi_and_round_trips() {
         let v = serde_json::json!({"s": "a\nb\u{1b}[2J\u{9b}c\u{202e}d"});
         let text = to_json_text(&v);
-        assert!(!text.chars().any(|c| c == '\u{1b}' || c == '\u{9b}' || c == '\u{202e}'));
+        assert!(!text
+            .chars()
+            .any(|c| c == '\u{1b}' || c == '\u{9b}' || c == '\u{202e}'));
         assert_eq!(text.lines().count(), 3, "{text}");
         assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), v);
     }

@@ -320,7 +320,10 @@ fn serve_from_toml_and_env_answers_and_stops_on_sigterm() {
     assert!(out.status.success(), "exit {:?}: {err}", out.status);
     assert!(err.contains("shutting down"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(!err.contains('\x1b'), "colour codes in a log that is not a terminal: {err:?}");
+    assert!(
+        !err.contains('\x1b'),
+        "colour codes in a log that is not a terminal: {err:?}"
+    );
 }
 
 /// GET /healthz over mutual TLS 1.3 from `host:port`, retried until the server answers (30 s).
@@ -425,10 +428,16 @@ fn serve_with_passphrase_file_and_host_name() {
     };
     let o = run(args(&[]));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--passphrase-file"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("--passphrase-file"),
+        "{err}"
+    );
     let o = run(args(&["--passphrase-file", "wrong.txt"]));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--tls-key s.ks"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("--tls-key s.ks"),
+        "{err}"
+    );
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_ovsa-license-server"))
         .current_dir(d)
@@ -570,12 +579,19 @@ fn read_commands_never_create_or_change_a_database() {
     assert!(list.contains(&guid), "{list}");
     assert!(ok(d, &["--db", db, "license", "show", &guid]).contains(&guid));
     assert!(ok(d, &["--db", db, "audit"]).contains("add"));
-    assert_eq!(std::fs::read(&file).unwrap(), before, "a read command wrote");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "a read command wrote"
+    );
     assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), mtime);
     // A file that is not a database is named, not silently "empty".
     std::fs::write(d.join("notes.txt"), "not a database\n").unwrap();
     let err = fails(d, &["--db", "sqlite:notes.txt", "license", "list"]);
-    assert!(err.contains("notes.txt") && err.contains("not an SQLite database"), "{err}");
+    assert!(
+        err.contains("notes.txt") && err.contains("not an SQLite database"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -601,21 +617,32 @@ fn add_checks_every_file_before_importing_any() {
     assert!(!d.join("licenses.db").exists(), "a database was created");
     // The same license twice in one command.
     let err = fails(d, &add(&["a.reg", "a.reg"]));
-    assert!(err.contains("nothing imported") && err.contains("also in"), "{err}");
+    assert!(
+        err.contains("nothing imported") && err.contains("also in"),
+        "{err}"
+    );
     // /dev/zero as a registration: fails at once, naming it.
     let start = std::time::Instant::now();
     let err = fails(d, &add(&["/dev/zero"]));
-    assert!(err.contains("registration /dev/zero") && err.contains("larger than"), "{err}");
+    assert!(
+        err.contains("registration /dev/zero") && err.contains("larger than"),
+        "{err}"
+    );
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
 
     ok(d, &add(&["a.reg"]));
     let err = fails(d, &add(&["b.reg", "a.reg"]));
     assert!(
-        err.contains("nothing imported") && err.contains("a.reg") && err.contains("already registered"),
+        err.contains("nothing imported")
+            && err.contains("a.reg")
+            && err.contains("already registered"),
         "{err}"
     );
     let list = ok(d, &["--db", db, "license", "list"]);
-    assert!(list.contains(&guids[0]) && !list.contains(&guids[1]), "{list}");
+    assert!(
+        list.contains(&guids[0]) && !list.contains(&guids[1]),
+        "{list}"
+    );
     ok(d, &add(&["b.reg"]));
     let list = ok(d, &["--db", db, "license", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
@@ -638,14 +665,25 @@ fn revoke_and_reinstate_say_when_nothing_changed() {
     let db = "sqlite:licenses.db";
     ok(
         d,
-        &["--db", db, "license", "add", "l.reg", "--trust-isv", "isv.crt"],
+        &[
+            "--db",
+            db,
+            "license",
+            "add",
+            "l.reg",
+            "--trust-isv",
+            "isv.crt",
+        ],
     );
     let out = ok(d, &["--db", db, "license", "reinstate", &guid]);
     assert!(out.contains("not revoked; nothing changed"), "{out}");
     let out = ok(d, &["--db", db, "license", "revoke", &guid]);
     assert!(out.starts_with("revoked license"), "{out}");
     let out = ok(d, &["--db", db, "license", "revoke", &guid]);
-    assert!(out.contains("already revoked") && out.contains("nothing changed"), "{out}");
+    assert!(
+        out.contains("already revoked") && out.contains("nothing changed"),
+        "{out}"
+    );
     let audit = ok(d, &["--db", db, "audit", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&audit).unwrap();
     let actions: Vec<&str> = v
@@ -669,13 +707,25 @@ fn audit_limit_zero_json_and_aligned_columns() {
     let db = "sqlite:licenses.db";
     ok(
         d,
-        &["--db", db, "license", "add", "l.reg", "--trust-isv", "isv.crt"],
+        &[
+            "--db",
+            db,
+            "license",
+            "add",
+            "l.reg",
+            "--trust-isv",
+            "isv.crt",
+        ],
     );
     append_audit(
         d,
         "licenses.db",
         &[
-            audit_entry("host_ak_challenge", "CN=a much longer client name (sha256:00)", "x"),
+            audit_entry(
+                "host_ak_challenge",
+                "CN=a much longer client name (sha256:00)",
+                "x",
+            ),
             audit_entry("host_ak_enroll", "CN=c", "enrolled"),
         ],
     );
@@ -686,7 +736,9 @@ fn audit_limit_zero_json_and_aligned_columns() {
     let all = lines(&ok(d, &["--db", db, "audit", "--limit", "0"]));
     assert_eq!(all.len(), 5, "{all:?}");
     let header = &all[0];
-    for column in ["action", "result", "purpose", "reason", "license", "client", "message"] {
+    for column in [
+        "action", "result", "purpose", "reason", "license", "client", "message",
+    ] {
         let at = header.find(column).unwrap();
         for row in &all[1..] {
             let b = row.as_bytes();
@@ -717,12 +769,24 @@ fn customer_text_cannot_forge_output_lines() {
     let db = "sqlite:licenses.db";
     let added = ok(
         d,
-        &["--db", db, "license", "add", "l.reg", "--trust-isv", "isv.crt"],
+        &[
+            "--db",
+            db,
+            "license",
+            "add",
+            "l.reg",
+            "--trust-isv",
+            "isv.crt",
+        ],
     );
     append_audit(
         d,
         "licenses.db",
-        &[audit_entry("attest", &format!("{} (sha256:00)", customer.subject()), &evil)],
+        &[audit_entry(
+            "attest",
+            &format!("{} (sha256:00)", customer.subject()),
+            &evil,
+        )],
     );
     let clean = |what: &str, out: &str| {
         assert!(
@@ -735,7 +799,10 @@ fn customer_text_cannot_forge_output_lines() {
     let list = ok(d, &["--db", db, "license", "list"]);
     clean("list", &list);
     assert_eq!(list.lines().count(), 2, "{list}");
-    assert!(list.contains("CN=evil\\n00000000") && list.contains("\\x1b[2J"), "{list}");
+    assert!(
+        list.contains("CN=evil\\n00000000") && list.contains("\\x1b[2J"),
+        "{list}"
+    );
     let show = ok(d, &["--db", db, "license", "show", &guid]);
     clean("show", &show);
     assert_eq!(
@@ -817,12 +884,23 @@ fn ek_ca_file_without_a_root_is_refused_at_startup() {
     );
     let err = fails(
         d,
-        &serve(&["--trust-ek-ca", "root.pem", "--trust-host-ek-ca", "inter.pem"]),
+        &serve(&[
+            "--trust-ek-ca",
+            "root.pem",
+            "--trust-host-ek-ca",
+            "inter.pem",
+        ]),
     );
     assert!(err.contains("--trust-host-ek-ca inter.pem"), "{err}");
     let err = fails(d, &serve(&["--trust-ek-ca", "empty.pem"]));
-    assert!(err.contains("--trust-ek-ca empty.pem") && err.contains("no CERTIFICATE"), "{err}");
-    assert!(!d.join("x.db").exists(), "start-up failures must not create the database");
+    assert!(
+        err.contains("--trust-ek-ca empty.pem") && err.contains("no CERTIFICATE"),
+        "{err}"
+    );
+    assert!(
+        !d.join("x.db").exists(),
+        "start-up failures must not create the database"
+    );
     // Root and intermediate given separately make one chain.
     let trust = ovsa_license_server::config::load_ek_trust(
         &[d.join("inter.pem"), d.join("root.pem")],
@@ -861,13 +939,24 @@ fn input_files_are_bounded_and_ranges_checked() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (base("/dev/zero", "s.ks", "s.crt"), "--tls-cert /dev/zero"),
         (base("s.crt", "/dev/zero", "s.crt"), "--tls-key /dev/zero"),
-        (base("s.crt", "s.ks", "/dev/zero"), "--trust-ek-ca /dev/zero"),
         (
-            [base("s.crt", "s.ks", "s.crt"), vec!["--trust-host-ek-ca", "/dev/zero"]].concat(),
+            base("s.crt", "s.ks", "/dev/zero"),
+            "--trust-ek-ca /dev/zero",
+        ),
+        (
+            [
+                base("s.crt", "s.ks", "s.crt"),
+                vec!["--trust-host-ek-ca", "/dev/zero"],
+            ]
+            .concat(),
             "--trust-host-ek-ca /dev/zero",
         ),
         (
-            [base("s.crt", "s.ks", "s.crt"), vec!["--passphrase-file", "/dev/zero"]].concat(),
+            [
+                base("s.crt", "s.ks", "s.crt"),
+                vec!["--passphrase-file", "/dev/zero"],
+            ]
+            .concat(),
             "--passphrase-file /dev/zero",
         ),
         (
@@ -883,7 +972,11 @@ fn input_files_are_bounded_and_ranges_checked() {
             "--session-ttl (OVSA_LS_SESSION_TTL, `session_ttl_seconds`",
         ),
         (
-            [base("s.crt", "s.ks", "s.crt"), vec!["--max-connections", "0"]].concat(),
+            [
+                base("s.crt", "s.ks", "s.crt"),
+                vec!["--max-connections", "0"],
+            ]
+            .concat(),
             "--max-connections (OVSA_LS_MAX_CONNECTIONS",
         ),
         (
@@ -895,18 +988,29 @@ fn input_files_are_bounded_and_ranges_checked() {
             "--request-timeout (OVSA_LS_REQUEST_TIMEOUT",
         ),
         (
-            [base("s.crt", "s.ks", "s.crt"), vec!["--listen", "127.0.0.1"]].concat(),
+            [
+                base("s.crt", "s.ks", "s.crt"),
+                vec!["--listen", "127.0.0.1"],
+            ]
+            .concat(),
             "listen address '127.0.0.1'",
         ),
         (
-            [base("s.crt", "s.ks", "s.crt"), vec!["--listen", "no-such-host.invalid:1"]].concat(),
+            [
+                base("s.crt", "s.ks", "s.crt"),
+                vec!["--listen", "no-such-host.invalid:1"],
+            ]
+            .concat(),
             "cannot resolve",
         ),
     ];
     for (args, expected) in cases {
         let start = std::time::Instant::now();
         let err = fails(d, &args);
-        assert!(err.contains(expected), "{args:?}: expected '{expected}' in {err}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected '{expected}' in {err}"
+        );
         assert!(
             start.elapsed() < std::time::Duration::from_secs(20),
             "{args:?} took {:?}",
@@ -918,6 +1022,12 @@ fn input_files_are_bounded_and_ranges_checked() {
         d,
         &[vec!["--config", "ttl.toml"], base("s.crt", "s.ks", "s.crt")].concat(),
     );
-    assert!(err.contains("session_ttl_seconds") && err.contains("got 0"), "{err}");
-    assert!(!d.join("x.db").exists(), "start-up failures must not create the database");
+    assert!(
+        err.contains("session_ttl_seconds") && err.contains("got 0"),
+        "{err}"
+    );
+    assert!(
+        !d.join("x.db").exists(),
+        "start-up failures must not create the database"
+    );
 }

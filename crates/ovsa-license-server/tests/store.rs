@@ -687,12 +687,19 @@ async fn read_only_open_creates_migrates_and_writes_nothing(db: TestDb) {
         message: "must not be written".into(),
         instance_id: None,
     };
-    assert!(ro.append_audit(&entry).await.is_err(), "a read-only store wrote");
+    assert!(
+        ro.append_audit(&entry).await.is_err(),
+        "a read-only store wrote"
+    );
     assert!(!ro.revoke(lic.license_guid, now).await.unwrap_or(false));
     drop(ro);
     assert_eq!(raw_sql(&db, "SELECT COUNT(*) FROM audit").await, Some(0));
     assert_eq!(
-        raw_sql(&db, "SELECT COUNT(*) FROM licenses WHERE revoked_at IS NULL").await,
+        raw_sql(
+            &db,
+            "SELECT COUNT(*) FROM licenses WHERE revoked_at IS NULL"
+        )
+        .await,
         Some(1)
     );
 

@@ -183,8 +183,8 @@ impl SqliteStore {
             }
             OpenMode::ReadOnly => open_read_only_blocking(&p),
         })
-            .await
-            .map_err(task_error)??;
+        .await
+        .map_err(task_error)??;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path,
