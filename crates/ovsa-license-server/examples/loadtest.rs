@@ -321,6 +321,7 @@ fn main() {
             "license",
             "show",
             &license.license_guid.to_string(),
+            "--json",
         ])
         .output()
         .unwrap();

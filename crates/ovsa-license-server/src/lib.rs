@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod relying_party;
 pub mod server;
 pub mod store;
+pub mod text;
 pub mod tls;
 pub mod verifier;

@@ -19,11 +19,14 @@ pub enum TlsError {
     /// The certificate or key file is unusable.
     #[error("{path}: {detail}")]
     File {
-        /// The file.
+        /// The setting and file (e.g. `--tls-key server.key`).
         path: String,
         /// What is wrong.
         detail: String,
     },
+    /// The certificate or key file cannot be read (missing, a directory, too large).
+    #[error(transparent)]
+    Input(#[from] crate::config::ConfigError),
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
@@ -33,29 +36,49 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Loads the certificate chain (PEM) and private key (PEM PKCS#8/SEC1, or an OVSA keystore) and
-/// builds the server configuration.
+/// Loads the certificate chain (PEM) and private key (PEM PKCS#8/SEC1, or an OVSA keystore whose
+/// passphrase, if any, comes from `OVSA_KEYSTORE_PASSPHRASE`) and builds the server
+/// configuration.
 pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
-    let file_err = |p: &Path, d: String| TlsError::File {
-        path: p.display().to_string(),
+    let pass = std::env::var("OVSA_KEYSTORE_PASSPHRASE")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(zeroize::Zeroizing::new);
+    server_config_with_passphrase(cert, key, pass.as_ref().map(|p| p.as_str()))
+}
+
+/// [`server_config`] with the keystore passphrase given (`serve --passphrase-file`). Both files
+/// are read through [`crate::config::read_input`] (bounded; errors name `--tls-cert` or
+/// `--tls-key`).
+pub fn server_config_with_passphrase(
+    cert: &Path,
+    key: &Path,
+    passphrase: Option<&str>,
+) -> Result<ServerConfig, TlsError> {
+    use crate::config::{read_input, MAX_INPUT_FILE};
+    let file_err = |flag: &str, p: &Path, d: String| TlsError::File {
+        path: format!("{flag} {}", p.display()),
         detail: d,
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| file_err(cert, format!("cannot read certificates: {e}")))?
+    let cert_bytes = read_input(cert, "--tls-cert", MAX_INPUT_FILE)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_bytes)
         .collect::<Result<_, _>>()
-        .map_err(|e| file_err(cert, format!("invalid PEM certificate: {e}")))?;
+        .map_err(|e| file_err("--tls-cert", cert, format!("invalid PEM certificate: {e}")))?;
     if chain.is_empty() {
-        return Err(file_err(cert, "no CERTIFICATE block found".into()));
+        return Err(file_err(
+            "--tls-cert",
+            cert,
+            "no CERTIFICATE block found; give the certificate chain in PEM".into(),
+        ));
     }
-    let key_bytes = std::fs::read(key).map_err(|e| file_err(key, e.to_string()))?;
+    let key_bytes = zeroize::Zeroizing::new(read_input(key, "--tls-key", MAX_INPUT_FILE)?);
     let key_der: PrivateKeyDer<'static> = if key_bytes.trim_ascii_start().starts_with(b"{") {
-        let pass = std::env::var("OVSA_KEYSTORE_PASSPHRASE").ok();
-        let ks = ovsa_core::identity::Keystore::from_bytes(&key_bytes, pass.as_deref())
-            .map_err(|e| file_err(key, e.to_string()))?;
+        let ks = ovsa_core::identity::Keystore::from_bytes(&key_bytes, passphrase)
+            .map_err(|e| file_err("--tls-key", key, e.to_string()))?;
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ks.key().pkcs8().to_vec()))
     } else {
         PrivateKeyDer::from_pem_slice(&key_bytes)
-            .map_err(|e| file_err(key, format!("no usable private key: {e}")))?
+            .map_err(|e| file_err("--tls-key", key, format!("no usable private key: {e}")))?
     };
     let verifier = Arc::new(AnyClientCertificate {
         provider: provider(),
@@ -66,6 +89,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
         .with_single_cert(chain, key_der)
         .map_err(|e| {
             file_err(
+                "--tls-key",
                 key,
                 format!("key does not match the certificate or is unsupported: {e}"),
             )

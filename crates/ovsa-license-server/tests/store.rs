@@ -14,7 +14,8 @@ use ovsa_core::license::{PcrBank, PcrSet, PcrValue, Policy, TcbReference, Validi
 use ovsa_core::protocol::{Purpose, Reason};
 use ovsa_license_server::relying_party::{decide, Decision};
 use ovsa_license_server::store::{
-    AuditEntry, AuditFilter, LicenseRecord, SessionRecord, Store, StoreError, SCHEMA_VERSION,
+    AuditEntry, AuditFilter, LicenseRecord, OpenMode, SessionRecord, Store, StoreError,
+    SCHEMA_VERSION,
 };
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -52,6 +53,7 @@ both!(
     throughput_8_concurrent,
     interrupted_check_leaves_nothing_locked,
     host_aks_per_host_ek,
+    read_only_open_creates_migrates_and_writes_nothing,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -593,6 +595,135 @@ async fn schema_too_new_is_refused(db: TestDb) {
         Err(e) => panic!("expected SchemaTooNew, got {e}"),
         Ok(_) => panic!("expected SchemaTooNew, the store opened"),
     }
+}
+
+/// Runs one SQL statement on the raw database and returns the first column of its first row
+/// as an integer, if it returns a row.
+async fn raw_sql(db: &TestDb, sql: &str) -> Option<i64> {
+    match db.backend {
+        Backend::Sqlite => {
+            let path = db.url.strip_prefix("sqlite:").unwrap();
+            let conn = rusqlite::Connection::open(path).unwrap();
+            let mut st = conn.prepare(sql).unwrap();
+            let mut rows = st.query([]).unwrap();
+            rows.next().unwrap().map(|r| r.get::<_, i64>(0).unwrap())
+        }
+        Backend::Postgres => {
+            let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let rows = client.query(sql, &[]).await.unwrap();
+            rows.first().map(|r| r.get::<_, i64>(0))
+        }
+    }
+}
+
+/// Whether the database holds a `schema_version` table.
+async fn has_schema(db: &TestDb) -> bool {
+    match db.backend {
+        Backend::Sqlite => {
+            let path = db.url.strip_prefix("sqlite:").unwrap();
+            if !std::path::Path::new(path).exists() {
+                return false;
+            }
+            raw_sql(
+                db,
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_version'",
+            )
+            .await
+                == Some(1)
+        }
+        Backend::Postgres => {
+            raw_sql(
+                db,
+                "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'schema_version'",
+            )
+            .await
+                == Some(1)
+        }
+    }
+}
+
+/// `license list|show|audit` open read-only: a missing (or empty) database is an error and
+/// stays missing (nothing created, no migration), an older schema is reported (not upgraded),
+/// and every write through a read-only store fails. `Existing` (revoke/reinstate) needs the
+/// database too, but upgrades its schema.
+async fn read_only_open_creates_migrates_and_writes_nothing(db: TestDb) {
+    for mode in [OpenMode::ReadOnly, OpenMode::Existing] {
+        match Store::open_with(&db.url, mode).await {
+            Err(e @ (StoreError::Missing(_) | StoreError::NotInitialised(_))) => {
+                let msg = e.to_string();
+                assert!(msg.contains("--db") && msg.contains("serve"), "{msg}");
+            }
+            Err(e) => panic!("{mode:?}: expected Missing/NotInitialised, got {e}"),
+            Ok(_) => panic!("{mode:?} opened a database that does not exist"),
+        }
+        assert!(!has_schema(&db).await, "{mode:?} set up a schema");
+    }
+    if db.backend == Backend::Sqlite {
+        let path = db.url.strip_prefix("sqlite:").unwrap();
+        assert!(!std::path::Path::new(path).exists(), "a file was created");
+    }
+
+    let now = OffsetDateTime::now_utc();
+    let lic = license(perpetual(Some(3), None), now);
+    {
+        let store = db.open().await;
+        store.add_license(&lic).await.unwrap();
+    }
+    let ro = Store::open_with(&db.url, OpenMode::ReadOnly).await.unwrap();
+    assert_eq!(ro.list_licenses().await.unwrap().len(), 1);
+    assert!(ro.license(lic.license_guid).await.unwrap().is_some());
+    assert!(ro.audit(&AuditFilter::default()).await.unwrap().is_empty());
+    let entry = AuditEntry {
+        at: now,
+        license_guid: None,
+        client: "admin".into(),
+        action: "add".into(),
+        purpose: None,
+        result: "ok".into(),
+        reason: None,
+        message: "must not be written".into(),
+        instance_id: None,
+    };
+    assert!(
+        ro.append_audit(&entry).await.is_err(),
+        "a read-only store wrote"
+    );
+    assert!(!ro.revoke(lic.license_guid, now).await.unwrap_or(false));
+    drop(ro);
+    assert_eq!(raw_sql(&db, "SELECT COUNT(*) FROM audit").await, Some(0));
+    assert_eq!(
+        raw_sql(
+            &db,
+            "SELECT COUNT(*) FROM licenses WHERE revoked_at IS NULL"
+        )
+        .await,
+        Some(1)
+    );
+
+    // An older schema (the last migration, host_aks, undone): read-only reports it and leaves
+    // it; Existing upgrades it.
+    raw_sql(&db, "DROP TABLE host_aks").await;
+    raw_sql(
+        &db,
+        &format!("DELETE FROM schema_version WHERE version = {SCHEMA_VERSION} RETURNING version"),
+    )
+    .await;
+    match Store::open_with(&db.url, OpenMode::ReadOnly).await {
+        Err(e @ StoreError::SchemaTooOld { found, supported }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION - 1, SCHEMA_VERSION));
+            let msg = e.to_string();
+            assert!(msg.contains("older") && msg.contains("serve"), "{msg}");
+        }
+        Err(e) => panic!("expected SchemaTooOld, got {e}"),
+        Ok(_) => panic!("read-only opened an older schema"),
+    }
+    let max = "SELECT MAX(version) FROM schema_version";
+    assert_eq!(raw_sql(&db, max).await, Some(SCHEMA_VERSION - 1));
+    drop(Store::open_with(&db.url, OpenMode::Existing).await.unwrap());
+    assert_eq!(raw_sql(&db, max).await, Some(SCHEMA_VERSION));
 }
 
 async fn reopen_sees_the_data(db: TestDb) {

@@ -92,7 +92,10 @@ impl ApiError {
 
     /// An internal failure; details go to the server log, not to the client.
     pub fn internal(context: &str, e: impl std::fmt::Display) -> Self {
-        tracing::error!("{context}: {e}");
+        tracing::error!(
+            "{context}: {}",
+            crate::text::escape_controls(&e.to_string())
+        );
         ApiError::new(
             Reason::Internal,
             "internal error; see the license service log",
@@ -264,11 +267,11 @@ where
     if let Err(e) = &result {
         tracing::info!(
             endpoint,
-            client = %conn.audit_name(),
+            client = %crate::text::escape_controls(&conn.audit_name()),
             peer = %conn.peer,
             reason = e.reason.as_str(),
             "refused: {}",
-            e.message
+            crate::text::escape_controls(&e.message)
         );
     }
     result.map(Json)

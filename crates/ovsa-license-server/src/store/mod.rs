@@ -42,6 +42,30 @@ pub enum StoreError {
         /// Version this build knows.
         supported: i64,
     },
+    /// A command that needs an existing database found none at the path given.
+    #[error(
+        "database '{0}' does not exist: check --db (or OVSA_LS_DB / `db` in the config file); \
+         `ovsa-license-server serve` or `ovsa-license-server license add` creates a new one"
+    )]
+    Missing(String),
+    /// The database exists but holds no OVSA license schema.
+    #[error(
+        "database '{0}' holds no OVSA license data (no schema): check --db; \
+         `ovsa-license-server serve` or `ovsa-license-server license add` sets one up"
+    )]
+    NotInitialised(String),
+    /// A read-only command found a schema older than this build (it does not migrate).
+    #[error(
+        "database schema version {found} is older than this build's {supported}; read-only \
+         commands do not change the database: run `ovsa-license-server serve` (or `license add`) \
+         with this build once to upgrade it"
+    )]
+    SchemaTooOld {
+        /// Version found.
+        found: i64,
+        /// Version this build knows.
+        supported: i64,
+    },
     /// The database cannot be opened or created (e.g. its directory does not exist).
     #[error("cannot open database '{path}': {reason}")]
     Open {
@@ -255,6 +279,21 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
+/// How a command opens the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the database if it is missing and bring its schema up to date (`serve`,
+    /// `license add`).
+    Create,
+    /// An existing database only ([`StoreError::Missing`] / [`StoreError::NotInitialised`]
+    /// otherwise), schema brought up to date (`license revoke`, `license reinstate`).
+    Existing,
+    /// An existing database, read-only: nothing is created, no migration runs and every write
+    /// fails (`license list`, `license show`, `audit`). A schema older than this build is
+    /// [`StoreError::SchemaTooOld`].
+    ReadOnly,
+}
+
 /// A storage backend.
 pub enum Store {
     /// Embedded SQLite.
@@ -283,15 +322,22 @@ macro_rules! dispatch {
 impl Store {
     /// Opens (creating and migrating as needed) `sqlite:PATH` or `postgres://...`.
     pub async fn open(url: &str) -> StoreResult<Store> {
+        Self::open_with(url, OpenMode::Create).await
+    }
+
+    /// Opens `sqlite:PATH` or `postgres://...` in `mode` (see [`OpenMode`]).
+    pub async fn open_with(url: &str, mode: OpenMode) -> StoreResult<Store> {
         if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
                 return Err(StoreError::BadUrl(redact_url(url)));
             }
-            Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?))
+            Ok(Store::Sqlite(
+                sqlite::SqliteStore::open_with(path, mode).await?,
+            ))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Store::Postgres(Box::new(
-                postgres::PgStore::connect(url).await?,
+                postgres::PgStore::connect_with_mode(url, postgres::POOL_SIZE, mode).await?,
             )))
         } else {
             Err(StoreError::BadUrl(redact_url(url)))

@@ -24,8 +24,8 @@ use zeroize::Zeroizing;
 
 use super::sqlite::codec::{self, RawActivation, RawAudit, RawLicense, RawSession};
 use super::{
-    Activation, AuditEntry, AuditFilter, LicenseRecord, SessionRecord, StoreError, StoreResult,
-    SCHEMA_VERSION,
+    Activation, AuditEntry, AuditFilter, LicenseRecord, OpenMode, SessionRecord, StoreError,
+    StoreResult, SCHEMA_VERSION,
 };
 use crate::relying_party::{Decision, UsageState};
 
@@ -354,8 +354,27 @@ impl PgStore {
 
     /// [`PgStore::connect`] with `pool_size` clients (at least 1) instead of [`POOL_SIZE`].
     pub async fn connect_with_pool(url: &str, pool_size: usize) -> StoreResult<PgStore> {
+        Self::connect_with_mode(url, pool_size, OpenMode::Create).await
+    }
+
+    /// [`PgStore::connect_with_pool`] in `mode`: [`OpenMode::Create`] and [`OpenMode::Existing`]
+    /// migrate (the latter only a database that already holds the schema);
+    /// [`OpenMode::ReadOnly`] never migrates, checks the schema version and runs every session
+    /// with `default_transaction_read_only = on`, so any write fails.
+    pub async fn connect_with_mode(
+        url: &str,
+        pool_size: usize,
+        mode: OpenMode,
+    ) -> StoreResult<PgStore> {
         let pool_size = pool_size.max(1);
         let mut config: Config = url.parse().map_err(|_| StoreError::BadUrl(redact(url)))?;
+        if mode == OpenMode::ReadOnly {
+            let options = match config.get_options() {
+                Some(o) => format!("{o} -c default_transaction_read_only=on"),
+                None => "-c default_transaction_read_only=on".to_string(),
+            };
+            config.options(options);
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -369,8 +388,38 @@ impl PgStore {
                 idle: Mutex::new(Vec::with_capacity(pool_size)),
             }),
         };
-        store.migrate().await?;
+        match mode {
+            OpenMode::Create => store.migrate().await?,
+            OpenMode::Existing => {
+                store.schema_version(url).await?;
+                store.migrate().await?;
+            }
+            OpenMode::ReadOnly => {
+                super::sqlite::check_version(store.schema_version(url).await?)?;
+            }
+        }
         Ok(store)
+    }
+
+    /// The schema version in the database, without changing anything;
+    /// [`StoreError::NotInitialised`] if it holds no schema.
+    async fn schema_version(&self, url: &str) -> StoreResult<i64> {
+        let c = self.pool.get().await?;
+        let exists: bool = c
+            .client
+            .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+            .await?
+            .try_get(0)?;
+        if !exists {
+            return Err(StoreError::NotInitialised(super::redact_url(url)));
+        }
+        Ok(c.client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version",
+                &[],
+            )
+            .await?
+            .try_get(0)?)
     }
 
     async fn migrate(&self) -> StoreResult<()> {

@@ -28,8 +28,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::{
-    Activation, AuditEntry, AuditFilter, LicenseRecord, SessionRecord, StoreError, StoreResult,
-    SCHEMA_VERSION,
+    Activation, AuditEntry, AuditFilter, LicenseRecord, OpenMode, SessionRecord, StoreError,
+    StoreResult, SCHEMA_VERSION,
 };
 use crate::relying_party::{Decision, UsageState};
 use codec::{RawActivation, RawAudit, RawLicense, RawSession};
@@ -167,11 +167,25 @@ impl SqliteStore {
     /// Opens the database file at `path`, creating it (mode 0600) if missing, and brings the
     /// schema up to [`SCHEMA_VERSION`]. The parent directory must exist.
     pub async fn open(path: &str) -> StoreResult<SqliteStore> {
+        Self::open_with(path, OpenMode::Create).await
+    }
+
+    /// Opens the database file at `path` in `mode` (see [`OpenMode`]): only
+    /// [`OpenMode::Create`] creates a missing file; [`OpenMode::ReadOnly`] opens it with
+    /// `SQLITE_OPEN_READONLY` and `query_only`, without migrating.
+    pub async fn open_with(path: &str, mode: OpenMode) -> StoreResult<SqliteStore> {
         let path = PathBuf::from(path);
         let p = path.clone();
-        let conn = tokio::task::spawn_blocking(move || open_blocking(&p))
-            .await
-            .map_err(task_error)??;
+        let conn = tokio::task::spawn_blocking(move || match mode {
+            OpenMode::Create => open_blocking(&p),
+            OpenMode::Existing => {
+                require_file(&p)?;
+                open_blocking(&p)
+            }
+            OpenMode::ReadOnly => open_read_only_blocking(&p),
+        })
+        .await
+        .map_err(task_error)??;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -563,6 +577,75 @@ fn open_blocking(path: &Path) -> StoreResult<Connection> {
     conn.set_prepared_statement_cache_capacity(32);
     migrate(&conn)?;
     Ok(conn)
+}
+
+/// Fails with [`StoreError::Missing`] unless `path` is an existing file.
+fn require_file(path: &Path) -> StoreResult<()> {
+    if path.is_dir() {
+        return Err(StoreError::Open {
+            path: path.display().to_string(),
+            reason: "it is a directory".into(),
+        });
+    }
+    if !path.exists() {
+        return Err(StoreError::Missing(path.display().to_string()));
+    }
+    Ok(())
+}
+
+/// Opens an existing database read-only: no file is created, nothing is migrated or written
+/// (`SQLITE_OPEN_READONLY` plus `PRAGMA query_only`), and the schema version is checked.
+fn open_read_only_blocking(path: &Path) -> StoreResult<Connection> {
+    require_file(path)?;
+    let shown = path.display().to_string();
+    let open_err = |reason: String| StoreError::Open {
+        path: shown.clone(),
+        reason,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| open_err(e.to_string()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    let has_schema: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => {
+                open_err("it is not an SQLite database".into())
+            }
+            _ => open_err(e.to_string()),
+        })?;
+    if has_schema == 0 {
+        return Err(StoreError::NotInitialised(shown));
+    }
+    let found: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?;
+    check_version(found)?;
+    Ok(conn)
+}
+
+/// The schema found must be exactly this build's for a read-only open.
+pub(super) fn check_version(found: i64) -> StoreResult<()> {
+    if found > SCHEMA_VERSION {
+        Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        })
+    } else if found < SCHEMA_VERSION {
+        Err(StoreError::SchemaTooOld {
+            found,
+            supported: SCHEMA_VERSION,
+        })
+    } else {
+        Ok(())
+    }
 }
 
 /// Applies the missing migrations in one write transaction (so concurrent openers do not race).
