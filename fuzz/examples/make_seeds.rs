@@ -392,6 +392,27 @@ fn main() -> R<()> {
         format!("7=0x{}", hex_of(7, 32)).as_bytes(),
     )?;
 
+    // Measured-boot event log and IMA list seeds (built with the parsers' own builders).
+    {
+        use ovsa_core::attest::eventlog::{EventLogBuilder, EV_EVENT_TAG, EV_SEPARATOR};
+        use ovsa_core::attest::ima::ImaLogBuilder;
+        use ovsa_core::attest::HashAlg;
+        let log = EventLogBuilder::new(&[HashAlg::Sha1, HashAlg::Sha256])
+            .startup_locality(0)
+            .measure(0, 0x8, b"crtm", b"crtm")
+            .measure(4, 0x8000_0003, b"kernel", b"")
+            .measure(9, EV_EVENT_TAG, b"initrd", b"Linux initrd")
+            .measure(7, EV_SEPARATOR, &[0; 4], &[0; 4])
+            .build();
+        write(&root, "measurement_logs", "eventlog.bin", &log)?;
+        let ima = ImaLogBuilder::new()
+            .entry("boot_aggregate", "sha256", &[1; 32], false)
+            .file("/usr/lib/libovsaruntime.so", b"plugin")
+            .entry("/tmp/violation", "sha256", &[0; 32], true)
+            .build();
+        write(&root, "measurement_logs", "ima.bin", &ima)?;
+    }
+
     // TPM wire seeds for the bonus attest_wire target (first byte selects the parser).
     let ev = ovsa_core::attest::HostEvidence {
         ek_cert: isv.certificate().der().to_vec(),
