@@ -131,6 +131,23 @@ impl PgServer {
             let (uid, gid) = (id_of("postgres", "-u")?, id_of("postgres", "-g")?);
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .map_err(|e| format!("chown {} to postgres: {e}", dir.path().display()))?;
+            // initdb runs as `postgres`: every directory above the data directory must let
+            // others through (x), as /tmp does. A private TMPDIR (mktemp -d: 0700) does not.
+            use std::os::unix::fs::PermissionsExt;
+            for ancestor in dir.path().ancestors().skip(1) {
+                let mode = std::fs::metadata(ancestor)
+                    .ok()
+                    .map(|m| m.permissions().mode());
+                if let Some(mode) = mode.filter(|m| m & 0o001 == 0) {
+                    return Err(format!(
+                        "the PostgreSQL tests run initdb as the `postgres` user, which cannot \
+                         enter {} (mode {:o}): point TMPDIR at a directory others can traverse \
+                         (chmod o+x), e.g. /tmp",
+                        ancestor.display(),
+                        mode & 0o7777
+                    ));
+                }
+            }
         }
         let mut server = PgServer {
             dir,
