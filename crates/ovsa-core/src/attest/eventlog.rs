@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 
+use super::le_reader::{LeReader, Short};
 use super::pcr::PcrSet;
 use super::wire::HashAlg;
 
@@ -220,54 +221,18 @@ pub struct EventLog {
     pub events: Vec<Event>,
 }
 
-/// A bounds-checked little-endian reader.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(
-        &mut self,
-        n: usize,
-        what: &'static str,
-        start: usize,
-    ) -> Result<&'a [u8], EventLogError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(EventLogError::Truncated {
-                offset: start,
-                what,
-                needed: (self.pos.saturating_add(n)).saturating_sub(self.buf.len()),
-            })?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u8(&mut self, what: &'static str, start: usize) -> Result<u8, EventLogError> {
-        Ok(self.take(1, what, start)?[0])
-    }
-
-    fn u16(&mut self, what: &'static str, start: usize) -> Result<u16, EventLogError> {
-        let b = self.take(2, what, start)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self, what: &'static str, start: usize) -> Result<u32, EventLogError> {
-        let b = self.take(4, what, start)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn done(&self) -> bool {
-        self.pos >= self.buf.len()
+impl From<Short> for EventLogError {
+    fn from(s: Short) -> Self {
+        EventLogError::Truncated {
+            offset: s.offset,
+            what: s.what,
+            needed: s.needed,
+        }
     }
 }
 
 fn parse_spec_id(data: &[u8], offset: usize) -> Result<SpecId, EventLogError> {
-    let mut r = Reader { buf: data, pos: 0 };
+    let mut r = LeReader::new(data);
     let sig = r.take(16, "Spec ID signature", offset)?;
     if sig != SPEC_ID_SIGNATURE {
         return Err(EventLogError::NotCryptoAgile(
@@ -332,7 +297,7 @@ impl EventLog {
         if bytes.is_empty() {
             return Err(EventLogError::NotCryptoAgile("the log is empty"));
         }
-        let mut r = Reader { buf: bytes, pos: 0 };
+        let mut r = LeReader::new(bytes);
         // The header event, in the SHA-1 TCG_PCR_EVENT format.
         let _pcr = r.u32("header pcrIndex", 0)?;
         let ty = r.u32("header eventType", 0)?;
@@ -354,7 +319,7 @@ impl EventLog {
         let mut events = Vec::new();
         let mut startup_locality = None;
         while !r.done() {
-            let offset = r.pos;
+            let offset = r.pos();
             let seq = events.len() + 1;
             if events.len() >= limits::MAX_EVENTS {
                 return Err(EventLogError::OutOfBounds {

@@ -16,6 +16,7 @@
 //! entry (a file measured while open for writing: all-zero template digest) extends all-ones
 //! (`0xff` * digest length) instead, as the kernel does.
 
+use super::le_reader::{LeReader, Short};
 use super::pcr::PcrSet;
 use super::wire::HashAlg;
 
@@ -137,38 +138,21 @@ pub struct ImaLog {
     pub entries: Vec<ImaEntry>,
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str, start: usize) -> Result<&'a [u8], ImaError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(ImaError::Truncated {
-                offset: start,
-                what,
-                needed: self.pos.saturating_add(n).saturating_sub(self.buf.len()),
-            })?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u32(&mut self, what: &'static str, start: usize) -> Result<u32, ImaError> {
-        let b = self.take(4, what, start)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+impl From<Short> for ImaError {
+    fn from(s: Short) -> Self {
+        ImaError::Truncated {
+            offset: s.offset,
+            what: s.what,
+            needed: s.needed,
+        }
     }
 }
 
 /// Splits template data into its length-prefixed fields.
 fn fields(data: &[u8], entry: usize) -> Result<Vec<&[u8]>, ImaError> {
     let mut out = Vec::new();
-    let mut r = Reader { buf: data, pos: 0 };
-    while r.pos < data.len() {
+    let mut r = LeReader::new(data);
+    while !r.done() {
         let len = r
             .u32("field length", 0)
             .map_err(|_| ImaError::MalformedTemplate {
@@ -222,10 +206,10 @@ impl ImaLog {
                 value: bytes.len() as u64,
             });
         }
-        let mut r = Reader { buf: bytes, pos: 0 };
+        let mut r = LeReader::new(bytes);
         let mut entries = Vec::new();
-        while r.pos < bytes.len() {
-            let offset = r.pos;
+        while !r.done() {
+            let offset = r.pos();
             let entry = entries.len();
             if entry >= limits::MAX_ENTRIES {
                 return Err(ImaError::OutOfBounds {

@@ -10,6 +10,7 @@ mod error;
 pub mod eventlog;
 pub mod host_blob;
 pub mod ima;
+mod le_reader;
 mod pcr;
 mod qualify;
 mod verify;
