@@ -1230,9 +1230,7 @@ impl Tpm {
                 .with_selection(alg, &pcr_slots(&missing)?)
                 .build()
                 .map_err(TpmError::cmd("PCR selection"))?;
-            let r = self
-                .ctx
-                .execute_without_session(|c| c.pcr_read(sel));
+            let r = self.ctx.execute_without_session(|c| c.pcr_read(sel));
             self.commands += 1;
             calls += 1;
             let (_, read, digests) = r.map_err(TpmError::cmd("PCR read"))?;

@@ -101,7 +101,9 @@ pub fn parse_pcrs_serialized(b: &[u8]) -> std::result::Result<Vec<PcrSet>, PcrsF
     }
     let banks = u32le(b, 0) as usize;
     if banks > 16 {
-        return Err(bad(format!("{banks} PCR banks in the selection (at most 16)")));
+        return Err(bad(format!(
+            "{banks} PCR banks in the selection (at most 16)"
+        )));
     }
     let lists = u32le(b, PCR_SELECTION_SIZE) as usize;
     if lists > 64 || b.len() != PCR_SELECTION_SIZE + 4 + lists * DIGEST_LIST_SIZE {
@@ -115,7 +117,9 @@ pub fn parse_pcrs_serialized(b: &[u8]) -> std::result::Result<Vec<PcrSet>, PcrsF
         let at = PCR_SELECTION_SIZE + 4 + l * DIGEST_LIST_SIZE;
         let count = u32le(b, at) as usize;
         if count > 8 {
-            return Err(bad(format!("digest list {l} holds {count} digests (at most 8)")));
+            return Err(bad(format!(
+                "digest list {l} holds {count} digests (at most 8)"
+            )));
         }
         for k in 0..count {
             let d = at + 4 + k * 66;
@@ -171,8 +175,8 @@ pub fn parse_pcrs_serialized(b: &[u8]) -> std::result::Result<Vec<PcrSet>, PcrsF
 
 /// `ak_public` (a marshalled TPMT_PUBLIC) as a TPM2B_PUBLIC (what tpm2-tools' `-u` reads).
 pub fn ak_pub_tpm2b(ak_public: &[u8]) -> Result<Vec<u8>> {
-    let len = u16::try_from(ak_public.len())
-        .map_err(|_| TpmError::Unsupported("AK public too large"))?;
+    let len =
+        u16::try_from(ak_public.len()).map_err(|_| TpmError::Unsupported("AK public too large"))?;
     let mut tpm2b = len.to_be_bytes().to_vec();
     tpm2b.extend_from_slice(ak_public);
     Ok(tpm2b)
@@ -215,7 +219,11 @@ mod tests {
 
     #[test]
     fn serialized_round_trip_and_layout() {
-        for pcrs in [&[0u8][..], &[0, 1, 2, 3, 4, 5, 6, 7], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 23]] {
+        for pcrs in [
+            &[0u8][..],
+            &[0, 1, 2, 3, 4, 5, 6, 7],
+            &[0, 1, 2, 3, 4, 5, 6, 7, 8, 23],
+        ] {
             let s = set(HashAlg::Sha256, pcrs);
             let b = pcrs_serialized(&s);
             let lists = pcrs.len().div_ceil(8);
