@@ -1,17 +1,20 @@
 //! OVSA Attester: TPM 2.0 access on `tss-esapi` 7.7 (tpm2-tss 3.x).
 //!
 //! - [`Tpm::open`]: connect through a TCTI string (`swtpm:host=..,port=..`, `device:/dev/tpmrm0`,
-//!   or the `TCTI` environment variable).
+//!   or the `TCTI`, else `TPM2TOOLS_TCTI` environment variable).
 //! - EK certificates from NV ([`Tpm::ek_certificate`]), the EK from the default template or its
 //!   persistent handle, an AK ([`Tpm::create_ak`]) exported as a reloadable [`AkBlob`] so a slow
 //!   hardware TPM creates it once.
 //! - [`Tpm::activate_credential`] (TPM2_ActivateCredential) for the Verifier's challenge.
 //! - [`Tpm::quote`]: PCR read + TPM2_Quote with caller-given qualifying data, retried when the
-//!   PCRs move in between.
+//!   PCRs move in between (at most [`QUOTE_ATTEMPTS`]).
+//! - PCR banks: [`Tpm::pcr_banks`] (TPM2_GetCapability, once per connection) and
+//!   [`Tpm::check_pcr_bank`]; a bank the TPM lacks is [`TpmError::PcrBankNotAllocated`] before
+//!   anything is loaded. Every loop over TPM commands is bounded.
 //! - Host evidence in the vTPM's NV: [`host::write_host_evidence`] and
 //!   [`host::read_host_evidence`].
-//! - [`tools::write_tpm2_tools_files`]: `quote.msg`, `quote.sig`, `pcrs.bin`, `ak.pub` for
-//!   `tpm2_checkquote`.
+//! - [`tools::write_tpm2_tools_files`]: `quote.msg`, `quote.sig`, `pcrs.bin` (tpm2-tools'
+//!   serialized format), `ak.pub` for a plain `tpm2_checkquote`.
 //!
 //! swtpm holds at most three loaded objects and has no resource manager, so every object this
 //! crate loads is flushed before the call that loaded it returns, on success and on error. What a
@@ -22,7 +25,8 @@
 //! TPM commands per operation (persistent EK already known to the connection, AK context
 //! saved, 10 PCRs): [`Tpm::activate_credential`] 5, [`Tpm::quote`] 5,
 //! [`Tpm::activate_and_quote`] 8. The first AK use on a connection costs 2 more (Load under
-//! the EK policy, ContextSave) and the first EK use 2 (ReadPublic x2). The comment on
+//! the EK policy, ContextSave), the first EK use 2 (ReadPublic x2) and the first PCR operation 1
+//! (GetCapability of the PCR banks). The comment on
 //! authorization in this file's source explains why most commands carry a password
 //! authorization, not an HMAC session (in short: all auth values are empty and the sessions
 //! were unsalted and unbound, so they protected nothing).
