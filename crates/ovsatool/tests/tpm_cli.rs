@@ -661,3 +661,42 @@ fn host_quote_checks_and_quiet_output() {
     assert_nothing_loaded(&host);
     assert_nothing_loaded(&vtpm);
 }
+
+/// One name per concept: `--ak-cache-dir` on every command that caches an AK, `--out-dir` for
+/// attest's directory; the old spellings are hidden aliases (not in --help, still accepted).
+#[test]
+fn flag_names_are_consistent() {
+    let d = tempfile::tempdir().unwrap();
+    let help = |cmd: &str| ok(d.path(), &[cmd, "--help"]);
+    for cmd in ["check", "host-quote", "host-enroll"] {
+        let h = help(cmd);
+        assert!(h.contains("--ak-cache-dir <DIR>"), "{cmd}: {h}");
+        assert!(!h.contains("--ak-cache <"), "{cmd}: {h}");
+    }
+    let h = help("attest");
+    assert!(
+        h.contains("--out-dir <DIR>") && h.contains("--force"),
+        "{h}"
+    );
+    assert!(!h.contains("--out <"), "{h}");
+    // The hidden alias of check is accepted by the parser (it fails later, on the missing files).
+    let o = tool(
+        d.path(),
+        &[
+            "check",
+            "--keystore",
+            "none.ks",
+            "--license",
+            "none.lic",
+            "--package",
+            "none.dat",
+            "--ak-cache",
+            "ak",
+        ],
+    );
+    let err = stderr(&o);
+    assert!(
+        !o.status.success() && !err.contains("unexpected argument"),
+        "{err}"
+    );
+}
