@@ -262,17 +262,21 @@ fn license_check_commands_on_the_wire() {
         } else {
             assert_eq!(act, activation, "activate: {act:x?}");
         }
-        assert_eq!(
-            quote,
-            [
-                TPM_CC_CONTEXT_LOAD,
-                TPM_CC_PCR_READ,
-                TPM_CC_PCR_READ,
-                TPM_CC_QUOTE,
-                TPM_CC_FLUSH_CONTEXT
-            ],
-            "quote: {quote:x?}"
-        );
+        // The first PCR operation of a connection asks the TPM for its PCR banks (once), so a
+        // missing bank is a clear error before anything is loaded.
+        let quote_cmds = [
+            TPM_CC_CONTEXT_LOAD,
+            TPM_CC_PCR_READ,
+            TPM_CC_PCR_READ,
+            TPM_CC_QUOTE,
+            TPM_CC_FLUSH_CONTEXT,
+        ];
+        if round == 0 {
+            assert_eq!(quote[0], TPM_CC_GET_CAPABILITY, "quote: {quote:x?}");
+            assert_eq!(quote[1..], quote_cmds, "quote: {quote:x?}");
+        } else {
+            assert_eq!(quote, quote_cmds, "quote: {quote:x?}");
+        }
 
         // The combined call: one AK load for both.
         let secret = [round ^ 0xaa; 32];
@@ -455,4 +459,189 @@ fn saved_ak_context_refused_after_tpm_reset_falls_back_to_load() {
     }
     drop(tpm);
     assert_nothing_loaded(&s.tcti());
+}
+
+/// The swtpm templates have only a sha256 bank (swtpm_setup `active_pcr_banks = sha256`). A
+/// quote, PCR read or host quote of the sha1 bank used to make tss-esapi's PCR read loop spin
+/// forever (TPM2_PCR_Read answered with an empty selection, asked again, ...). Now: a typed
+/// error naming the bank and the TPM's banks, before any object is loaded, in a few commands.
+#[test]
+fn missing_pcr_bank_is_a_typed_error_and_leaves_nothing_loaded() {
+    use ovsa_tpm::TpmError;
+    use std::time::{Duration, Instant};
+
+    let s = Swtpm::start(names::VTPM);
+    let proxy = Proxy::start(&s);
+    let mut tpm = Tpm::open(Some(&proxy.tcti())).unwrap();
+    let ek = tpm.ek_certificate(EkKind::Rsa2048).unwrap();
+    let ak = tpm.create_ak(EkKind::Rsa2048, AkAlg::EcdsaP256).unwrap();
+    let spki = attest::ek_spki(&ek).unwrap();
+    let banks = tpm.pcr_banks().unwrap();
+    assert_eq!(banks, [(HashAlg::Sha256, (0..24).collect::<Vec<u8>>())]);
+
+    let is_missing_sha1 = |e: &TpmError| {
+        let msg = e.to_string();
+        assert!(
+            msg.contains("sha1") && msg.contains("sha256"),
+            "the message names the bank and the TPM's banks: {msg}"
+        );
+        matches!(e, TpmError::PcrBankNotAllocated { bank: HashAlg::Sha1, available }
+            if available == &[HashAlg::Sha256])
+    };
+    let t0 = Instant::now();
+    let (r, sent) = measured(&proxy, &mut tpm, |t| {
+        t.quote(&ak, &[1; 32], HashAlg::Sha1, &PCRS)
+    });
+    assert!(is_missing_sha1(&r.unwrap_err()));
+    assert!(sent.is_empty(), "banks known: no command at all: {sent:x?}");
+
+    let ch = attest::make_credential_rsa(&spki, &ak.name().unwrap(), &[3; 32]).unwrap();
+    let (r, sent) = measured(&proxy, &mut tpm, |t| {
+        t.activate_and_quote(
+            &ak,
+            &ch.id_object,
+            &ch.encrypted_secret,
+            &[1; 32],
+            HashAlg::Sha1,
+            &PCRS,
+        )
+    });
+    assert!(is_missing_sha1(&r.unwrap_err()));
+    assert!(sent.is_empty(), "{sent:x?}");
+
+    // A fresh connection asks the TPM once (GetCapability), then reads nothing.
+    let mut fresh = Tpm::open(Some(&proxy.tcti())).unwrap();
+    let (r, sent) = measured(&proxy, &mut fresh, |t| t.read_pcrs(HashAlg::Sha1, &PCRS));
+    assert!(is_missing_sha1(&r.unwrap_err()));
+    assert_eq!(sent, [TPM_CC_GET_CAPABILITY], "{sent:x?}");
+    // A PCR the bank does not have (PCR_Read is not even tried).
+    let r = fresh.read_pcrs(HashAlg::Sha384, &[0]);
+    assert!(matches!(
+        r,
+        Err(TpmError::PcrBankNotAllocated {
+            bank: HashAlg::Sha384,
+            ..
+        })
+    ));
+
+    // The host quote path (a host TPM without the bank).
+    let opts = ovsa_tpm::host::HostQuoteOptions {
+        bank: HashAlg::Sha1,
+        host_ak: Some(ak.clone()),
+        ..Default::default()
+    };
+    let r = ovsa_tpm::host::host_quote(&mut tpm, &ek, &opts);
+    assert!(is_missing_sha1(&r.unwrap_err()));
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+
+    // The sha256 bank still works on the same connections.
+    tpm.quote(&ak, &[1; 32], HashAlg::Sha256, &PCRS).unwrap();
+    fresh.read_pcrs(HashAlg::Sha256, &PCRS).unwrap();
+    drop((tpm, fresh));
+    assert_nothing_loaded(&s.tcti());
+}
+
+/// A TPM that answers TPM2_PCR_Read without the PCRs asked for (an empty selection, what a
+/// missing bank looks like on the wire) must not make the read loop spin: a proxy rewrites
+/// every PCR_Read response so; the read stops after a bounded number of calls with a typed
+/// error, and the quote that needed it flushes the AK.
+#[test]
+fn pcr_read_without_progress_is_bounded() {
+    use ovsa_tpm::TpmError;
+    use std::time::{Duration, Instant};
+
+    let s = Swtpm::start(names::VTPM);
+    let (port, pcr_reads) = empty_pcr_read_proxy(&s);
+    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    let mut tpm = Tpm::open(Some(&tcti)).unwrap();
+    let ak = tpm.create_ak(EkKind::Rsa2048, AkAlg::EcdsaP256).unwrap();
+    let t0 = Instant::now();
+    match tpm.read_pcrs(HashAlg::Sha256, &PCRS) {
+        Err(TpmError::PcrReadIncomplete {
+            bank: HashAlg::Sha256,
+            missing,
+            calls: 1,
+        }) => assert_eq!(missing, PCRS),
+        other => panic!("{other:?}"),
+    }
+    let err = tpm
+        .quote(&ak, &[0; 32], HashAlg::Sha256, &PCRS)
+        .unwrap_err();
+    assert!(matches!(err, TpmError::PcrReadIncomplete { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("PCR(s) 0-9 of its sha256 bank"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_eq!(*pcr_reads.lock().unwrap(), 2, "one PCR_Read per operation");
+    drop(tpm);
+    assert_nothing_loaded(&s.tcti());
+}
+
+/// A proxy in front of `tpm` that answers every TPM2_PCR_Read itself with an empty selection
+/// and no digests (and counts them); everything else is forwarded.
+fn empty_pcr_read_proxy(tpm: &Swtpm) -> (u16, Arc<Mutex<u32>>) {
+    let reads = Arc::new(Mutex::new(0u32));
+    for _ in 0..200 {
+        let data = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = data.local_addr().unwrap().port();
+        let Some(ctrl_port) = port.checked_add(1) else {
+            continue;
+        };
+        let Ok(ctrl) = TcpListener::bind(("127.0.0.1", ctrl_port)) else {
+            continue;
+        };
+        serve(ctrl, tpm.port() + 1, None);
+        let (target, counter) = (tpm.port(), reads.clone());
+        std::thread::spawn(move || {
+            for client in data.incoming() {
+                let Ok(mut client) = client else { break };
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let counter = counter.clone();
+                std::thread::spawn(move || loop {
+                    let mut hdr = [0u8; 10];
+                    if client.read_exact(&mut hdr).is_err() {
+                        break;
+                    }
+                    let size = u32::from_be_bytes([hdr[2], hdr[3], hdr[4], hdr[5]]) as usize;
+                    let cc = u32::from_be_bytes([hdr[6], hdr[7], hdr[8], hdr[9]]);
+                    let mut cmd = vec![0u8; size.max(10)];
+                    cmd[..10].copy_from_slice(&hdr);
+                    if client.read_exact(&mut cmd[10..]).is_err() {
+                        break;
+                    }
+                    if cc == TPM_CC_PCR_READ {
+                        *counter.lock().unwrap() += 1;
+                        // TPM_ST_NO_SESSIONS, size 22, TPM_RC_SUCCESS, pcrUpdateCounter,
+                        // TPML_PCR_SELECTION{count 0}, TPML_DIGEST{count 0}.
+                        let mut rsp = vec![0x80, 0x01, 0, 0, 0, 22, 0, 0, 0, 0];
+                        rsp.extend_from_slice(&[0; 12]);
+                        if client.write_all(&rsp).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    let mut rh = [0u8; 10];
+                    if server.write_all(&cmd).is_err() || server.read_exact(&mut rh).is_err() {
+                        break;
+                    }
+                    let size = u32::from_be_bytes([rh[2], rh[3], rh[4], rh[5]]) as usize;
+                    let mut rsp = vec![0u8; size.max(10)];
+                    rsp[..10].copy_from_slice(&rh);
+                    if server.read_exact(&mut rsp[10..]).is_err() || client.write_all(&rsp).is_err()
+                    {
+                        break;
+                    }
+                });
+            }
+        });
+        return (port, reads);
+    }
+    panic!("no free port pair for the proxy");
 }

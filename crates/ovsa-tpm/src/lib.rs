@@ -1,17 +1,20 @@
 //! OVSA Attester: TPM 2.0 access on `tss-esapi` 7.7 (tpm2-tss 3.x).
 //!
 //! - [`Tpm::open`]: connect through a TCTI string (`swtpm:host=..,port=..`, `device:/dev/tpmrm0`,
-//!   or the `TCTI` environment variable).
+//!   or the `TCTI`, else `TPM2TOOLS_TCTI` environment variable).
 //! - EK certificates from NV ([`Tpm::ek_certificate`]), the EK from the default template or its
 //!   persistent handle, an AK ([`Tpm::create_ak`]) exported as a reloadable [`AkBlob`] so a slow
 //!   hardware TPM creates it once.
 //! - [`Tpm::activate_credential`] (TPM2_ActivateCredential) for the Verifier's challenge.
 //! - [`Tpm::quote`]: PCR read + TPM2_Quote with caller-given qualifying data, retried when the
-//!   PCRs move in between.
+//!   PCRs move in between (at most [`QUOTE_ATTEMPTS`]).
+//! - PCR banks: [`Tpm::pcr_banks`] (TPM2_GetCapability, once per connection) and
+//!   [`Tpm::check_pcr_bank`]; a bank the TPM lacks is [`TpmError::PcrBankNotAllocated`] before
+//!   anything is loaded. Every loop over TPM commands is bounded.
 //! - Host evidence in the vTPM's NV: [`host::write_host_evidence`] and
 //!   [`host::read_host_evidence`].
-//! - [`tools::write_tpm2_tools_files`]: `quote.msg`, `quote.sig`, `pcrs.bin`, `ak.pub` for
-//!   `tpm2_checkquote`.
+//! - [`tools::write_tpm2_tools_files`]: `quote.msg`, `quote.sig`, `pcrs.bin` (tpm2-tools'
+//!   serialized format), `ak.pub` for a plain `tpm2_checkquote`.
 //!
 //! swtpm holds at most three loaded objects and has no resource manager, so every object this
 //! crate loads is flushed before the call that loaded it returns, on success and on error. What a
@@ -22,7 +25,8 @@
 //! TPM commands per operation (persistent EK already known to the connection, AK context
 //! saved, 10 PCRs): [`Tpm::activate_credential`] 5, [`Tpm::quote`] 5,
 //! [`Tpm::activate_and_quote`] 8. The first AK use on a connection costs 2 more (Load under
-//! the EK policy, ContextSave) and the first EK use 2 (ReadPublic x2). The comment on
+//! the EK policy, ContextSave), the first EK use 2 (ReadPublic x2) and the first PCR operation 1
+//! (GetCapability of the PCR banks). The comment on
 //! authorization in this file's source explains why most commands carry a password
 //! authorization, not an HMAC session (in short: all auth values are empty and the sessions
 //! were unsalted and unbound, so they protected nothing).
@@ -33,7 +37,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use tss_esapi::{
-    abstraction::{ak, ek, pcr as tss_pcr, AsymmetricAlgorithmSelection},
+    abstraction::{ak, ek, AsymmetricAlgorithmSelection},
     attributes::SessionAttributesBuilder,
     constants::{response_code::Tss2ResponseCodeKind, SessionType},
     handles::{AuthHandle, KeyHandle, ObjectHandle, PcrHandle, PersistentTpmHandle, TpmHandle},
@@ -61,7 +65,10 @@ pub mod tools;
 
 use attest::{HashAlg, PcrSet};
 
-/// Default TCTI when neither an explicit string nor `TCTI` is given.
+/// PCR read + quote attempts while the PCRs move in between (then [`TpmError::PcrsUnstable`]).
+pub const QUOTE_ATTEMPTS: u32 = 5;
+
+/// Default TCTI when neither an explicit string nor `TCTI`/`TPM2TOOLS_TCTI` is given.
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 
 /// Attester errors.
@@ -96,6 +103,41 @@ pub enum TpmError {
     /// PCRs changed between every PCR read and quote attempt.
     #[error("PCRs kept changing while quoting ({0} attempts)")]
     PcrsUnstable(u32),
+    /// The TPM has no allocated PCR bank of this hash algorithm (e.g. sha1 on a sha256-only
+    /// TPM). Found with TPM2_GetCapability(TPM_CAP_PCRS) before any PCR is read.
+    #[error(
+        "the TPM has no {bank} PCR bank (its PCR banks: {}); use one of those or allocate the bank (tpm2_pcrallocate)",
+        bank_list(.available)
+    )]
+    PcrBankNotAllocated {
+        /// The bank asked for.
+        bank: HashAlg,
+        /// The banks the TPM has allocated (non-empty selections).
+        available: Vec<HashAlg>,
+    },
+    /// A PCR index the TPM's bank does not have.
+    #[error("the TPM's {bank} PCR bank has no PCR {pcr} (it has PCRs {})", index_ranges(.present))]
+    PcrNotPresent {
+        /// The bank.
+        bank: HashAlg,
+        /// The PCR index asked for.
+        pcr: u8,
+        /// The PCR indices the bank has.
+        present: Vec<u8>,
+    },
+    /// TPM2_PCR_Read did not return the PCRs asked for within a bounded number of calls.
+    #[error(
+        "the TPM returned no value for PCR(s) {} of its {bank} bank after {calls} TPM2_PCR_Read calls",
+        index_ranges(.missing)
+    )]
+    PcrReadIncomplete {
+        /// The bank.
+        bank: HashAlg,
+        /// The PCRs still missing.
+        missing: Vec<u8>,
+        /// TPM2_PCR_Read calls made.
+        calls: u32,
+    },
     /// The host-evidence blob in NV is unreadable.
     #[error("host evidence: {0}")]
     HostBlob(#[from] attest::HostBlobError),
@@ -133,6 +175,39 @@ impl TpmError {
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, TpmError>;
+
+fn bank_list(banks: &[HashAlg]) -> String {
+    if banks.is_empty() {
+        return "none".into();
+    }
+    banks
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `0-7,10` style list of PCR indices.
+fn index_ranges(pcrs: &[u8]) -> String {
+    if pcrs.is_empty() {
+        return "none".into();
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < pcrs.len() {
+        let mut j = i;
+        while j + 1 < pcrs.len() && pcrs[j + 1] == pcrs[j].wrapping_add(1) {
+            j += 1;
+        }
+        out.push(if i == j {
+            pcrs[i].to_string()
+        } else {
+            format!("{}-{}", pcrs[i], pcrs[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
 
 fn is_handle_error(e: &tss_esapi::Error) -> bool {
     matches!(e, tss_esapi::Error::Tss2Error(rc) if rc.kind() == Some(Tss2ResponseCodeKind::Handle))
@@ -253,11 +328,23 @@ pub struct QuoteOutput {
     pub attempts: u32,
 }
 
-/// Parse a TCTI string; `None` means the `TCTI` environment variable, else [`DEFAULT_TCTI`].
+/// The TCTI used when none is given: the `TCTI` environment variable, else `TPM2TOOLS_TCTI`
+/// (what tpm2-tools users already have set), else [`DEFAULT_TCTI`]. Empty values count as unset.
+pub fn default_tcti() -> String {
+    ["TCTI", "TPM2TOOLS_TCTI"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .map(|v| v.trim().to_string())
+        .find(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_TCTI.to_string())
+}
+
+/// Parse a TCTI string; `None` means [`default_tcti`] (env `TCTI`, else `TPM2TOOLS_TCTI`, else
+/// [`DEFAULT_TCTI`]).
 pub fn parse_tcti(tcti: Option<&str>) -> Result<(String, TctiNameConf)> {
     let s = match tcti {
         Some(s) => s.to_string(),
-        None => std::env::var("TCTI").unwrap_or_else(|_| DEFAULT_TCTI.to_string()),
+        None => default_tcti(),
     };
     let conf = TctiNameConf::from_str(&s).map_err(|e| TpmError::BadTcti {
         tcti: s.clone(),
@@ -336,6 +423,9 @@ pub struct Tpm {
     nv_buffer_max: Option<usize>,
     /// The saved context of the AK last loaded by this connection (see [`SavedAk`]).
     saved_ak: Option<SavedAk>,
+    /// The allocated PCR banks and their PCR indices (TPM2_GetCapability(TPM_CAP_PCRS)), read
+    /// once per connection before the first PCR read.
+    pcr_banks: Option<Vec<(HashAlg, Vec<u8>)>>,
 }
 
 /// A TPM2_ContextSave of a loaded AK, kept so later operations of this connection bring the AK
@@ -416,6 +506,7 @@ impl Tpm {
             eks: Vec::new(),
             nv_buffer_max: None,
             saved_ak: None,
+            pcr_banks: None,
         })
     }
 
@@ -495,8 +586,13 @@ impl Tpm {
                 });
             self.commands += 1;
             let chunk = chunk.map_err(TpmError::cmd("NV read"))?;
-            if chunk.is_empty() {
-                return Err(TpmError::Unsupported("TPM returned an empty NV read"));
+            // TPM2_NV_Read returns exactly the size asked for; anything else (a short or empty
+            // answer) would make this loop ask again and again: stop instead. The loop
+            // therefore runs at most ceil(size / TPM_PT_NV_BUFFER_MAX) times.
+            if chunk.len() != len {
+                return Err(TpmError::Unsupported(
+                    "TPM answered TPM2_NV_Read with a different size than asked for",
+                ));
             }
             data.extend_from_slice(&chunk);
         }
@@ -943,8 +1039,7 @@ impl Tpm {
     /// PCR_Read + TPM2_Quote (the AK's empty auth as a password) with the loaded AK, retried
     /// while the PCRs move in between.
     fn quote_loaded(&mut self, akh: KeyHandle, q: QuoteRequest<'_>) -> Result<QuoteOutput> {
-        const ATTEMPTS: u32 = 5;
-        for attempt in 1..=ATTEMPTS {
+        for attempt in 1..=QUOTE_ATTEMPTS {
             let values = self.read_pcrs(q.bank, q.pcrs)?;
             let sel = PcrSelectionListBuilder::new()
                 .with_selection(q.alg, &q.slots)
@@ -973,7 +1068,7 @@ impl Tpm {
                 });
             }
         }
-        Err(TpmError::PcrsUnstable(ATTEMPTS))
+        Err(TpmError::PcrsUnstable(QUOTE_ATTEMPTS))
     }
 
     fn check_activation_ek(ak_blob: &AkBlob) -> Result<()> {
@@ -1042,35 +1137,135 @@ impl Tpm {
         Self::check_activation_ek(ak_blob)?;
         let act = Self::activation_payload(id_object, encrypted_secret)?;
         let q = Self::quote_request(qualifying_data, bank, pcrs)?;
+        self.check_pcr_bank(bank, pcrs)?;
         match self.run_with_ak(ak_blob, Some(act), Some(q))? {
             (Some(secret), Some(quote)) => Ok((secret, quote)),
             _ => Err(TpmError::Unsupported("no activation or quote result")),
         }
     }
 
-    /// Read PCR values of one bank (no session).
+    /// The TPM's allocated PCR banks (hash algorithms this crate knows) and the PCR indices
+    /// each has, from TPM2_GetCapability(TPM_CAP_PCRS); a bank listed with an empty selection
+    /// is not allocated and left out. Read once per connection (1 command), then cached.
+    pub fn pcr_banks(&mut self) -> Result<Vec<(HashAlg, Vec<u8>)>> {
+        if let Some(b) = &self.pcr_banks {
+            return Ok(b.clone());
+        }
+        use tss_esapi::constants::CapabilityType;
+        use tss_esapi::structures::CapabilityData;
+        self.ctx.clear_sessions();
+        let r = self
+            .ctx
+            .execute_without_session(|c| c.get_capability(CapabilityType::AssignedPcr, 0, 1));
+        self.commands += 1;
+        let (data, _) = r.map_err(TpmError::cmd("get PCR banks"))?;
+        let CapabilityData::AssignedPcr(list) = data else {
+            return Err(TpmError::Unsupported(
+                "TPM answered GetCapability(PCRS) with other data",
+            ));
+        };
+        let mut banks = Vec::new();
+        for sel in list.get_selections() {
+            let bank = match sel.hashing_algorithm() {
+                HashingAlgorithm::Sha1 => HashAlg::Sha1,
+                HashingAlgorithm::Sha256 => HashAlg::Sha256,
+                HashingAlgorithm::Sha384 => HashAlg::Sha384,
+                HashingAlgorithm::Sha512 => HashAlg::Sha512,
+                _ => continue,
+            };
+            let pcrs: Vec<u8> = sel
+                .selected()
+                .into_iter()
+                .map(|slot| u32::from(slot).trailing_zeros() as u8)
+                .collect();
+            if !pcrs.is_empty() {
+                banks.push((bank, pcrs));
+            }
+        }
+        self.pcr_banks = Some(banks.clone());
+        Ok(banks)
+    }
+
+    /// Checks that `bank` is allocated and has every PCR of `pcrs` (see [`Tpm::pcr_banks`]):
+    /// [`TpmError::PcrBankNotAllocated`] or [`TpmError::PcrNotPresent`] otherwise.
+    pub fn check_pcr_bank(&mut self, bank: HashAlg, pcrs: &[u8]) -> Result<()> {
+        let banks = self.pcr_banks()?;
+        let Some((_, present)) = banks.iter().find(|(b, _)| *b == bank) else {
+            return Err(TpmError::PcrBankNotAllocated {
+                bank,
+                available: banks.iter().map(|(b, _)| *b).collect(),
+            });
+        };
+        if let Some(&pcr) = pcrs.iter().find(|p| !present.contains(p)) {
+            return Err(TpmError::PcrNotPresent {
+                bank,
+                pcr,
+                present: present.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Read PCR values of one bank (no session). The bank and indices are checked first
+    /// ([`Tpm::check_pcr_bank`]); then TPM2_PCR_Read (at most 8 digests per call) is repeated
+    /// only while each call returns at least one missing PCR, and at most once per PCR, so a TPM
+    /// that answers without the PCRs asked for gives [`TpmError::PcrReadIncomplete`], never a
+    /// loop.
     pub fn read_pcrs(&mut self, bank: HashAlg, pcrs: &[u8]) -> Result<PcrSet> {
         let alg = hashing(bank)?;
-        let slots = pcr_slots(pcrs)?;
-        let sel = PcrSelectionListBuilder::new()
-            .with_selection(alg, &slots)
-            .build()
-            .map_err(TpmError::cmd("PCR selection"))?;
-        self.ctx.clear_sessions();
-        let data = self
-            .ctx
-            .execute_without_session(|c| tss_pcr::read_all(c, sel))
-            .map_err(TpmError::cmd("PCR read"))?;
-        self.commands += pcrs.len().div_ceil(8).max(1) as u64;
-        let bank_data = data
-            .pcr_bank(alg)
-            .ok_or(TpmError::Unsupported("PCR bank not active"))?;
+        pcr_slots(pcrs)?;
+        self.check_pcr_bank(bank, pcrs)?;
+        let mut missing: Vec<u8> = pcrs.to_vec();
+        missing.sort_unstable();
+        missing.dedup();
+        let max_calls = u32::try_from(missing.len().max(1)).unwrap_or(u32::MAX);
         let mut values = BTreeMap::new();
-        for (&i, slot) in pcrs.iter().zip(slots) {
-            let d = bank_data
-                .get_digest(slot)
-                .ok_or(TpmError::Unsupported("PCR not returned"))?;
-            values.insert(i, d.value().to_vec());
+        let mut calls = 0u32;
+        self.ctx.clear_sessions();
+        while !missing.is_empty() {
+            if calls >= max_calls {
+                return Err(TpmError::PcrReadIncomplete {
+                    bank,
+                    missing,
+                    calls,
+                });
+            }
+            let sel = PcrSelectionListBuilder::new()
+                .with_selection(alg, &pcr_slots(&missing)?)
+                .build()
+                .map_err(TpmError::cmd("PCR selection"))?;
+            let r = self.ctx.execute_without_session(|c| c.pcr_read(sel));
+            self.commands += 1;
+            calls += 1;
+            let (_, read, digests) = r.map_err(TpmError::cmd("PCR read"))?;
+            let slots: Vec<u8> = read
+                .get_selections()
+                .iter()
+                .filter(|s| s.hashing_algorithm() == alg)
+                .flat_map(|s| s.selected())
+                .map(|slot| u32::from(slot).trailing_zeros() as u8)
+                .collect();
+            // Digests come in selection order (ascending PCR index within the bank). Only one
+            // bank was asked for; a response naming others is not trusted.
+            if read.get_selections().len() > 1 || slots.len() != digests.len() {
+                return Err(TpmError::Unsupported(
+                    "TPM2_PCR_Read returned a selection that does not match its digests",
+                ));
+            }
+            let before = missing.len();
+            for (i, d) in slots.into_iter().zip(digests.value()) {
+                if let Some(pos) = missing.iter().position(|&m| m == i) {
+                    missing.remove(pos);
+                    values.insert(i, d.value().to_vec());
+                }
+            }
+            if missing.len() == before {
+                return Err(TpmError::PcrReadIncomplete {
+                    bank,
+                    missing,
+                    calls,
+                });
+            }
         }
         Ok(PcrSet { bank, values })
     }
@@ -1094,8 +1289,10 @@ impl Tpm {
 
     /// Quote `pcrs` of `bank` with `qualifying_data` (at most 64 bytes) under the AK.
     ///
-    /// Reads the PCRs, quotes, and checks that the quote's PCR digest equals the hash of the
-    /// values read; if a PCR moved in between, retries (up to 5 attempts).
+    /// Checks that the TPM has `bank` and `pcrs` ([`Tpm::check_pcr_bank`]: a typed
+    /// [`TpmError::PcrBankNotAllocated`] before any object is loaded), reads the PCRs, quotes,
+    /// and checks that the quote's PCR digest equals the hash of the values read; if a PCR moved
+    /// in between, retries (at most [`QUOTE_ATTEMPTS`], then [`TpmError::PcrsUnstable`]).
     pub fn quote(
         &mut self,
         ak_blob: &AkBlob,
@@ -1104,6 +1301,8 @@ impl Tpm {
         pcrs: &[u8],
     ) -> Result<QuoteOutput> {
         let q = Self::quote_request(qualifying_data, bank, pcrs)?;
+        // Before anything is loaded: a missing bank is a clear error, not a TPM round trip.
+        self.check_pcr_bank(bank, pcrs)?;
         let (_, quote) = self.run_with_ak(ak_blob, None, Some(q))?;
         quote.ok_or(TpmError::Unsupported("no quote result"))
     }

@@ -79,7 +79,7 @@ pub struct HostQuoteArgs {
     pub bank: String,
     /// Directory holding the host AK enrolled with `host-enroll` (the same directory). Without
     /// it a fresh, unenrolled AK signs the evidence, which license services refuse by default.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", alias = "ak-cache")]
     pub ak_cache_dir: Option<PathBuf>,
 }
 
@@ -99,26 +99,30 @@ pub struct HostEnrollArgs {
     #[arg(long, value_name = "TCTI")]
     pub host_tcti: String,
     /// Directory to keep the host AK in (created if missing); host-quote must use the same one.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", alias = "ak-cache")]
     pub ak_cache_dir: PathBuf,
 }
 
 /// `attest`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Note: tpm2_checkquote of tpm2-tools 5.4 (Debian 12) fails to hash pcrs.bin when 8 PCRs \
-of one bank are quoted; quote 7 or fewer (e.g. --pcrs 0,1,2,3,4,5,7) when cross-checking with it."
+    after_help = "Writes evidence.json and the tpm2-tools files quote.msg, quote.sig, pcrs.bin (tpm2-tools' \
+serialized PCR format, as `tpm2_quote -o` writes it) and ak.pub, then prints the `tpm2_checkquote` \
+command that verifies them. Existing files are not replaced without --force."
 )]
 pub struct AttestArgs {
-    /// TCTI of the TPM.
+    /// TCTI of the TPM (default: env TCTI, else TPM2TOOLS_TCTI, else device:/dev/tpmrm0).
     #[arg(long, value_name = "TCTI")]
-    pub tcti: String,
+    pub tcti: Option<String>,
     /// Qualifying data (hex, up to 64 bytes), e.g. a verifier's nonce.
     #[arg(long, value_name = "HEX")]
     pub nonce: String,
-    /// Output directory.
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR", alias = "out")]
+    pub out_dir: PathBuf,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub force: bool,
     /// PCRs to quote.
     #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7")]
     pub pcrs: Vec<u8>,
@@ -143,7 +147,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "TCTI")]
     pub tcti: Option<String>,
     /// Directory to cache the attestation key in (saves ~1 s per run on hardware TPMs).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long = "ak-cache-dir", value_name = "DIR", alias = "ak-cache")]
     pub ak_cache: Option<PathBuf>,
     /// Only renew (re-attest and re-check the policy without counting a load; no model key).
     #[arg(long)]
@@ -286,8 +290,11 @@ pub struct LicgenArgs {
 /// `tcb`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "PCR values come as INDEX=HEX (repeat the option) or from a file in the format \
-printed by `tpm2_pcrread` (e.g. `tpm2_pcrread sha256:0,1,2,3,4,5,6,7 > pcrs.txt`)."
+    after_help = "PCR values come as INDEX=HEX (repeat the option) or from a file written by `tpm2_pcrread`: \
+its text output (`tpm2_pcrread > pcrs.txt`, all banks or some; empty banks are skipped), its \
+`-F serialized -o FILE` binary, or its default `-o FILE` binary (the digests only: give the \
+same PCRs with --pcrs and the bank with --vtpm-bank/--host-bank). --from-tpm without a TCTI \
+uses env TCTI, else TPM2TOOLS_TCTI, else device:/dev/tpmrm0."
 )]
 pub struct TcbArgs {
     /// ISV keystore and passphrase.
@@ -305,7 +312,7 @@ pub struct TcbArgs {
     /// Expected vTPM PCR value, INDEX=HEX.
     #[arg(long, value_name = "INDEX=HEX")]
     pub vtpm_pcr: Vec<String>,
-    /// Expected vTPM PCRs from `tpm2_pcrread` output.
+    /// Expected vTPM PCRs from `tpm2_pcrread` output (text, or its -o binary).
     #[arg(long, value_name = "FILE", conflicts_with = "vtpm_pcr")]
     pub vtpm_pcrs_file: Option<PathBuf>,
     /// PCR bank of --host-pcr values.
@@ -314,11 +321,13 @@ pub struct TcbArgs {
     /// Expected host TPM PCR value, INDEX=HEX.
     #[arg(long, value_name = "INDEX=HEX")]
     pub host_pcr: Vec<String>,
-    /// Expected host TPM PCRs from `tpm2_pcrread` output.
+    /// Expected host TPM PCRs from `tpm2_pcrread` output (text, or its -o binary).
     #[arg(long, value_name = "FILE", conflicts_with = "host_pcr")]
     pub host_pcrs_file: Option<PathBuf>,
-    /// Read the vTPM PCRs (--vtpm-bank, --pcrs) from a live TPM at this TCTI.
-    #[arg(long, value_name = "TCTI", conflicts_with_all = ["vtpm_pcr", "vtpm_pcrs_file"])]
+    /// Read the vTPM PCRs (--vtpm-bank, --pcrs) from a live TPM at this TCTI (without a value:
+    /// env TCTI, else TPM2TOOLS_TCTI, else device:/dev/tpmrm0).
+    #[arg(long, value_name = "TCTI", num_args = 0..=1, default_missing_value = "",
+          conflicts_with_all = ["vtpm_pcr", "vtpm_pcrs_file"])]
     pub from_tpm: Option<String>,
     /// Read the host PCRs from a live host TPM at this TCTI.
     #[arg(long, value_name = "TCTI", conflicts_with_all = ["host_pcr", "host_pcrs_file"])]
@@ -327,7 +336,8 @@ pub struct TcbArgs {
     /// (the values the host quote signed).
     #[arg(long, requires = "from_tpm", conflicts_with_all = ["host_pcr", "host_pcrs_file", "host_from_tpm"])]
     pub host_evidence: bool,
-    /// PCR indices read by --from-tpm / --host-from-tpm.
+    /// PCR indices read by --from-tpm / --host-from-tpm (and held by a `tpm2_pcrread -o` values
+    /// file).
     #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7")]
     pub pcrs: Vec<u8>,
     /// Replace an existing output file.

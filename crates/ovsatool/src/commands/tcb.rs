@@ -5,21 +5,49 @@ use std::path::Path;
 use ovsa_core::encoding::now_rfc3339;
 use ovsa_core::envelope::Signed;
 use ovsa_core::fsutil::MODE_PUBLIC;
-use ovsa_core::license::tcb::{parse_pcr_arg, parse_tpm2_pcrread};
+use ovsa_core::license::tcb::{parse_pcr_arg, PcrValue};
 use ovsa_core::license::{PcrBank, PcrSet, TcbReference};
 
 use crate::cli::TcbArgs;
 use crate::error::{CliError, CliResult};
 use crate::secrets::load_keystore;
 
+/// Largest `--*-pcrs-file` read: `tpm2_pcrread` text of four full banks is ~14 KiB, its
+/// serialized binary at most ~34 KiB.
+const PCRS_FILE_LIMIT: usize = 256 * 1024;
+
+/// The TCTI of `--from-tpm`: given, or (flag without a value) env TCTI, else TPM2TOOLS_TCTI,
+/// else the default device.
+fn from_tpm_tcti(a: &TcbArgs) -> Option<String> {
+    a.from_tpm.as_deref().map(|t| {
+        if t.trim().is_empty() {
+            ovsa_tpm::default_tcti()
+        } else {
+            t.to_string()
+        }
+    })
+}
+
 pub fn run(a: &TcbArgs) -> CliResult<()> {
-    let vtpm = match &a.from_tpm {
-        Some(tcti) => Some(live_pcrs(tcti, &a.vtpm_bank, &a.pcrs)?),
+    let from_tpm = from_tpm_tcti(a);
+    if from_tpm.is_some() || a.host_from_tpm.is_some() {
+        super::tpm::quiet_tss_log();
+    }
+    let vtpm = match &from_tpm {
+        Some(tcti) => Some(live_pcrs(
+            tcti,
+            "--vtpm-bank",
+            "the vTPM",
+            &a.vtpm_bank,
+            &a.pcrs,
+        )?),
         None => pcr_set(
-            "vTPM",
+            "--vtpm-pcrs-file",
+            "--vtpm-bank",
             &a.vtpm_bank,
             &a.vtpm_pcr,
             a.vtpm_pcrs_file.as_deref(),
+            &a.pcrs,
         )?,
     }
     .ok_or_else(|| {
@@ -29,9 +57,15 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
         )
     })?;
     let host = if let Some(tcti) = &a.host_from_tpm {
-        Some(live_pcrs(tcti, &a.host_bank, &a.pcrs)?)
+        Some(live_pcrs(
+            tcti,
+            "--host-bank",
+            "the host TPM",
+            &a.host_bank,
+            &a.pcrs,
+        )?)
     } else if a.host_evidence {
-        let tcti = a.from_tpm.as_deref().unwrap_or_default();
+        let tcti = from_tpm.as_deref().unwrap_or_default();
         let mut vtpm_tpm = ovsa_tpm::Tpm::open(Some(tcti))?;
         let ev = ovsa_tpm::host::read_host_evidence(&mut vtpm_tpm)?;
         // Sign only host PCRs that a host quote really covers: its signature under the host AK,
@@ -52,10 +86,12 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
         Some(PcrSet::from_attest(&ev.pcrs)?)
     } else {
         pcr_set(
-            "host",
+            "--host-pcrs-file",
+            "--host-bank",
             &a.host_bank,
             &a.host_pcr,
             a.host_pcrs_file.as_deref(),
+            &a.pcrs,
         )?
     };
     let isv = load_keystore(&a.ks.keystore, a.ks.passphrase_file.as_deref())?;
@@ -77,36 +113,36 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
     Ok(())
 }
 
-fn live_pcrs(tcti: &str, bank: &str, pcrs: &[u8]) -> CliResult<PcrSet> {
-    let bank: PcrBank = bank.parse()?;
+fn live_pcrs(
+    tcti: &str,
+    bank_flag: &str,
+    which: &str,
+    bank: &str,
+    pcrs: &[u8],
+) -> CliResult<PcrSet> {
+    let bank: PcrBank = bank
+        .parse()
+        .map_err(|e| CliError::Usage(format!("{bank_flag}: {e}")))?;
     let mut tpm = ovsa_tpm::Tpm::open(Some(tcti))?;
-    let read = tpm.read_pcrs(bank.to_attest(), pcrs)?;
+    let read = tpm
+        .read_pcrs(bank.to_attest(), pcrs)
+        .map_err(|e| super::tpm::pcr_error(e, bank_flag, which, tcti))?;
     Ok(PcrSet::from_attest(&read)?)
 }
 
 fn pcr_set(
-    which: &str,
+    file_flag: &str,
+    bank_flag: &str,
     bank: &str,
     args: &[String],
     file: Option<&Path>,
+    pcrs: &[u8],
 ) -> CliResult<Option<PcrSet>> {
-    let bank: PcrBank = bank.parse()?;
+    let bank: PcrBank = bank
+        .parse()
+        .map_err(|e| CliError::Usage(format!("{bank_flag}: {e}")))?;
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| ovsa_core::Error::io(path, e))?;
-        let sets = parse_tpm2_pcrread(&text)
-            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-        return sets
-            .into_iter()
-            .find(|s| s.bank == bank)
-            .map(Some)
-            .ok_or_else(|| {
-                CliError::Usage(format!(
-                    "{}: no {} bank in the file (choose it with --{}-bank)",
-                    path.display(),
-                    bank.name(),
-                    which.to_ascii_lowercase()
-                ))
-            });
+        return pcrs_file(file_flag, bank_flag, bank, path, pcrs).map(Some);
     }
     if args.is_empty() {
         return Ok(None);
@@ -116,4 +152,141 @@ fn pcr_set(
         .map(|s| parse_pcr_arg(s))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(PcrSet::new(bank, values)?))
+}
+
+/// Reads the `bank` PCRs from a file written by `tpm2_pcrread`: its text output (any banks;
+/// empty ones skipped), its `-F serialized -o` binary, or its default `-o` binary (digests only,
+/// of the PCRs `pcrs`). Read through a bounded reader: a huge or endless input (a device, a
+/// FIFO) fails after [`PCRS_FILE_LIMIT`] bytes.
+fn pcrs_file(
+    file_flag: &str,
+    bank_flag: &str,
+    bank: PcrBank,
+    path: &Path,
+    pcrs: &[u8],
+) -> CliResult<PcrSet> {
+    let what = || format!("{file_flag} {}", path.display());
+    let bytes = ovsa_core::fsutil::read_limited(path, PCRS_FILE_LIMIT).map_err(|e| match e {
+        ovsa_core::Error::InvalidInput(_) => CliError::Usage(format!(
+            "{}: larger than {} KiB; expected the output of tpm2_pcrread (text, or its -o file)",
+            what(),
+            PCRS_FILE_LIMIT / 1024
+        )),
+        e => e.into(),
+    })?;
+    let text = std::str::from_utf8(&bytes)
+        .ok()
+        .filter(|t| t.chars().all(|c| !c.is_control() || c.is_whitespace()))
+        .filter(|t| !t.trim().is_empty());
+    let usage = |msg: String| CliError::Usage(format!("{}: {msg}", what()));
+    let values = if let Some(text) = text {
+        let banks = parse_pcrread_text(text).map_err(usage)?;
+        let found: Vec<&str> = banks.iter().map(|(b, _)| b.as_str()).collect();
+        banks
+            .iter()
+            .find(|(b, _)| *b == bank.name())
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| {
+                usage(format!(
+                    "no values of the {} bank (banks with values: {}); choose one with {bank_flag}",
+                    bank.name(),
+                    if found.is_empty() {
+                        "none".to_string()
+                    } else {
+                        found.join(", ")
+                    }
+                ))
+            })?
+    } else if bytes.len() >= ovsa_tpm::tools::PCR_SELECTION_SIZE + 4
+        && (bytes.len() - ovsa_tpm::tools::PCR_SELECTION_SIZE - 4)
+            % ovsa_tpm::tools::DIGEST_LIST_SIZE
+            == 0
+    {
+        let sets = ovsa_tpm::tools::parse_pcrs_serialized(&bytes)
+            .map_err(|e| usage(format!("not tpm2-tools' serialized PCR format: {e}")))?;
+        let found: Vec<String> = sets.iter().map(|s| s.bank.to_string()).collect();
+        let set = sets
+            .into_iter()
+            .find(|s| s.bank == bank.to_attest())
+            .ok_or_else(|| {
+                usage(format!(
+                    "no values of the {} bank (banks in the file: {}); choose one with {bank_flag}",
+                    bank.name(),
+                    found.join(", ")
+                ))
+            })?;
+        set.values
+            .into_iter()
+            .map(|(index, value)| PcrValue { index, value })
+            .collect()
+    } else {
+        // tpm2_pcrread's default -o format: the digests of the selection, nothing else.
+        let len = bank.digest_len();
+        let mut sorted = pcrs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if bytes.len() != sorted.len() * len {
+            return Err(usage(format!(
+                "{} bytes are neither tpm2_pcrread text, nor its serialized binary, nor the {} \
+{}-byte {} values of --pcrs {}; write it with `tpm2_pcrread -F serialized -o FILE {}:{}` (or \
+give the PCRs it holds with --pcrs and the bank with {bank_flag})",
+                bytes.len(),
+                sorted.len(),
+                len,
+                bank.name(),
+                join(&sorted),
+                bank.name(),
+                join(&sorted)
+            )));
+        }
+        sorted
+            .iter()
+            .zip(bytes.chunks(len))
+            .map(|(&index, v)| PcrValue {
+                index,
+                value: v.to_vec(),
+            })
+            .collect()
+    };
+    PcrSet::new(bank, values).map_err(|e| usage(e.to_string()))
+}
+
+fn join(pcrs: &[u8]) -> String {
+    pcrs.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// What `tpm2_pcrread` prints: `BANK:` lines, each followed by `INDEX : 0xHEX` lines. Returns
+/// the banks that have values (by lowercase name, in file order); banks without values (not
+/// allocated) are skipped, as are unknown bank names. A bank listed twice is refused.
+fn parse_pcrread_text(text: &str) -> Result<Vec<(String, Vec<PcrValue>)>, String> {
+    let mut banks: Vec<(String, Vec<PcrValue>)> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = t.strip_suffix(':').filter(|b| !b.contains(':')) {
+            let name = name.trim().to_ascii_lowercase();
+            if banks.iter().any(|(b, _)| *b == name) {
+                return Err(format!("line {}: bank {name} listed twice", n + 1));
+            }
+            banks.push((name, Vec::new()));
+            continue;
+        }
+        let (i, v) = t.split_once(':').ok_or_else(|| {
+            format!(
+                "line {}: expected 'INDEX : 0xVALUE' or 'BANK:' (tpm2_pcrread output)",
+                n + 1
+            )
+        })?;
+        let pv = parse_pcr_arg(&format!("{}={}", i.trim(), v.trim()))
+            .map_err(|e| format!("line {}: {e}", n + 1))?;
+        banks
+            .last_mut()
+            .ok_or_else(|| format!("line {}: PCR value before any 'BANK:' line", n + 1))?
+            .1
+            .push(pv);
+    }
+    banks.retain(|(b, v)| !v.is_empty() && b.parse::<PcrBank>().is_ok());
+    Ok(banks)
 }
