@@ -34,9 +34,11 @@ fn fails(dir: &Path, args: &[&str]) -> String {
     err
 }
 
+/// Pseudo-random model content; an `.xml` starts like an IR document and an `.onnx` like an
+/// ONNX protobuf (protect checks both), the rest is random.
 fn random_file(path: &Path, len: usize) {
     let mut x: u32 = 0x1234_5678 ^ len as u32;
-    let bytes: Vec<u8> = (0..len)
+    let mut bytes: Vec<u8> = (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 17;
@@ -44,6 +46,13 @@ fn random_file(path: &Path, len: usize) {
             x as u8
         })
         .collect();
+    let prefix: &[u8] = match path.extension().and_then(|e| e.to_str()) {
+        Some("xml") => b"<?xml version=\"1.0\"?>\n<net name=\"m\" version=\"11\">\n",
+        Some("onnx") => b"\x08\x07\x12\x07pytorch",
+        _ => b"",
+    };
+    let n = prefix.len().min(len);
+    bytes[..n].copy_from_slice(&prefix[..n]);
     std::fs::write(path, bytes).unwrap();
 }
 
