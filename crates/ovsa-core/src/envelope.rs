@@ -162,8 +162,16 @@ impl<T: Artifact> Signed<T> {
 
     /// Reads and verifies an artifact file (see [`Signed::from_bytes`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = fsutil::read_limited(path, MAX_JSON_ARTIFACT)?;
-        Self::from_bytes(&bytes).map_err(|e| with_path(e, path))
+        let expected = crate::artifact::ArtifactKind::from_type(T::TYPE);
+        let what = expected.describe();
+        let what = what.trim_start_matches("a ").trim_start_matches("an ");
+        let bytes = fsutil::read_limited_as(path, MAX_JSON_ARTIFACT, what)?;
+        Self::from_bytes(&bytes).map_err(|e| match e {
+            Error::Malformed { .. } | Error::WrongArtifactType { .. } => {
+                crate::artifact::wrong_file(path, &expected).unwrap_or_else(|| with_path(e, path))
+            }
+            other => with_path(other, path),
+        })
     }
 
     /// The envelope as pretty-printed JSON (any formatting verifies the same).
@@ -223,13 +231,15 @@ impl<T: Artifact> Signed<T> {
     }
 }
 
-/// Adds the file path to malformed-input errors.
+/// Adds the file path to errors that do not name their file.
 pub(crate) fn with_path(e: Error, path: &Path) -> Error {
+    let p = path.display();
     match e {
         Error::Malformed { what, detail } => Error::Malformed {
             what,
-            detail: format!("{}: {detail}", path.display()),
+            detail: format!("{p}: {detail}"),
         },
+        Error::BadCertificate(m) => Error::BadCertificate(format!("{p}: signer: {m}")),
         other => other,
     }
 }

@@ -49,6 +49,19 @@ pub enum Error {
         found: String,
     },
 
+    /// A file of another kind was given (e.g. a customer license where a keystore was expected).
+    #[error("{} is {found}, not {expected}{hint}", path.display())]
+    WrongFile {
+        /// The file given.
+        path: PathBuf,
+        /// What the file is ("a customer license (.lic)").
+        found: String,
+        /// What was expected ("a keystore").
+        expected: String,
+        /// What to give instead ("; give the keystore file written by ...").
+        hint: String,
+    },
+
     /// The signature over a signed artifact does not verify under the certificate it names.
     #[error("the {what} signature does not verify: the file was modified after signing, or it was not signed by the certificate it carries")]
     BadSignature {

@@ -5,6 +5,7 @@
 //! the license service and the runtime plugin.
 //!
 //! Module map:
+//! - [`artifact`]: what kind of file is this (for inspect and "wrong file" errors).
 //! - [`crypto`]: the primitives, on one provider (aws-lc-rs).
 //! - [`encoding`]: canonical JSON for signatures and field encodings.
 //! - [`identity`]: keystores, X.509 certificates, chain validation.
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod artifact;
 pub mod attest;
 pub mod crypto;
 pub mod encoding;

@@ -53,7 +53,8 @@ pub enum Command {
     HostQuote(HostQuoteArgs),
     /// Quote a TPM and write the evidence plus tpm2-tools files (quote.msg, quote.sig, pcrs.bin, ak.pub).
     Attest(AttestArgs),
-    /// Customer diagnostic: run the whole license check (TPM, license service, key, model) and report each step.
+    /// Customer diagnostic: run the whole license check (TPM, license service, key, model) and
+    /// report each step. Spends one use of the license (like a model load) unless --renew-only.
     Check(CheckArgs),
 }
 
@@ -133,6 +134,13 @@ pub struct AttestArgs {
 
 /// `check`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "A full check is a real model load for the license service: it counts one use against \
+--usage-limit (and an instance against --instance-limit). Use --renew-only to check attestation and \
+policy without spending a use (no model key is released then, so the model is not decrypted). \
+With --json, stdout holds one JSON object {\"result\": \"ok\"|\"failed\", \"steps\": [...], ...}; \
+the exit status is 0 only for \"ok\"."
+)]
 pub struct CheckArgs {
     /// Customer keystore and passphrase.
     #[command(flatten)]
@@ -152,6 +160,9 @@ pub struct CheckArgs {
     /// Only renew (re-attest and re-check the policy without counting a load; no model key).
     #[arg(long)]
     pub renew_only: bool,
+    /// Print one machine-readable JSON result on stdout instead of the step lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options shared by commands that open a keystore.
@@ -208,10 +219,10 @@ pub struct ProtectArgs {
     /// ISV keystore and passphrase.
     #[command(flatten)]
     pub ks: KeystoreArgs,
-    /// Model name.
+    /// Model name (plain text: no '/', '\\' or '..').
     #[arg(long)]
     pub name: String,
-    /// Model version label.
+    /// Model version label (plain text, like --name).
     #[arg(long, default_value = "1")]
     pub version: String,
     /// Description.
@@ -229,7 +240,8 @@ pub struct ProtectArgs {
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
-    /// Model files: MODEL.xml MODEL.bin (OpenVINO IR) or MODEL.onnx.
+    /// Model files: MODEL.xml MODEL.bin (OpenVINO IR) or MODEL.onnx (checked: not empty, the
+    /// .xml an IR `<net>` document, the .onnx an ONNX protobuf).
     #[arg(required = true, value_name = "MODEL_FILE")]
     pub files: Vec<PathBuf>,
 }
@@ -260,7 +272,8 @@ pub struct LicgenArgs {
     /// Valid until this date (YYYY-MM-DD, end of day UTC, or RFC 3339).
     #[arg(long, value_name = "DATE", group = "time")]
     pub not_after: Option<String>,
-    /// With --not-after: not valid before this date (YYYY-MM-DD or RFC 3339).
+    /// Start of a date window (YYYY-MM-DD, start of day UTC, or RFC 3339); only together with
+    /// --not-after, which ends the window (a window must end in the future, after it starts).
     #[arg(long, value_name = "DATE", requires = "not_after")]
     pub not_before: Option<String>,
     /// Maximum number of model loads.
@@ -400,7 +413,7 @@ pub struct DecryptArgs {
     /// The package.
     #[arg(long, value_name = "FILE")]
     pub package: PathBuf,
-    /// Directory to write the model files into (created if missing).
+    /// Directory to write the model files into (created if missing; its parent must exist).
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
     /// Replace existing files.

@@ -16,13 +16,16 @@ macro_rules! say {
 mod cli;
 mod commands;
 mod error;
+mod paths;
 mod progress;
 mod secrets;
+mod signals;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    signals::install();
     match commands::run(cli) {
         Ok(code) => code,
         Err(error::CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {

@@ -67,7 +67,46 @@ fn check_reports_each_step_and_refusals() {
         assert!(out.contains(step), "missing '{step}' in:\n{out}");
     }
 
+    // --json: one machine-readable result on stdout.
+    let json_run = || {
+        Command::new(env!("CARGO_BIN_EXE_ovsatool"))
+            .current_dir(d)
+            .env("TSS2_LOG", "all+none")
+            .args([
+                "check",
+                "--json",
+                "--keystore",
+                "customer.ks",
+                "--license",
+                "m.lic",
+                "--package",
+            ])
+            .arg(&w.package)
+            .args(["--tcti", &vtpm.tcti()])
+            .output()
+            .unwrap()
+    };
+    let o = json_run();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON value");
+    assert_eq!(v["result"], "ok", "{v}");
+    assert_eq!(v["uses"], 2, "{v}");
+    assert_eq!(v["usage_limit"], 5, "{v}");
+    assert_eq!(v["spent_a_use"], true, "{v}");
+    assert_eq!(v["license"], lic.body().license_guid.to_string(), "{v}");
+    assert!(v["steps"].as_array().is_some_and(|s| s.len() >= 6), "{v}");
+
     w.revoke(lic.body().license_guid);
+    let o = json_run();
+    assert!(!o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON value");
+    assert_eq!(v["result"], "failed", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("license_revoked")),
+        "{v}"
+    );
     let o = run();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

@@ -34,9 +34,11 @@ fn fails(dir: &Path, args: &[&str]) -> String {
     err
 }
 
+/// Pseudo-random model content; an `.xml` starts like an IR document and an `.onnx` like an
+/// ONNX protobuf (protect checks both), the rest is random.
 fn random_file(path: &Path, len: usize) {
     let mut x: u32 = 0x1234_5678 ^ len as u32;
-    let bytes: Vec<u8> = (0..len)
+    let mut bytes: Vec<u8> = (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 17;
@@ -44,6 +46,13 @@ fn random_file(path: &Path, len: usize) {
             x as u8
         })
         .collect();
+    let prefix: &[u8] = match path.extension().and_then(|e| e.to_str()) {
+        Some("xml") => b"<?xml version=\"1.0\"?>\n<net name=\"m\" version=\"11\">\n",
+        Some("onnx") => b"\x08\x07\x12\x07pytorch",
+        _ => b"",
+    };
+    let n = prefix.len().min(len);
+    bytes[..n].copy_from_slice(&prefix[..n]);
     std::fs::write(path, bytes).unwrap();
 }
 
@@ -648,4 +657,934 @@ fn licgen_date_window_and_fallback_servers() {
     let args = licgen(&["--perpetual", "--server", "https://[::1]junk"]);
     let err = fails(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("after the IPv6 address"), "{err}");
+}
+
+/// Files in a directory (names), sorted, hidden ones included.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Starts `ovsatool args`, waits until a hidden temp file appears in `watch` (the run is
+/// mid-write), sends `signal` and returns the exit code.
+fn interrupt(dir: &Path, args: &[&str], watch: &Path, signal: &str) -> Option<i32> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ovsatool"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("OVSA_KEYSTORE_PASSPHRASE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let writing = std::fs::read_dir(watch).ok().is_some_and(|rd| {
+            rd.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with('.') && n.ends_with(".tmp") && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+        });
+        if writing {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{args:?} finished before it could be interrupted"
+        );
+        assert!(start.elapsed().as_secs() < 60, "no temp file appeared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let st = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    out.status.code()
+}
+
+#[test]
+fn interrupted_protect_and_decrypt_leave_nothing_behind() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(
+        d,
+        &["keygen", "--keystore", "isv.ks", "--subject", "CN=isv"],
+    );
+    std::fs::create_dir(d.join("model")).unwrap();
+    random_file(&d.join("model/big.xml"), 2000);
+    // 320 MiB of sparse weights: long enough to interrupt in the middle.
+    std::fs::File::create(d.join("model/big.bin"))
+        .unwrap()
+        .set_len(320 << 20)
+        .unwrap();
+    std::fs::create_dir(d.join("out")).unwrap();
+    let protect = [
+        "protect",
+        "--keystore",
+        "isv.ks",
+        "--name",
+        "big",
+        "--chunk-size",
+        "4096",
+        "--out",
+        "out/big.dat",
+        "--master-license",
+        "out/big.masterlic",
+        "model/big.xml",
+        "model/big.bin",
+    ];
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let got = interrupt(d, &protect, &d.join("out"), signal);
+        assert_eq!(got, Some(code), "protect {signal}");
+        assert!(
+            listing(&d.join("out")).is_empty(),
+            "{:?}",
+            listing(&d.join("out"))
+        );
+    }
+    // A complete package, then interrupted decryptions into an existing and a new directory.
+    ok(d, &protect);
+    let before = listing(d);
+    std::fs::create_dir(d.join("plain")).unwrap();
+    let decrypt = |out_dir: &'static str| {
+        [
+            "decrypt",
+            "--keystore",
+            "isv.ks",
+            "--master-license",
+            "out/big.masterlic",
+            "--package",
+            "out/big.dat",
+            "--out-dir",
+            out_dir,
+        ]
+    };
+    for (signal, code) in [("-TERM", 143), ("-INT", 130)] {
+        let got = interrupt(d, &decrypt("plain"), &d.join("plain"), signal);
+        assert_eq!(got, Some(code), "decrypt {signal}");
+        assert!(
+            listing(&d.join("plain")).is_empty(),
+            "plaintext left: {:?}",
+            listing(&d.join("plain"))
+        );
+    }
+    // A directory decrypt created is removed again when interrupted.
+    std::fs::remove_dir(d.join("plain")).unwrap();
+    let watch = d.join("fresh");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ovsatool"))
+        .current_dir(d)
+        .args(decrypt("fresh"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !std::fs::read_dir(&watch).is_ok_and(|mut r| r.next().is_some()) {
+        assert!(child.try_wait().unwrap().is_none());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(
+        listing(d),
+        before,
+        "the new output directory must be removed"
+    );
+}
+
+/// The bytes of every file in `dir` (to prove a refused run changed nothing).
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    listing(dir)
+        .into_iter()
+        .filter(|n| d_is_file(&dir.join(n)))
+        .map(|n| {
+            let b = std::fs::read(dir.join(&n)).unwrap();
+            (n, b)
+        })
+        .collect()
+}
+
+fn d_is_file(p: &Path) -> bool {
+    p.is_file()
+}
+
+#[test]
+fn outputs_are_checked_against_each_other_and_the_inputs_before_writing() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    owner_setup(d);
+    random_file(&d.join("m.onnx"), 5000);
+    std::fs::write(d.join("pass"), "correct horse battery\n").unwrap();
+    let refused = |args: &[&str], want: &str| {
+        let before = snapshot(d);
+        let err = fails(d, args);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(snapshot(d), before, "{args:?} changed files");
+    };
+    // keygen: the passphrase file as the keystore.
+    refused(
+        &[
+            "keygen",
+            "--keystore",
+            "pass",
+            "--subject",
+            "CN=x",
+            "--encrypt",
+            "--passphrase-file",
+            "pass",
+            "--force",
+        ],
+        "is the input --passphrase-file",
+    );
+    // protect: two outputs on one path, an output on the model (with --force), through another
+    // spelling of the same path, and through a hard link.
+    let protect = |out: &str, ml: &str| {
+        vec![
+            "protect".to_string(),
+            "--keystore".into(),
+            "isv.ks".into(),
+            "--name".into(),
+            "m".into(),
+            "--out".into(),
+            out.into(),
+            "--master-license".into(),
+            ml.into(),
+            "--force".into(),
+            "m.onnx".into(),
+        ]
+    };
+    let strs = |v: &[String]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (out, ml, want) in [
+        ("x.dat", "x.dat", "are the same file"),
+        ("x.dat", "./sub/../x.dat", "are the same file"),
+        ("m.onnx", "m.masterlic", "is the input MODEL_FILE m.onnx"),
+        ("./m.onnx", "m.masterlic", "is the input MODEL_FILE"),
+        ("x.dat", "isv.ks", "is the input --keystore"),
+        ("link.dat", "m.masterlic", "is the input MODEL_FILE"),
+    ] {
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        if out == "link.dat" {
+            std::fs::hard_link(d.join("m.onnx"), d.join("link.dat")).unwrap();
+        }
+        let args = strs(&protect(out, ml));
+        refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), want);
+    }
+    // licgen: over the keystore or the server certificate.
+    for (out, want) in [("isv.ks", "--keystore"), ("srv.ks.crt", "--server-cert")] {
+        refused(
+            &[
+                "licgen",
+                "--keystore",
+                "isv.ks",
+                "--out",
+                out,
+                "--force",
+                "--perpetual",
+                "--server",
+                "https://h:1",
+                "--server-cert",
+                "srv.ks.crt",
+            ],
+            want,
+        );
+    }
+    // sale: both outputs on one path; an output on an input.
+    ok(
+        d,
+        &[
+            "protect",
+            "--keystore",
+            "isv.ks",
+            "--name",
+            "m",
+            "--out",
+            "m.dat",
+            "--master-license",
+            "m.masterlic",
+            "m.onnx",
+        ],
+    );
+    let sale = |out: &str, reg: &str| {
+        fails(
+            d,
+            &[
+                "sale",
+                "--keystore",
+                "isv.ks",
+                "--master-license",
+                "m.masterlic",
+                "--config",
+                "30day.config",
+                "--tcb",
+                "vm.tcb",
+                "--customer-cert",
+                "cust.ks.crt",
+                "--out",
+                out,
+                "--registration",
+                reg,
+                "--force",
+            ],
+        )
+    };
+    let before = snapshot(d);
+    assert!(sale("x.lic", "x.lic").contains("are the same file"));
+    assert!(sale("x.lic", "30day.config").contains("is the input --config"));
+    assert!(sale("cust.ks.crt", "x.reg").contains("is the input --customer-cert"));
+    assert_eq!(snapshot(d), before);
+    // decrypt: a model file would land on the package itself.
+    std::fs::create_dir(d.join("o")).unwrap();
+    std::fs::copy(d.join("m.dat"), d.join("o/m.onnx")).unwrap();
+    let before = snapshot(&d.join("o"));
+    let err = fails(
+        d,
+        &[
+            "decrypt",
+            "--keystore",
+            "isv.ks",
+            "--master-license",
+            "m.masterlic",
+            "--package",
+            "o/m.onnx",
+            "--out-dir",
+            "o",
+            "--force",
+        ],
+    );
+    assert!(err.contains("is the input --package"), "{err}");
+    assert_eq!(snapshot(&d.join("o")), before);
+}
+
+#[test]
+fn huge_inputs_fail_fast_naming_the_file() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    owner_setup(d);
+    random_file(&d.join("m.onnx"), 5000);
+    ok(
+        d,
+        &[
+            "protect",
+            "--keystore",
+            "isv.ks",
+            "--name",
+            "m",
+            "--out",
+            "m.dat",
+            "--master-license",
+            "m.masterlic",
+            "m.onnx",
+        ],
+    );
+    let z = "/dev/zero";
+    let licgen = |ks: &str, pass: Option<&str>, cert: &str, next: &str| {
+        let mut v = vec![
+            "licgen",
+            "--keystore",
+            ks,
+            "--out",
+            "z.config",
+            "--perpetual",
+            "--server",
+            "https://h:1",
+            "--server-cert",
+            cert,
+            "--next-server-cert",
+            next,
+        ];
+        if let Some(p) = pass {
+            v.extend(["--passphrase-file", p]);
+        }
+        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let sale = |ml: &str, cfg: &str, tcb: &str, cert: &str, ca: &str| {
+        [
+            "sale",
+            "--keystore",
+            "isv.ks",
+            "--master-license",
+            ml,
+            "--config",
+            cfg,
+            "--tcb",
+            tcb,
+            "--customer-cert",
+            cert,
+            "--customer-ca",
+            ca,
+            "--out",
+            "z.lic",
+            "--registration",
+            "z.reg",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+    };
+    let cases: Vec<Vec<String>> = vec![
+        licgen(z, None, "srv.ks.crt", "srv.ks.crt"),
+        licgen("isv.ks", Some(z), "srv.ks.crt", "srv.ks.crt"),
+        licgen("isv.ks", None, z, "srv.ks.crt"),
+        licgen("isv.ks", None, "srv.ks.crt", z),
+        sale(z, "30day.config", "vm.tcb", "cust.ks.crt", "cust.ks.crt"),
+        sale("m.masterlic", z, "vm.tcb", "cust.ks.crt", "cust.ks.crt"),
+        sale(
+            "m.masterlic",
+            "30day.config",
+            z,
+            "cust.ks.crt",
+            "cust.ks.crt",
+        ),
+        sale("m.masterlic", "30day.config", "vm.tcb", z, "cust.ks.crt"),
+        sale("m.masterlic", "30day.config", "vm.tcb", "cust.ks.crt", z),
+        ["keygen", "--keystore", "cust.ks", "--import-cert", z]
+            .map(String::from)
+            .to_vec(),
+        [
+            "keygen",
+            "--keystore",
+            "cust.ks",
+            "--import-cert",
+            "cust.ks.crt",
+            "--chain",
+            z,
+        ]
+        .map(String::from)
+        .to_vec(),
+        ["inspect", "--trust-ca", z, "cust.ks.crt"]
+            .map(String::from)
+            .to_vec(),
+        ["inspect", z].map(String::from).to_vec(),
+        [
+            "check",
+            "--keystore",
+            "cust.ks",
+            "--license",
+            z,
+            "--package",
+            "m.dat",
+            "--tcti",
+            "swtpm:host=127.0.0.1,port=1",
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "decrypt",
+            "--keystore",
+            "isv.ks",
+            "--master-license",
+            z,
+            "--package",
+            "m.dat",
+            "--out-dir",
+            "zz",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for args in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let start = std::time::Instant::now();
+        let err = fails(d, &args);
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "{args:?} took {:?}",
+            start.elapsed()
+        );
+        assert!(
+            err.contains("/dev/zero") && err.contains("larger than"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// No Rust enum or struct Debug text in a user-facing message.
+fn assert_plain(err: &str) {
+    for bad in [
+        "{",
+        "::",
+        "Der(",
+        "KeyMismatch",
+        "InvalidSignatureForPublicKey",
+        "UnexpectedTag",
+    ] {
+        assert!(!err.contains(bad), "'{bad}' in: {err}");
+    }
+}
+
+#[test]
+fn wrong_artifact_kinds_are_named_with_what_was_expected() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    owner_setup(d);
+    random_file(&d.join("m.onnx"), 5000);
+    ok(
+        d,
+        &[
+            "protect",
+            "--keystore",
+            "isv.ks",
+            "--name",
+            "m",
+            "--out",
+            "m.dat",
+            "--master-license",
+            "m.masterlic",
+            "m.onnx",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "sale",
+            "--keystore",
+            "isv.ks",
+            "--master-license",
+            "m.masterlic",
+            "--config",
+            "30day.config",
+            "--tcb",
+            "vm.tcb",
+            "--customer-cert",
+            "cust.ks.crt",
+            "--out",
+            "m.lic",
+            "--registration",
+            "m.reg",
+        ],
+    );
+    let licgen = |ks: &'static str, cert: &'static str| {
+        vec![
+            "licgen",
+            "--keystore",
+            ks,
+            "--out",
+            "w.config",
+            "--perpetual",
+            "--server",
+            "https://h:1",
+            "--server-cert",
+            cert,
+        ]
+    };
+    let sale = |ml: &'static str, cfg: &'static str, tcb: &'static str, cert: &'static str| {
+        vec![
+            "sale",
+            "--keystore",
+            "isv.ks",
+            "--master-license",
+            ml,
+            "--config",
+            cfg,
+            "--tcb",
+            tcb,
+            "--customer-cert",
+            cert,
+            "--out",
+            "w.lic",
+            "--registration",
+            "w.reg",
+        ]
+    };
+    let cases: Vec<(Vec<&str>, &str, &str, &str)> = vec![
+        (
+            licgen("m.lic", "srv.ks.crt"),
+            "m.lic",
+            "a customer license",
+            "not a keystore",
+        ),
+        (
+            licgen("isv.ks.crt", "srv.ks.crt"),
+            "isv.ks.crt",
+            "an X.509 certificate",
+            "not a keystore",
+        ),
+        (
+            licgen("isv.ks.csr", "srv.ks.crt"),
+            "isv.ks.csr",
+            "certificate signing request",
+            "not a keystore",
+        ),
+        (
+            licgen("isv.ks", "srv.ks"),
+            "srv.ks",
+            "a keystore",
+            "not an X.509 certificate",
+        ),
+        (
+            licgen("isv.ks", "m.masterlic"),
+            "m.masterlic",
+            "a master license",
+            "not an X.509 certificate",
+        ),
+        (
+            sale("30day.config", "30day.config", "vm.tcb", "cust.ks.crt"),
+            "30day.config",
+            "a license policy config",
+            "not a master license",
+        ),
+        (
+            sale("m.masterlic", "vm.tcb", "vm.tcb", "cust.ks.crt"),
+            "vm.tcb",
+            "a TCB reference",
+            "not a license policy config",
+        ),
+        (
+            sale("m.masterlic", "30day.config", "m.lic", "cust.ks.crt"),
+            "m.lic",
+            "a customer license",
+            "not a TCB reference",
+        ),
+        (
+            sale("m.masterlic", "30day.config", "vm.tcb", "cust.ks"),
+            "cust.ks",
+            "a keystore",
+            "not an X.509 certificate",
+        ),
+        (
+            sale("m.masterlic", "30day.config", "vm.tcb", "pcrs.txt"),
+            "pcrs.txt",
+            "PCR values",
+            "not an X.509 certificate",
+        ),
+        (
+            vec![
+                "check",
+                "--keystore",
+                "cust.ks",
+                "--license",
+                "m.reg",
+                "--package",
+                "m.dat",
+                "--tcti",
+                "swtpm:port=1",
+            ],
+            "m.reg",
+            "a license service registration",
+            "not a customer license",
+        ),
+        (
+            vec![
+                "decrypt",
+                "--keystore",
+                "isv.ks",
+                "--master-license",
+                "m.masterlic",
+                "--package",
+                "m.masterlic",
+                "--out-dir",
+                "o",
+            ],
+            "m.masterlic",
+            "a master license",
+            "not an OVSA protected model package",
+        ),
+        (
+            vec![
+                "keygen",
+                "--keystore",
+                "cust.ks",
+                "--import-cert",
+                "cust.ks.csr",
+            ],
+            "cust.ks.csr",
+            "certificate signing request",
+            "not an X.509 certificate",
+        ),
+    ];
+    for (args, file, is, expected) in cases {
+        let err = fails(d, &args);
+        assert!(
+            err.contains(&format!("{file} is ")) && err.contains(is) && err.contains(expected),
+            "{args:?}: {err}"
+        );
+        assert_plain(&err);
+    }
+    // A damaged certificate and keystore: plain words, not parser enums.
+    std::fs::write(
+        d.join("junk.crt"),
+        [0x30, 0x82, 0x01, 0x00, 0xa0, 0x03, 0x02],
+    )
+    .unwrap();
+    let err = fails(d, &licgen("isv.ks", "junk.crt"));
+    assert!(err.contains("junk.crt"), "{err}");
+    assert_plain(&err);
+    let mut ks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("isv.ks")).unwrap()).unwrap();
+    ks["private_key"]["pkcs8"] = "AAAA".into();
+    std::fs::write(d.join("broken.ks"), ks.to_string()).unwrap();
+    let err = fails(d, &licgen("broken.ks", "srv.ks.crt"));
+    assert!(
+        err.contains("broken.ks") && err.contains("damaged"),
+        "{err}"
+    );
+    assert_plain(&err);
+    ks["surprise"] = 1.into();
+    std::fs::write(d.join("extra.ks"), ks.to_string()).unwrap();
+    let err = fails(d, &licgen("extra.ks", "srv.ks.crt"));
+    assert!(err.contains("extra.ks"), "{err}");
+    assert_plain(&err);
+
+    // An X.509 v1 customer certificate (openssl x509 -req without extensions) is named as the
+    // problem, with the recipe.
+    let run = |args: &[&str]| {
+        let st = Command::new("openssl")
+            .current_dir(d)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl must be installed for this test");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "ca.key",
+    ]);
+    run(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        "ca.key",
+        "-subj",
+        "/CN=Test CA",
+        "-days",
+        "30",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "cust.ks.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-days",
+        "30",
+        "-out",
+        "v1.crt",
+    ]);
+    let err = fails(d, &sale("m.masterlic", "30day.config", "vm.tcb", "v1.crt"));
+    assert!(
+        err.contains("v1.crt")
+            && err.contains("X.509 version 1")
+            && err.contains("-extfile")
+            && err.contains("--import-cert"),
+        "{err}"
+    );
+    let err = fails(
+        d,
+        &["keygen", "--keystore", "cust.ks", "--import-cert", "v1.crt"],
+    );
+    assert!(err.contains("X.509 version 1"), "{err}");
+    let err = fails(d, &["inspect", "v1.crt"]);
+    assert!(err.contains("X.509 version 1"), "{err}");
+}
+
+#[test]
+fn small_usability_checks() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    // --version.
+    let out = ok(d, &["--version"]);
+    assert!(
+        out.starts_with("ovsatool ") && out.trim().len() > "ovsatool ".len(),
+        "{out}"
+    );
+    // check's help says it spends a use, and documents --json.
+    let help = ok(d, &["check", "--help"]);
+    assert!(
+        help.contains("use") && help.contains("--renew-only") && help.contains("--json"),
+        "{help}"
+    );
+    assert!(help.contains("counts one use"), "{help}");
+    // No ANSI colour codes when the streams are not terminals (usage errors, help, progress).
+    let o = tool(d, &["protect", "--bogus"]);
+    assert!(!o.status.success());
+    for s in [&o.stdout, &o.stderr] {
+        assert!(!s.contains(&0x1b), "ANSI escape in redirected output");
+    }
+    ok(
+        d,
+        &["keygen", "--keystore", "isv.ks", "--subject", "CN=isv"],
+    );
+    std::fs::File::create(d.join("w.bin"))
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    random_file(&d.join("w.xml"), 300);
+    let o = tool(
+        d,
+        &[
+            "protect",
+            "--keystore",
+            "isv.ks",
+            "--name",
+            "w",
+            "--out",
+            "w.dat",
+            "--master-license",
+            "w.masterlic",
+            "w.xml",
+            "w.bin",
+        ],
+    );
+    assert!(o.status.success());
+    for s in [&o.stdout, &o.stderr] {
+        assert!(!s.contains(&0x1b), "ANSI escape in redirected output");
+    }
+
+    // licgen: windows in the past, empty windows, a lone --not-before.
+    let licgen = |extra: &[&str]| {
+        let mut v = vec![
+            "licgen",
+            "--keystore",
+            "isv.ks",
+            "--out",
+            "c.config",
+            "--server",
+            "https://h:1",
+            "--server-cert",
+            "isv.ks.crt",
+        ];
+        v.extend_from_slice(extra);
+        fails(d, &v)
+    };
+    let err = licgen(&["--not-after", "2001-01-01"]);
+    assert!(err.contains("in the past"), "{err}");
+    let err = licgen(&["--not-before", "2100-01-02", "--not-after", "2100-01-01"]);
+    assert!(err.contains("not before --not-after"), "{err}");
+    let err = licgen(&["--not-before", "2100-01-02", "--days", "3"]);
+    assert!(err.contains("--not-after"), "{err}");
+    assert!(!d.join("c.config").exists());
+
+    // protect: empty and non-model inputs, names with '/' or '..'.
+    let protect = |name: &str, files: &[&str]| {
+        let mut v = vec![
+            "protect",
+            "--keystore",
+            "isv.ks",
+            "--name",
+            name,
+            "--out",
+            "p.dat",
+            "--master-license",
+            "p.masterlic",
+        ];
+        v.extend_from_slice(files);
+        let v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        fails(d, &v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    std::fs::write(d.join("empty.onnx"), b"").unwrap();
+    let err = protect("p", &["empty.onnx"]);
+    assert!(err.contains("empty.onnx is empty"), "{err}");
+    std::fs::write(d.join("notes.onnx"), b"these are my notes").unwrap();
+    let err = protect("p", &["notes.onnx"]);
+    assert!(
+        err.contains("notes.onnx is a text file, not an ONNX model"),
+        "{err}"
+    );
+    std::fs::write(d.join("fake.xml"), b"{\"not\": \"xml\"}").unwrap();
+    let err = protect("p", &["fake.xml", "w.bin"]);
+    assert!(err.contains("not an OpenVINO IR model"), "{err}");
+    random_file(&d.join("ok.onnx"), 1000);
+    for name in ["../etc", "a/b", "x..y", ".."] {
+        let err = protect(name, &["ok.onnx"]);
+        assert!(err.contains("is not a plain name"), "{name}: {err}");
+    }
+    let err = fails(
+        d,
+        &[
+            "licgen",
+            "--keystore",
+            "isv.ks",
+            "--name",
+            "../x",
+            "--out",
+            "c.config",
+            "--perpetual",
+            "--server",
+            "https://h:1",
+            "--server-cert",
+            "isv.ks.crt",
+        ],
+    );
+    assert!(err.contains("is not a plain name"), "{err}");
+    assert!(!d.join("p.dat").exists() && !d.join("p.masterlic").exists());
+
+    // A keystore readable by others warns; the run still works.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("isv.ks"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = tool(
+        d,
+        &[
+            "licgen",
+            "--keystore",
+            "isv.ks",
+            "--out",
+            "c.config",
+            "--perpetual",
+            "--server",
+            "https://h:1",
+            "--server-cert",
+            "isv.ks.crt",
+        ],
+    );
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("mode 0644") && err.contains("chmod 600 isv.ks"),
+        "{err}"
+    );
+
+    // keygen: a 1-character passphrase is refused; --passphrase-file without --encrypt warns.
+    std::fs::write(d.join("short"), "x\n").unwrap();
+    let err = fails(
+        d,
+        &[
+            "keygen",
+            "--keystore",
+            "s.ks",
+            "--subject",
+            "CN=s",
+            "--encrypt",
+            "--passphrase-file",
+            "short",
+        ],
+    );
+    assert!(err.contains("at least 8"), "{err}");
+    assert!(!d.join("s.ks").exists() && !d.join("s.ks.crt").exists());
+    std::fs::write(d.join("long"), "a long enough passphrase\n").unwrap();
+    let o = tool(
+        d,
+        &[
+            "keygen",
+            "--keystore",
+            "n.ks",
+            "--subject",
+            "CN=n",
+            "--passphrase-file",
+            "long",
+        ],
+    );
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ignored without --encrypt"), "{err}");
 }

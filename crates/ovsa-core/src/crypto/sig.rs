@@ -175,9 +175,11 @@ impl SigningKey {
 
     /// Loads a PKCS#8 key of the given algorithm.
     pub fn from_pkcs8(alg: KeyAlgorithm, pkcs8: &[u8]) -> Result<Self> {
-        let pair = EcdsaKeyPair::from_pkcs8(alg.signing(), pkcs8).map_err(|e| {
+        // aws-lc's KeyRejected text is a bare reason code ("KeyMismatch"); say it in words.
+        let pair = EcdsaKeyPair::from_pkcs8(alg.signing(), pkcs8).map_err(|_| {
             Error::Keystore(format!(
-                "private key is not a valid {} key: {e}",
+                "the private key is not a valid {} key (the keystore is damaged, or its \
+                 algorithm field does not match the key)",
                 alg.name()
             ))
         })?;

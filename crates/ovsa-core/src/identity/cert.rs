@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 
 /// Largest certificate accepted, in bytes.
 pub const MAX_CERT_DER: usize = 16 * 1024;
+/// Largest certificate file read (PEM, possibly a chain or a CA bundle), in bytes.
+pub const MAX_CERT_FILE: usize = 1 << 20;
 
 /// What a certificate is being validated for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub struct Certificate {
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     spki: Vec<u8>,
+    /// X.509 version, 1-based (3 for certificates with extensions).
+    version: u32,
 }
 
 impl std::fmt::Debug for Certificate {
@@ -64,8 +68,12 @@ impl Certificate {
                 der.len()
             )));
         }
-        let (rest, cert) = X509Certificate::from_der(der)
-            .map_err(|e| Error::BadCertificate(format!("not a DER X.509 certificate: {e}")))?;
+        // x509-parser's error text is its enums' Debug output; say it in words instead.
+        let (rest, cert) = X509Certificate::from_der(der).map_err(|_| {
+            Error::BadCertificate(
+                "not an X.509 certificate: its DER (ASN.1) structure does not parse".into(),
+            )
+        })?;
         if !rest.is_empty() {
             return Err(Error::BadCertificate(format!(
                 "{} bytes after the certificate",
@@ -79,6 +87,7 @@ impl Certificate {
             not_before: cert.validity().not_before.to_datetime(),
             not_after: cert.validity().not_after.to_datetime(),
             spki: cert.public_key().raw.to_vec(),
+            version: cert.version().0.saturating_add(1),
         })
     }
 
@@ -105,26 +114,63 @@ impl Certificate {
         }
     }
 
-    /// Reads a PEM or DER certificate file.
+    /// Reads a PEM or DER certificate file (at most [`MAX_CERT_FILE`] bytes). A file of another
+    /// kind (a keystore, a license, a CSR...) is named as such ([`Error::WrongFile`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_pem_or_der(&bytes).map_err(|e| match e {
-            Error::BadCertificate(m) => Error::BadCertificate(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        let bytes = crate::fsutil::read_limited_as(path, MAX_CERT_FILE, "certificate")?;
+        Self::from_pem_or_der(&bytes).map_err(|e| Self::explain_load_error(e, path))
     }
 
-    /// Reads every certificate of a PEM file (or one DER certificate).
+    /// Reads every certificate of a PEM file (or one DER certificate), at most
+    /// [`MAX_CERT_FILE`] bytes.
     pub fn load_all(path: &Path) -> Result<Vec<Self>> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let certs = Self::chain_from_pem_or_der(&bytes)?;
+        let bytes = crate::fsutil::read_limited_as(path, MAX_CERT_FILE, "certificate")?;
+        let certs =
+            Self::chain_from_pem_or_der(&bytes).map_err(|e| Self::explain_load_error(e, path))?;
         if certs.is_empty() {
-            return Err(Error::BadCertificate(format!(
-                "{}: no certificate found",
-                path.display()
-            )));
+            return Err(crate::artifact::wrong_file(
+                path,
+                &crate::artifact::ArtifactKind::Certificate,
+            )
+            .unwrap_or_else(|| {
+                Error::BadCertificate(format!("{}: no certificate found", path.display()))
+            }));
         }
         Ok(certs)
+    }
+
+    fn explain_load_error(e: Error, path: &Path) -> Error {
+        if let Some(wrong) =
+            crate::artifact::wrong_file(path, &crate::artifact::ArtifactKind::Certificate)
+        {
+            return wrong;
+        }
+        match e {
+            Error::BadCertificate(m) => Error::BadCertificate(format!("{}: {m}", path.display())),
+            other => other,
+        }
+    }
+
+    /// The X.509 version (1 or 3; OVSA identities need 3).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Fails with a recipe if this is an X.509 v1 certificate (no extensions), which TLS
+    /// authentication (rustls-webpki) refuses: `openssl x509 -req` without `-extfile` makes one.
+    /// `role` names its use ("the customer certificate cust.crt").
+    pub fn require_v3(&self, role: &str) -> Result<()> {
+        if self.version >= 3 {
+            return Ok(());
+        }
+        Err(Error::BadCertificate(format!(
+            "{role} ('{}') is an X.509 version {} certificate (no extensions); TLS authentication \
+             accepts only version 3. Have the CA sign the keystore's CSR again with extensions, e.g. \
+             `openssl x509 -req -in KEYSTORE.csr -CA ca.crt -CAkey ca.key -days 365 -out cert.crt \
+             -extfile <(printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature,keyAgreement\\nextendedKeyUsage=clientAuth,codeSigning\\n')` \
+             (or `-copy_extensions copy` with OpenSSL 3), then `ovsatool keygen --keystore KEYSTORE --import-cert cert.crt`",
+            self.subject, self.version
+        )))
     }
 
     /// DER bytes.
@@ -228,15 +274,26 @@ impl Certificate {
             .collect();
         let trust: Vec<_> = anchor_ders
             .iter()
-            .map(|d| webpki::anchor_from_trusted_cert(d).map_err(|e| untrusted(format!("{e:?}"))))
+            .map(|d| {
+                webpki::anchor_from_trusted_cert(d).map_err(|e| {
+                    untrusted(format!(
+                        "a trusted CA certificate is unusable: {}",
+                        webpki_reason(&e)
+                    ))
+                })
+            })
             .collect::<Result<_>>()?;
         let inter: Vec<CertificateDer<'_>> = intermediates
             .iter()
             .map(|c| CertificateDer::from(c.der()))
             .collect();
         let ee_der = CertificateDer::from(self.der());
-        let ee = webpki::EndEntityCert::try_from(&ee_der)
-            .map_err(|e| untrusted(format!("not usable as an end-entity certificate: {e:?}")))?;
+        let ee = webpki::EndEntityCert::try_from(&ee_der).map_err(|e| {
+            untrusted(format!(
+                "not usable as an end-entity certificate: {}",
+                webpki_reason(&e)
+            ))
+        })?;
         let secs = u64::try_from(at.unix_timestamp()).unwrap_or(0);
         let time = UnixTime::since_unix_epoch(Duration::from_secs(secs));
         let eku = match usage {
@@ -266,8 +323,46 @@ impl Certificate {
             webpki::Error::UnknownIssuer => {
                 untrusted("it is not issued by any configured CA".into())
             }
-            other => untrusted(format!("{other:?}")),
+            webpki::Error::UnsupportedCertVersion => match self.require_v3("the certificate") {
+                Err(e) => e,
+                Ok(()) => untrusted(webpki_reason(&webpki::Error::UnsupportedCertVersion)),
+            },
+            other => untrusted(webpki_reason(&other)),
         })
+    }
+}
+
+/// A webpki error in words (its Debug text is an enum name, not a message).
+fn webpki_reason(e: &webpki::Error) -> String {
+    use webpki::Error as W;
+    match e {
+        W::InvalidSignatureForPublicKey => "its signature does not verify under the issuing CA's key (it was not signed by that CA, or it was altered)".into(),
+        W::UnsupportedCertVersion => "it is not an X.509 version 3 certificate".into(),
+        W::CaUsedAsEndEntity => "it is a CA certificate, not an identity (end-entity) certificate".into(),
+        W::EndEntityUsedAsCa => "an identity (end-entity) certificate was used as a CA".into(),
+        W::RequiredEkuNotFoundContext(_) => {
+            "its extended key usage does not allow this use (needs clientAuth for a customer, serverAuth for a license service, codeSigning for an ISV)".into()
+        }
+        W::BadDer | W::BadDerTime => "its DER encoding is invalid".into(),
+        W::UnsupportedSignatureAlgorithmContext(_)
+        | W::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "it is signed with an unsupported algorithm".into()
+        }
+        W::PathLenConstraintViolated => "the CA chain is longer than a CA's path length allows".into(),
+        W::UnknownIssuer => "it is not issued by any configured CA".into(),
+        other => {
+            // Fallback: the variant name as words ("NameConstraintViolation" -> "name constraint violation").
+            let name = format!("{other:?}");
+            let name = name.split(['(', '{', ' ']).next().unwrap_or_default();
+            let mut words = String::new();
+            for (i, c) in name.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    words.push(' ');
+                }
+                words.push(c.to_ascii_lowercase());
+            }
+            format!("rejected by the X.509 validator: {words}")
+        }
     }
 }
 

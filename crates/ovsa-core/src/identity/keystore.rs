@@ -271,14 +271,37 @@ impl Keystore {
 
     /// Reads a keystore file.
     pub fn load(path: &Path, passphrase: Option<&str>) -> Result<Self> {
-        let bytes = Zeroizing::new(fsutil::read_limited(path, MAX_JSON_ARTIFACT)?);
+        let bytes = Zeroizing::new(fsutil::read_limited_as(
+            path,
+            MAX_JSON_ARTIFACT,
+            "keystore",
+        )?);
         Self::from_bytes(&bytes, passphrase).map_err(|e| match e {
-            Error::Malformed { what, detail } => Error::Malformed {
-                what,
-                detail: format!("{}: {detail}", path.display()),
-            },
-            other => other,
+            Error::Malformed { .. } | Error::WrongArtifactType { .. } => {
+                match crate::artifact::wrong_file(path, &crate::artifact::ArtifactKind::Keystore) {
+                    Some(wrong) => wrong,
+                    None => match e {
+                        Error::Malformed { what, detail } => Error::Malformed {
+                            what,
+                            detail: format!("{}: {detail}", path.display()),
+                        },
+                        other => other,
+                    },
+                }
+            }
+            other => in_file(other, path),
         })
+    }
+}
+
+/// Names the keystore file in errors that do not say which file they concern.
+fn in_file(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Keystore(m) => Error::Keystore(format!("{}: {m}", path.display())),
+        Error::BadCertificate(m) => {
+            Error::BadCertificate(format!("{} (keystore): {m}", path.display()))
+        }
+        other => other,
     }
 }
 

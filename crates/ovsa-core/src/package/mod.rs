@@ -17,7 +17,9 @@ pub mod reader;
 pub mod stream;
 
 pub use format::{FileEntry, FileKind, ModelFormat, PackageHeader};
-pub use protect::{classify_inputs, protect, ModelInput, ProtectOptions, Protected};
+pub use protect::{
+    classify_inputs, protect, protect_uncommitted, ModelInput, ProtectOptions, Protected,
+};
 pub use reader::{DecryptedModel, Package, ReadAt};
 
 use zeroize::Zeroizing;

@@ -97,6 +97,20 @@ pub fn protect(
     out: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Protected> {
+    let (protected, dest) = protect_uncommitted(inputs, opts, isv, out, progress)?;
+    dest.commit()?;
+    Ok(protected)
+}
+
+/// Like [`protect`], but leaves the complete package in its temporary file: the caller commits
+/// it (e.g. together with the master license, [`crate::fsutil::commit_all`]) or drops it.
+pub fn protect_uncommitted(
+    inputs: &[ModelInput],
+    opts: &ProtectOptions,
+    isv: &Keystore,
+    out: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Protected, AtomicFile)> {
     let mut files = Vec::with_capacity(inputs.len());
     for input in inputs {
         let meta = std::fs::metadata(&input.path).map_err(|e| Error::io(&input.path, e))?;
@@ -187,6 +201,6 @@ pub fn protect(
     })();
     buf.zeroize();
     result?;
-    dest.commit()?;
-    Ok(Protected { header, model_key })
+    dest.flush().map_err(werr)?;
+    Ok((Protected { header, model_key }, dest))
 }

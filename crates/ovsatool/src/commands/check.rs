@@ -10,14 +10,80 @@ use ovsa_core::license::CustomerLicense;
 use ovsa_core::package::Package;
 use ovsa_core::protocol::Purpose;
 
+use serde_json::{json, Value};
+
 use crate::cli::CheckArgs;
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 use crate::secrets::load_keystore;
 
+/// Where step lines go: stdout, or (with --json) a list that ends up in the JSON result.
+struct Steps {
+    json: bool,
+    lines: Vec<String>,
+    result: serde_json::Map<String, Value>,
+}
+
+impl Steps {
+    fn say(&mut self, line: String) -> CliResult<()> {
+        if self.json {
+            self.lines.push(line);
+        } else {
+            say!("{line}");
+        }
+        Ok(())
+    }
+}
+
+/// Prints one step line (or records it with --json).
+macro_rules! step {
+    ($steps:expr, $($t:tt)*) => { $steps.say(format!($($t)*))? };
+}
+
 pub fn run(a: &CheckArgs) -> CliResult<ExitCode> {
+    let mut steps = Steps {
+        json: a.json,
+        lines: Vec::new(),
+        result: serde_json::Map::new(),
+    };
+    let outcome = run_steps(a, &mut steps);
+    if !a.json {
+        return outcome;
+    }
+    let mut out = steps.result;
+    out.insert(
+        "steps".into(),
+        Value::Array(steps.lines.into_iter().map(Value::String).collect()),
+    );
+    let code = match outcome {
+        Ok(_) => {
+            out.insert("result".into(), json!("ok"));
+            ExitCode::SUCCESS
+        }
+        Err(CliError::Output(e)) => return Err(CliError::Output(e)),
+        Err(e) => {
+            out.insert("result".into(), json!("failed"));
+            out.insert("error".into(), json!(e.to_string()));
+            eprintln!("ovsatool: error: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    say!(
+        "{}",
+        serde_json::to_string_pretty(&Value::Object(out)).unwrap_or_default()
+    );
+    Ok(code)
+}
+
+fn run_steps(a: &CheckArgs, steps: &mut Steps) -> CliResult<ExitCode> {
     let license = Signed::<CustomerLicense>::load(&a.license)?;
     let l = license.body();
-    say!(
+    steps.result.insert("license".into(), json!(l.license_guid));
+    steps.result.insert("model".into(), json!(l.model_name));
+    steps
+        .result
+        .insert("model_version".into(), json!(l.model_version));
+    step!(
+        steps,
         "[ok] license {} for '{}' v{} verifies (signed by '{}')",
         l.license_guid,
         l.model_name,
@@ -26,7 +92,8 @@ pub fn run(a: &CheckArgs) -> CliResult<ExitCode> {
     );
     let package = Package::open(&a.package)?;
     CustomerLicense::check_package(&license, package.header())?;
-    say!(
+    step!(
+        steps,
         "[ok] package {} verifies and matches the license",
         a.package.display()
     );
@@ -40,12 +107,16 @@ pub fn run(a: &CheckArgs) -> CliResult<ExitCode> {
         }
         .into());
     }
-    say!(
+    step!(
+        steps,
         "[ok] keystore holds the key of '{}', the licensed customer",
         cert.subject()
     );
     let mut attester = TpmAttester::open(a.tcti.as_deref(), a.ak_cache.as_deref())?;
-    say!("[ok] TPM opened, EK certificate and attestation key ready");
+    step!(
+        steps,
+        "[ok] TPM opened, EK certificate and attestation key ready"
+    );
     let purpose = if a.renew_only {
         Purpose::Renew
     } else {
@@ -53,6 +124,8 @@ pub fn run(a: &CheckArgs) -> CliResult<ExitCode> {
     };
     let start = Instant::now();
     let mut out = std::io::stdout();
+    let mut live: Vec<String> = Vec::new();
+    let json_mode = steps.json;
     let released = check_license(
         l,
         &customer,
@@ -88,11 +161,32 @@ pub fn run(a: &CheckArgs) -> CliResult<ExitCode> {
                     }
                 ),
             };
-            let _ = writeln!(out, "{line}");
+            if json_mode {
+                live.push(line);
+            } else {
+                let _ = writeln!(out, "{line}");
+            }
         },
-    )?;
+    );
+    steps.lines.append(&mut live);
+    let released = released?;
     let r = &released.response;
-    say!(
+    steps
+        .result
+        .insert("service".into(), json!(released.service_url));
+    steps.result.insert("uses".into(), json!(r.uses));
+    steps
+        .result
+        .insert("usage_limit".into(), json!(r.usage_limit));
+    steps
+        .result
+        .insert("lease_seconds".into(), json!(r.lease_seconds));
+    steps.result.insert("not_after".into(), json!(r.not_after));
+    steps
+        .result
+        .insert("spent_a_use".into(), json!(!a.renew_only));
+    step!(
+        steps,
         "[ok] attestation accepted by {}: uses {}{}, lease {} s{}",
         released.service_url,
         r.uses,
@@ -106,7 +200,17 @@ pub fn run(a: &CheckArgs) -> CliResult<ExitCode> {
             .unwrap_or_default()
     );
     let t = released.timings;
-    say!(
+    steps.result.insert(
+        "timings_ms".into(),
+        json!({
+            "connect": t.connect.as_secs_f64() * 1e3,
+            "service": t.service.as_secs_f64() * 1e3,
+            "tpm": t.tpm.as_secs_f64() * 1e3,
+            "tpm_commands": t.tpm_commands,
+            "total": start.elapsed().as_secs_f64() * 1e3,
+        }),
+    );
+    step!(steps,
         "     timings: connect {:.1} ms, service {:.1} ms, TPM {:.1} ms ({} commands), total {:.1} ms",
         t.connect.as_secs_f64() * 1e3,
         t.service.as_secs_f64() * 1e3,
@@ -119,13 +223,16 @@ pub fn run(a: &CheckArgs) -> CliResult<ExitCode> {
         let start = Instant::now();
         let model = package.decrypt_model(&key, ovsa_core::package::reader::default_threads())?;
         let bytes: usize = model.files.iter().map(|(_, b)| b.len()).sum();
-        say!(
+        steps
+            .result
+            .insert("model_bytes_verified".into(), json!(bytes));
+        step!(steps,
             "[ok] model key unwrapped; {} files, {} bytes decrypted and verified in memory in {:.1} ms (nothing written)",
             model.files.len(),
             bytes,
             start.elapsed().as_secs_f64() * 1e3
         );
     }
-    say!("result: OK — this machine can load the model");
+    step!(steps, "result: OK — this machine can load the model");
     Ok(ExitCode::SUCCESS)
 }

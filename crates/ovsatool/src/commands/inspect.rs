@@ -85,6 +85,15 @@ fn inspect_file(path: &Path, anchors: &[Certificate]) -> CliResult<Report> {
     })
 }
 
+/// The problem reported for a file that is no OVSA artifact: what it is, by the same detector
+/// that names wrong files everywhere else.
+fn not_an_artifact(bytes: &[u8]) -> String {
+    format!(
+        "this is {}: not an OVSA artifact, package or certificate (no 'ovsa' type, no package magic, no PEM/DER certificate)",
+        ovsa_core::artifact::detect(bytes).describe()
+    )
+}
+
 fn cert_json(c: &Certificate) -> Value {
     json!({
         "subject": c.subject(),
@@ -231,6 +240,9 @@ fn inspect_certificate(bytes: &[u8], anchors: &[Certificate]) -> Report {
     match Certificate::from_pem_or_der(bytes) {
         Ok(c) => {
             let mut problems = Vec::new();
+            if let Err(e) = c.require_v3("this certificate") {
+                problems.push(e.to_string());
+            }
             check_trust(&c, anchors, CertificateUsage::Customer, &mut problems);
             Report {
                 artifact: "certificate".into(),
@@ -238,12 +250,15 @@ fn inspect_certificate(bytes: &[u8], anchors: &[Certificate]) -> Report {
                 details: cert_json(&c),
             }
         }
-        Err(_) => Report {
+        Err(e) => Report {
             artifact: "unknown".into(),
-            problems: vec![
-                "not an OVSA artifact, package or certificate (no 'ovsa' type, no package magic, no PEM/DER certificate)"
-                    .into(),
-            ],
+            problems: vec![if ovsa_core::artifact::detect(bytes)
+                == ovsa_core::artifact::ArtifactKind::Certificate
+            {
+                e.to_string()
+            } else {
+                not_an_artifact(bytes)
+            }],
             details: Value::Null,
         },
     }

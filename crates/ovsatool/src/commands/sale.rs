@@ -1,29 +1,46 @@
 //! `ovsatool sale`.
 
 use ovsa_core::envelope::Signed;
-use ovsa_core::fsutil::{MODE_PUBLIC, MODE_SECRET};
+use std::io::Write;
+
+use ovsa_core::fsutil::{commit_all, AtomicFile, MODE_PUBLIC, MODE_SECRET};
 use ovsa_core::identity::{Certificate, CertificateUsage};
 use ovsa_core::license::customer::SaleRequest;
 use ovsa_core::license::{sell, LicenseConfig, MasterLicense, TcbReference};
 
 use crate::cli::SaleArgs;
-use crate::error::{CliError, CliResult};
+use crate::error::CliResult;
+use crate::paths::{check_outputs, named};
 use crate::secrets::load_keystore;
 
 pub fn run(a: &SaleArgs) -> CliResult<()> {
-    for p in [&a.out, &a.registration] {
-        if !a.force && p.exists() {
-            return Err(CliError::Usage(format!(
-                "{} already exists; refusing to overwrite it (pass --force to replace it)",
-                p.display()
-            )));
-        }
+    let mut inputs = vec![
+        named("--keystore", &a.ks.keystore),
+        named("--master-license", &a.master_license),
+        named("--config", &a.config),
+        named("--tcb", &a.tcb),
+        named("--customer-cert", &a.customer_cert),
+    ];
+    if let Some(p) = &a.ks.passphrase_file {
+        inputs.push(named("--passphrase-file", p));
     }
+    if let Some(p) = &a.customer_ca {
+        inputs.push(named("--customer-ca", p));
+    }
+    check_outputs(
+        &[
+            named("--out", &a.out),
+            named("--registration", &a.registration),
+        ],
+        &inputs,
+        a.force,
+    )?;
     let isv = load_keystore(&a.ks.keystore, a.ks.passphrase_file.as_deref())?;
     let master = Signed::<MasterLicense>::load(&a.master_license)?;
     let config = Signed::<LicenseConfig>::load(&a.config)?;
     let tcb = Signed::<TcbReference>::load(&a.tcb)?;
     let customer = Certificate::load(&a.customer_cert)?;
+    customer.require_v3(&format!("--customer-cert {}", a.customer_cert.display()))?;
     if let Some(ca) = &a.customer_ca {
         let anchors = Certificate::load_all(ca)?;
         customer.verify_chain(
@@ -40,9 +57,18 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
         tcb: &tcb,
         customer: &customer,
     })?;
-    sale.registration
-        .save(&a.registration, MODE_SECRET, a.force)?;
-    sale.license.save(&a.out, MODE_PUBLIC, a.force)?;
+    // Both land together or neither does: a license without its registration (or the reverse)
+    // is useless.
+    let stage = |path: &std::path::Path, bytes: Vec<u8>, mode| -> CliResult<AtomicFile> {
+        let mut f = AtomicFile::create(path, mode, a.force)?;
+        f.write_all(&bytes)
+            .map_err(|e| ovsa_core::Error::io(path, e))?;
+        Ok(f)
+    };
+    commit_all(vec![
+        stage(&a.registration, sale.registration.to_bytes()?, MODE_SECRET)?,
+        stage(&a.out, sale.license.to_bytes()?, MODE_PUBLIC)?,
+    ])?;
     let l = sale.license.body();
     say!(
         "sold license {} for '{}' version {} to '{}'",
