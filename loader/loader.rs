@@ -402,15 +402,14 @@ impl Loader {
         // A panic (a bug) must neither leave partial plaintext in the host's buffers nor leave
         // the version stuck in "loading": catch it here, wipe, and finish the load as failed.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.fetch_and_decrypt(
+            let request = Request {
                 name,
                 base_path,
                 version,
                 options_json,
-                &state,
-                &mut *out,
                 started,
-            )
+            };
+            self.fetch_and_decrypt(&request, &state, &mut *out)
         }))
         .unwrap_or_else(|_| {
             out.wipe();
@@ -532,14 +531,17 @@ impl Loader {
     /// TPM lock during the check.
     fn fetch_and_decrypt(
         &self,
-        name: &str,
-        base_path: &str,
-        version: i32,
-        options_json: &str,
+        request: &Request<'_>,
         state: &VersionState,
         out: &mut dyn OutputBuffers,
-        started: Instant,
     ) -> Result<(ModelType, Granted, String), LoadError> {
+        let Request {
+            name,
+            base_path,
+            version,
+            options_json,
+            started,
+        } = *request;
         let local = Instant::now();
         let opts = options::parse(options_json).map_err(LoadError)?;
         if base_path.is_empty() {
@@ -844,6 +846,17 @@ impl Drop for Loader {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// What the host asked to load, and when.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    name: &'a str,
+    base_path: &'a str,
+    version: i32,
+    options_json: &'a str,
+    /// The start of the load (the deadline counts from here).
+    started: Instant,
 }
 
 /// What a successful check hands to the lease worker.
