@@ -13,7 +13,7 @@ use crate::log::LogLevel;
 /// Largest accepted config file.
 const MAX_CONFIG_LEN: u64 = 1 << 20;
 
-const KNOWN: [&str; 11] = [
+const KNOWN: [&str; 12] = [
     "tcti",
     "service_url",
     "trusted_isv_certs",
@@ -23,6 +23,7 @@ const KNOWN: [&str; 11] = [
     "retry_seconds",
     "blacklist_recheck_seconds",
     "service_timeout_seconds",
+    "load_timeout_seconds",
     "decrypt_threads",
     "log_level",
 ];
@@ -61,6 +62,11 @@ pub struct LoaderConfig {
     /// Timeout of each connection to the license service, seconds. Default 10.
     #[serde(default = "default_timeout")]
     pub service_timeout_seconds: u64,
+    /// Deadline of the TPM and license-service part of a load (from the start of the load)
+    /// and of each lease renewal, seconds: a TPM or service that does not answer makes the
+    /// load fail with `MODEL_LOAD_ERROR` after this long instead of hanging the host. Default 30.
+    #[serde(default = "default_load_timeout")]
+    pub load_timeout_seconds: u64,
     /// Threads decrypting one model. Default: available parallelism, at most 8.
     #[serde(default)]
     pub decrypt_threads: Option<usize>,
@@ -90,6 +96,9 @@ fn default_recheck() -> u64 {
 fn default_timeout() -> u64 {
     10
 }
+fn default_load_timeout() -> u64 {
+    30
+}
 
 impl Default for LoaderConfig {
     fn default() -> Self {
@@ -101,6 +110,7 @@ impl Default for LoaderConfig {
             retry_seconds: None,
             blacklist_recheck_seconds: default_recheck(),
             service_timeout_seconds: default_timeout(),
+            load_timeout_seconds: default_load_timeout(),
             decrypt_threads: None,
             log_level: LogLevel::default(),
             service_url: None,
@@ -174,6 +184,7 @@ impl LoaderConfig {
                 | "retry_seconds"
                 | "blacklist_recheck_seconds"
                 | "service_timeout_seconds"
+                | "load_timeout_seconds"
                 | "decrypt_threads" => "a non-negative integer",
                 _ => {
                     return Err(format!(
@@ -211,6 +222,7 @@ impl LoaderConfig {
                 "service_timeout_seconds",
                 Some(self.service_timeout_seconds),
             ),
+            ("load_timeout_seconds", Some(self.load_timeout_seconds)),
         ] {
             if value.is_some_and(|v| v > MAX_SETTING_SECONDS) {
                 return Err(format!(
@@ -226,6 +238,9 @@ impl LoaderConfig {
         }
         if self.service_timeout_seconds == 0 {
             return Err("service_timeout_seconds must be at least 1".into());
+        }
+        if self.load_timeout_seconds == 0 {
+            return Err("load_timeout_seconds must be at least 1".into());
         }
         if self.decrypt_threads == Some(0) {
             return Err("decrypt_threads must be at least 1".into());
@@ -264,6 +279,7 @@ mod tests {
     fn defaults_and_overrides() {
         let c = LoaderConfig::parse("{}").unwrap();
         assert_eq!(c.grace_seconds, 300);
+        assert_eq!(c.load_timeout_seconds, 30);
         assert_eq!(c.lease(60), Duration::from_secs(60));
         let c = LoaderConfig::parse(
             r#"{"tcti":"swtpm:port=1","lease_seconds_override":2,"grace_seconds":0,"log_level":"debug"}"#,
@@ -302,6 +318,8 @@ mod tests {
             "{\"grace_seconds\":18446744073709551615}",
             "{\"blacklist_recheck_seconds\":315360001}",
             "{\"service_timeout_seconds\":315360001}",
+            "{\"load_timeout_seconds\":315360001}",
+            "{\"load_timeout_seconds\":0}",
             "",
             "[]",
             "{\"unknown\":1}",

@@ -104,7 +104,7 @@ fn later(t: Instant, d: Duration) -> Instant {
         .unwrap_or(t)
 }
 
-fn run(inner: &Inner, label: &str, state: &VersionState, granted: &Granted, stop: &Stop) {
+fn run(inner: &Arc<Inner>, label: &str, state: &VersionState, granted: &Granted, stop: &Stop) {
     let config = &inner.config;
     let grace = Duration::from_secs(config.grace_seconds);
     let mut lease = granted.lease;
@@ -114,7 +114,17 @@ fn run(inner: &Inner, label: &str, state: &VersionState, granted: &Granted, stop
         if stop.wait_until(next) {
             return;
         }
-        let result = inner.check(&granted.license, &granted.keystore, Purpose::Renew);
+        let deadline = later(
+            Instant::now(),
+            Duration::from_secs(config.load_timeout_seconds),
+        );
+        let result = Inner::check(
+            inner,
+            &granted.license,
+            &granted.keystore,
+            Purpose::Renew,
+            deadline,
+        );
         if stop.is_stopped() {
             return;
         }

@@ -6,12 +6,12 @@
 //! which [`Loader::blacklist_status`] only reads.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use ovsa_client::{check_license, ClientError, ClientOptions, Released, TpmAttester};
+use ovsa_client::{check_license, ClientError, ClientOptions, Released, Step, TpmAttester};
 use ovsa_core::envelope::Signed;
 use ovsa_core::identity::Keystore;
 use ovsa_core::license::CustomerLicense;
@@ -146,34 +146,89 @@ impl Inner {
         state.blacklisted.swap(false, Ordering::AcqRel)
     }
 
-    /// One license check through the TPM (serialized with every other TPM user of this loader).
+    /// One license check through the TPM (serialized with every other TPM user of this loader),
+    /// over by `deadline`: it runs on its own thread, and a TPM or service that does not answer
+    /// makes it fail with [`ClientError::Deadline`] at the deadline. A thread stuck in a TPM
+    /// call that never returns holds only its own copies (license, keystore handle, TPM
+    /// connection) and drops them when the call returns; the caller has moved on.
     pub(crate) fn check(
+        inner: &Arc<Inner>,
+        license: &CustomerLicense,
+        keystore: &Arc<Keystore>,
+        purpose: Purpose,
+        deadline: Instant,
+    ) -> Result<Released, ClientError> {
+        // A configured service URL replaces the license's; the license's pins stay in force.
+        let mut license = license.clone();
+        if let Some(url) = &inner.config.service_url {
+            let mut pins: Vec<_> = license
+                .services
+                .iter()
+                .flat_map(|s| s.pins.clone())
+                .collect();
+            pins.dedup();
+            license.services = vec![ovsa_core::license::ServiceEndpoint {
+                url: url.clone(),
+                pins,
+            }];
+        }
+        let stage = Arc::new(AtomicU8::new(STAGE_TPM_LOCK));
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let spawned = {
+            let (inner, keystore, stage) = (inner.clone(), keystore.clone(), stage.clone());
+            std::thread::Builder::new()
+                .name("ovsa-check".into())
+                .spawn(move || {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        inner.check_now(&license, &keystore, purpose, deadline, &stage)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(ClientError::Protocol(
+                            "internal error during the license check (a bug: please report it)"
+                                .into(),
+                        ))
+                    });
+                    // The receiver is gone if the deadline passed: the result is dropped here.
+                    let _ = tx.send(result);
+                })
+        };
+        if let Err(e) = spawned {
+            return Err(ClientError::Protocol(format!(
+                "cannot start the license check thread: {e}"
+            )));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(result) => result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(ClientError::Deadline(
+                inner.deadline_message(stage.load(Ordering::Acquire)),
+            )),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ClientError::Protocol(
+                "the license check ended without an answer (a bug: please report it)".into(),
+            )),
+        }
+    }
+
+    fn check_now(
         &self,
         license: &CustomerLicense,
         keystore: &Keystore,
         purpose: Purpose,
+        deadline: Instant,
+        stage: &AtomicU8,
     ) -> Result<Released, ClientError> {
-        // A configured service URL replaces the license's; the license's pins stay in force.
-        let overridden;
-        let license = match &self.config.service_url {
-            Some(url) => {
-                let mut l = license.clone();
-                let mut pins: Vec<_> = l.services.iter().flat_map(|s| s.pins.clone()).collect();
-                pins.dedup();
-                l.services = vec![ovsa_core::license::ServiceEndpoint {
-                    url: url.clone(),
-                    pins,
-                }];
-                overridden = l;
-                &overridden
-            }
-            None => license,
+        let Some(_tpm) = self.lock_tpm(deadline) else {
+            return Err(ClientError::Deadline(self.deadline_message(STAGE_TPM_LOCK)));
         };
-        let _tpm = self.tpm.lock().unwrap_or_else(|p| p.into_inner());
+        stage.store(STAGE_TPM_OPEN, Ordering::Release);
         let mut attester = TpmAttester::open(
             self.config.tcti.as_deref(),
             self.config.ak_cache_dir.as_deref(),
         )?;
+        if Instant::now() >= deadline {
+            return Err(ClientError::Deadline(self.deadline_message(STAGE_TPM_OPEN)));
+        }
+        stage.store(STAGE_CONNECT, Ordering::Release);
         check_license(
             license,
             keystore,
@@ -181,11 +236,65 @@ impl Inner {
             purpose,
             &ClientOptions {
                 timeout: Duration::from_secs(self.config.service_timeout_seconds),
+                deadline: Some(deadline),
             },
-            &mut |_| {},
+            &mut |step| {
+                let s = match step {
+                    Step::Connected(_) => STAGE_CHALLENGE,
+                    Step::Challenge(_) => STAGE_TPM_ATTEST,
+                    Step::Quoted { .. } => STAGE_ATTEST,
+                    _ => return,
+                };
+                stage.store(s, Ordering::Release);
+            },
+        )
+    }
+
+    /// The TPM lock, waiting at most until `deadline` (a check stuck in a TPM that never
+    /// answers must not hang every later load).
+    fn lock_tpm(&self, deadline: Instant) -> Option<std::sync::MutexGuard<'_, ()>> {
+        loop {
+            match self.tpm.try_lock() {
+                Ok(g) => return Some(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+
+    fn deadline_message(&self, stage: u8) -> String {
+        let tcti = self
+            .config
+            .tcti
+            .clone()
+            .or_else(|| std::env::var("TCTI").ok())
+            .unwrap_or_else(|| "device:/dev/tpmrm0".into());
+        let what = match stage {
+            STAGE_TPM_LOCK => "another check of this loader still holds the TPM (a TPM that does not answer)".to_string(),
+            STAGE_TPM_OPEN => format!("the TPM '{tcti}' did not answer (opening it, reading its EK certificate, loading the AK)"),
+            STAGE_CONNECT => "the license service did not complete the connection (TCP + TLS handshake)".to_string(),
+            STAGE_CHALLENGE => "the license service did not answer the challenge request".to_string(),
+            STAGE_TPM_ATTEST => format!("the TPM '{tcti}' did not answer (credential activation, quote)"),
+            _ => "the license service did not answer the attestation".to_string(),
+        };
+        format!(
+            "not finished within load_timeout_seconds ({} s): {what}",
+            self.config.load_timeout_seconds
         )
     }
 }
+
+const STAGE_TPM_LOCK: u8 = 0;
+const STAGE_TPM_OPEN: u8 = 1;
+const STAGE_CONNECT: u8 = 2;
+const STAGE_CHALLENGE: u8 = 3;
+const STAGE_TPM_ATTEST: u8 = 4;
+const STAGE_ATTEST: u8 = 5;
 
 /// A loader: the state of one OVMS `loader_name`.
 pub struct Loader {
@@ -256,7 +365,7 @@ impl Loader {
         out: &mut dyn OutputBuffers,
     ) -> Result<ModelType, LoadError> {
         let started = Instant::now();
-        match self.load_inner(name, base_path, version, options_json, out) {
+        match self.load_inner(name, base_path, version, options_json, out, started) {
             Ok((t, breakdown)) => {
                 self.inner.log.info(format_args!(
                     "model {name} version {version}: loaded ({t:?}) in {} ms ({breakdown})",
@@ -280,6 +389,7 @@ impl Loader {
         version: i32,
         options_json: &str,
         out: &mut dyn OutputBuffers,
+        started: Instant,
     ) -> Result<(ModelType, String), LoadError> {
         if name.is_empty() {
             return Err(LoadError("the model name is empty".into()));
@@ -292,7 +402,14 @@ impl Loader {
         // A panic (a bug) must neither leave partial plaintext in the host's buffers nor leave
         // the version stuck in "loading": catch it here, wipe, and finish the load as failed.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.fetch_and_decrypt(base_path, version, options_json, &state, &mut *out)
+            let request = Request {
+                name,
+                base_path,
+                version,
+                options_json,
+                started,
+            };
+            self.fetch_and_decrypt(&request, &state, &mut *out)
         }))
         .unwrap_or_else(|_| {
             out.wipe();
@@ -414,41 +531,61 @@ impl Loader {
     /// TPM lock during the check.
     fn fetch_and_decrypt(
         &self,
-        base_path: &str,
-        version: i32,
-        options_json: &str,
+        request: &Request<'_>,
         state: &VersionState,
         out: &mut dyn OutputBuffers,
     ) -> Result<(ModelType, Granted, String), LoadError> {
+        let Request {
+            name,
+            base_path,
+            version,
+            options_json,
+            started,
+        } = *request;
         let local = Instant::now();
         let opts = options::parse(options_json).map_err(LoadError)?;
         if base_path.is_empty() {
             return Err(LoadError("the base path is empty".into()));
         }
         let version_dir = Path::new(base_path).join(version.to_string());
+        if !version_dir.is_dir() {
+            let why = if Path::new(base_path).is_dir() {
+                "has no such version directory"
+            } else {
+                "does not exist or is not a directory"
+            };
+            return Err(LoadError(format!(
+                "base path '{base_path}' {why}: version {version} must be the directory '{}' \
+                 holding the .dat and .lic files (check the model's base_path)",
+                version_dir.display()
+            )));
+        }
+        let caf = &opts.controlled_access_file;
         let dat = options::resolve(
             &version_dir,
-            &format!("{}.dat", opts.controlled_access_file),
-        );
+            "controlled_access_file",
+            &format!("{caf}.dat"),
+        )
+        .map_err(LoadError)?;
         let lic = options::resolve(
             &version_dir,
-            &format!("{}.lic", opts.controlled_access_file),
-        );
-        let ks = options::resolve(&version_dir, &opts.keystore);
-        let missing = |what: &str, p: &PathBuf| {
-            LoadError(format!(
-                "{what} '{}' not found (looked in '{}' and the working directory)",
-                p.display(),
-                version_dir.display()
-            ))
-        };
-        for (what, p) in [
-            ("model package", &dat),
-            ("license", &lic),
-            ("keystore", &ks),
+            "controlled_access_file",
+            &format!("{caf}.lic"),
+        )
+        .map_err(LoadError)?;
+        let ks = options::resolve(&version_dir, "keystore", &opts.keystore).map_err(LoadError)?;
+        for (what, key, p) in [
+            ("model package", "controlled_access_file", &dat),
+            ("license", "controlled_access_file", &lic),
+            ("keystore", "keystore", &ks),
         ] {
             if !p.is_file() {
-                return Err(missing(what, p));
+                return Err(LoadError(format!(
+                    "{what} '{}' not found (custom_loader_options '{key}'; relative names \
+                     resolve inside the version directory '{}')",
+                    p.display(),
+                    version_dir.display()
+                )));
             }
         }
         let package = Package::open(&dat).map_err(|e| LoadError(format!("model package: {e}")))?;
@@ -461,6 +598,7 @@ impl Loader {
                 dat.display()
             ))
         })?;
+        self.check_identity(name, version, &dat, package.header().body())?;
         if !self.inner.config.trusted_isv_keys.is_empty() {
             let signer = package.header().signer();
             let key = signer
@@ -480,8 +618,10 @@ impl Loader {
             .format()
             .map_err(|e| LoadError(format!("model package: {e}")))?;
         let passphrase = std::env::var("OVSA_KEYSTORE_PASSPHRASE").ok();
-        let keystore = Keystore::load(&ks, passphrase.as_deref())
-            .map_err(|e| LoadError(format!("keystore '{}': {e}", ks.display())))?;
+        let keystore = Arc::new(
+            Keystore::load(&ks, passphrase.as_deref())
+                .map_err(|e| LoadError(format!("keystore '{}': {e}", ks.display())))?,
+        );
         if license.body().customer_certificate != keystore.certificate().der() {
             return Err(LoadError(format!(
                 "keystore '{}' holds '{}', but the license was sold to another certificate",
@@ -490,17 +630,26 @@ impl Loader {
             )));
         }
         let local = local.elapsed();
-        let released = self
-            .inner
-            .check(license.body(), &keystore, Purpose::Load)
-            .map_err(|e| {
-                if e.is_license_refusal() || state.blacklisted.load(Ordering::Acquire) {
-                    // Final (or still failing while blacklisted): report blacklisted until the
-                    // recheck delay, so the host does not retry every poll.
-                    self.inner.blacklist(state);
-                }
-                LoadError(format!("license check: {e}"))
-            })?;
+        let deadline = started
+            .checked_add(Duration::from_secs(self.inner.config.load_timeout_seconds))
+            .unwrap_or_else(|| {
+                Instant::now() + Duration::from_secs(crate::config::MAX_SETTING_SECONDS)
+            });
+        let released = Inner::check(
+            &self.inner,
+            license.body(),
+            &keystore,
+            Purpose::Load,
+            deadline,
+        )
+        .map_err(|e| {
+            if e.is_license_refusal() || state.blacklisted.load(Ordering::Acquire) {
+                // Final (or still failing while blacklisted): report blacklisted until the
+                // recheck delay, so the host does not retry every poll.
+                self.inner.blacklist(state);
+            }
+            LoadError(format!("license check: {e}"))
+        })?;
         let key = license
             .body()
             .unwrap_model_key(&keystore, released.share.as_ref())
@@ -570,6 +719,41 @@ impl Loader {
             },
             breakdown,
         ))
+    }
+
+    /// The package must be the version the host asked for (refused otherwise: a license sold
+    /// for version 1 must not serve as version 7); a different model name is only a warning
+    /// (the host's model names are the customer's choice). See docs/RUNTIME.md.
+    fn check_identity(
+        &self,
+        name: &str,
+        version: i32,
+        dat: &Path,
+        header: &ovsa_core::package::PackageHeader,
+    ) -> Result<(), LoadError> {
+        let label = header.model_version.as_str();
+        let same_version = !label.is_empty()
+            && label.bytes().all(|b| b.is_ascii_digit())
+            && label.parse::<u64>().ok() == u64::try_from(version).ok();
+        if !same_version {
+            return Err(LoadError(format!(
+                "model package '{}' is version '{label}' of model '{}', but the host asked for \
+                 version {version}: a package (and its license) only serves the version it was \
+                 protected as; put it in the version directory {label}, or protect the model \
+                 as version {version}",
+                dat.display(),
+                header.model_name
+            )));
+        }
+        if header.model_name != name {
+            self.inner.log.warning(format_args!(
+                "model {name} version {version}: package '{}' holds model '{}' (as the ISV \
+                 signed it); serving it under the name '{name}'",
+                dat.display(),
+                header.model_name
+            ));
+        }
+        Ok(())
     }
 
     /// Unloads `(name, version)`: stops its lease worker (without waiting for a check in
@@ -664,9 +848,20 @@ impl Drop for Loader {
     }
 }
 
+/// What the host asked to load, and when.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    name: &'a str,
+    base_path: &'a str,
+    version: i32,
+    options_json: &'a str,
+    /// The start of the load (the deadline counts from here).
+    started: Instant,
+}
+
 /// What a successful check hands to the lease worker.
 pub(crate) struct Granted {
     pub(crate) license: CustomerLicense,
-    pub(crate) keystore: Keystore,
+    pub(crate) keystore: Arc<Keystore>,
     pub(crate) lease: Duration,
 }

@@ -1,7 +1,7 @@
 //! A model's `custom_loader_options` (compact JSON, every value a string).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// The options the loader uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,19 +63,23 @@ fn kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
-/// Resolves an option path: absolute paths as given; relative ones against the version
-/// directory if the file exists there, else as given (relative to the working directory).
-pub fn resolve(version_dir: &Path, given: &str) -> PathBuf {
+/// Resolves the option `key`'s path `given`: absolute paths are used as given; relative ones
+/// resolve inside the version directory only (never against the working directory), and may not
+/// leave it (`..` is refused). The file's existence is checked by the caller.
+pub fn resolve(version_dir: &Path, key: &str, given: &str) -> Result<PathBuf, String> {
     let p = Path::new(given);
     if p.is_absolute() {
-        return p.to_path_buf();
+        return Ok(p.to_path_buf());
     }
-    let in_version = version_dir.join(p);
-    if in_version.exists() {
-        in_version
-    } else {
-        p.to_path_buf()
+    if p.components().any(|c| c == Component::ParentDir) {
+        return Err(format!(
+            "custom_loader_options '{key}' ('{given}') leaves the version directory '{}': \
+             relative names resolve inside base_path/<version>/ only; use a plain name there, \
+             or an absolute path for a file elsewhere",
+            version_dir.display()
+        ));
     }
+    Ok(version_dir.join(p))
 }
 
 #[cfg(test)]
@@ -107,11 +111,22 @@ mod tests {
     }
 
     #[test]
-    fn resolves_relative_to_version_dir_first() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("a.dat"), b"x").unwrap();
-        assert_eq!(resolve(d.path(), "a.dat"), d.path().join("a.dat"));
-        assert_eq!(resolve(d.path(), "b.dat"), PathBuf::from("b.dat"));
-        assert_eq!(resolve(d.path(), "/x/y"), PathBuf::from("/x/y"));
+    fn resolves_inside_the_version_dir_only() {
+        let d = Path::new("/models/m/1");
+        assert_eq!(resolve(d, "k", "a.dat").unwrap(), d.join("a.dat"));
+        // A file that does not exist there is not looked for anywhere else.
+        assert_eq!(
+            resolve(d, "k", "keys/c.ks").unwrap(),
+            PathBuf::from("/models/m/1/keys/c.ks")
+        );
+        assert_eq!(resolve(d, "k", "/x/y").unwrap(), PathBuf::from("/x/y"));
+        for bad in ["../../../fd", "..", "sub/../../x", "./../x"] {
+            let e = resolve(d, "controlled_access_file", bad).unwrap_err();
+            assert!(
+                e.contains("'controlled_access_file'")
+                    && e.contains("leaves the version directory"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -178,7 +178,8 @@ fn c_program_compiled_against_the_header_gets_clear_errors() {
         4,
         "'keystore' must be a string, got a number",
     );
-    expect("load-missing", 4, "not found");
+    // The C program names base path /tmp and version 1: no such version directory.
+    expect("load-missing", 4, "has no such version directory");
     expect("status-unknown", 0, "len=0");
     expect("status-null", 6, "name is NULL");
     expect("unload-unknown", 0, "len=0");

@@ -163,15 +163,10 @@ fn ovms_sequence_through_the_cpp_interface() {
         "loader.json",
         r#""lease_seconds_override":1,"grace_seconds":2,"retry_seconds":1,"blacklist_recheck_seconds":2"#,
     );
-    // Model m: versions 1 and 2 (IR). Model onnx: version 1. Model bad: version 1 lacks its .dat.
+    // Model m: versions 1 and 2 (IR; the same files protected as each version). Model onnx:
+    // version 1. Model bad: version 1 lacks its .dat.
     let (base_m, lic) = f.good_model("models/m", 1);
-    f.version_dir(
-        "models/m",
-        2,
-        Some(&f.w.package),
-        Some(&lic),
-        Some(&f.w.customer),
-    );
+    f.good_version("models/m", 2);
     let onnx = f.onnx_model("onnx");
     let onnx_lic = f.sell_for(&onnx.master);
     let base_onnx = f.version_dir(
@@ -265,9 +260,10 @@ fn ovms_sequence_through_the_cpp_interface() {
     let status = d.run("status m 1");
     assert_eq!(status, vec!["status m 1 0"]);
 
-    // Options changed: unload then load with the new options (absolute paths now).
+    // Options changed: unload then load with the new options (an absolute keystore path now;
+    // each version keeps its own package).
     let abs = format!(
-        r#"{{"loader_name":"ovsa","keystore":"{base_m}/1/customer.ks","controlled_access_file":"{base_m}/1/model"}}"#
+        r#"{{"loader_name":"ovsa","keystore":"{base_m}/1/customer.ks","controlled_access_file":"model"}}"#
     );
     assert_eq!(
         d.run(&format!("options m {abs}")),
@@ -294,6 +290,58 @@ fn ovms_sequence_through_the_cpp_interface() {
         .parse()
         .unwrap();
     assert!(ms < 500, "destruction took {ms} ms");
+    assert!(d.quit().success());
+}
+
+/// Where OVMS says, nothing else: OVMS calls `loadModel` for every numeric version directory;
+/// the package of version 1 placed in directories 0 and 7 is refused there (only directory 1
+/// loads), and a `controlled_access_file` leaving the version directory is refused although the
+/// files exist where it points.
+#[test]
+fn ovms_loads_a_package_only_from_its_own_version_directory() {
+    let f = Fixture::new();
+    let exe = build_driver(f.root.path());
+    let config = f.config("loader.json", "");
+    let (base, lic) = f.good_model("models/m", 1);
+    for v in [0, 7] {
+        f.version_dir(
+            "models/m",
+            v,
+            Some(&f.w.package),
+            Some(&lic),
+            Some(&f.w.customer),
+        );
+    }
+    let up3 = f.root.path();
+    std::fs::copy(format!("{base}/1/model.dat"), up3.join("fd.dat")).unwrap();
+    std::fs::copy(format!("{base}/1/model.lic"), up3.join("fd.lic")).unwrap();
+    let (xml, bin) = f.plaintext();
+    let mut d = Driver::start(&exe);
+    assert_eq!(d.run(&format!("init A {config}")), vec!["init A ok"]);
+    let mut lines = d.run(&format!("load A m {base} {OPTIONS}"));
+    lines.sort();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].starts_with("load m 0 4 0 0 "), "{lines:?}");
+    assert_eq!(
+        lines[1],
+        format!(
+            "load m 1 1 {} {} {} {}",
+            xml.len(),
+            bin.len(),
+            fnv1a(&xml),
+            fnv1a(&bin)
+        )
+    );
+    assert!(lines[2].starts_with("load m 7 4 0 0 "), "{lines:?}");
+    let traversal =
+        r#"{"loader_name":"ovsa","keystore":"customer.ks","controlled_access_file":"../../../fd"}"#;
+    let lines = d.run(&format!("load A t {base} {traversal}"));
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.split(' ').nth(3) == Some("4")),
+        "{lines:?}"
+    );
+    d.run("shutdown");
     assert!(d.quit().success());
 }
 

@@ -51,11 +51,13 @@ fn loads_ir_byte_identical_and_rejects_every_bad_input() {
     assert_eq!(plugin.unload("m", 99), OK);
     assert_eq!(plugin.unload("nobody", 1), OK);
     assert_eq!(plugin.status("nobody", 1), OK);
-    // Options may name absolute paths too.
+    // Options may name absolute paths too (used as given, wherever they point); the version
+    // directory must exist all the same.
     let abs = format!(
         r#"{{"loader_name":"ovsa","keystore":"{base}/1/customer.ks","controlled_access_file":"{base}/1/model"}}"#
     );
-    let l = plugin.load("m", "/nonexistent-base", 1, &abs);
+    let empty = f.version_dir("models/empty", 1, None, None, None);
+    let l = plugin.load("m", &empty, 1, &abs);
     assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
     assert!(l.weights == bin);
     plugin.unload("m", 1);
@@ -69,14 +71,14 @@ fn loads_ir_byte_identical_and_rejects_every_bad_input() {
     corrupt[n - 40] ^= 0x01;
     let corrupt_path = f.path("corrupt.dat");
     std::fs::write(&corrupt_path, &corrupt).unwrap();
-    f.version_dir(
-        "models/m",
-        3,
+    let corrupt_base = f.version_dir(
+        "models/corrupt",
+        1,
         Some(&corrupt_path),
         Some(&lic),
         Some(&f.w.customer),
     );
-    let l = plugin.load("m", &base, 3, OPTIONS);
+    let l = plugin.load("m", &corrupt_base, 1, OPTIONS);
     assert_load_error(&l, "failed authentication");
     assert_eq!(l.requests.len(), 2, "the buffers had been handed out");
     // A license for another model next to this package.
@@ -94,15 +96,15 @@ fn loads_ir_byte_identical_and_rejects_every_bad_input() {
     );
     // The wrong keystore.
     let stranger = world::World::keystore("CN=Someone Else");
-    f.version_dir(
-        "models/m",
-        5,
+    let stranger_base = f.version_dir(
+        "models/stranger",
+        1,
         Some(&f.w.package),
         Some(&lic),
         Some(&stranger),
     );
     assert_load_error(
-        &plugin.load("m", &base, 5, OPTIONS),
+        &plugin.load("m", &stranger_base, 1, OPTIONS),
         "sold to another certificate",
     );
     // Malformed options, non-string values, missing keys.
@@ -171,14 +173,14 @@ fn leases_ride_out_outages_within_grace_then_blacklist_and_recover() {
     );
     assert!(down.elapsed() >= std::time::Duration::from_secs(2));
     // A load while the service is down fails with a clear reason.
-    f.version_dir(
-        "models/m",
-        7,
+    let base_n = f.version_dir(
+        "models/n",
+        1,
         Some(&f.w.package),
         Some(&lic),
         Some(&f.w.customer),
     );
-    let other = plugin.load("m", &base, 7, OPTIONS);
+    let other = plugin.load("n", &base_n, 1, OPTIONS);
     assert_eq!(other.status, MODEL_LOAD_ERROR);
     assert!(other.error.contains("unreachable"), "{}", other.error);
 
@@ -229,7 +231,7 @@ fn concurrent_loads_of_two_models_and_fast_unload() {
     let lic_b = f.sell_for(&other.master);
     let base_b = f.version_dir(
         "models/b",
-        2,
+        1,
         Some(&other.package),
         Some(&lic_b),
         Some(&f.w.customer),
@@ -242,7 +244,7 @@ fn concurrent_loads_of_two_models_and_fast_unload() {
     for _round in 0..2 {
         let (a, b) = std::thread::scope(|s| {
             let a = s.spawn(|| plugin.load("a", &base_a, 1, OPTIONS));
-            let b = s.spawn(|| plugin.load("b", &base_b, 2, OPTIONS));
+            let b = s.spawn(|| plugin.load("b", &base_b, 1, OPTIONS));
             (a.join().unwrap(), b.join().unwrap())
         });
         assert_eq!(a.status, MODEL_TYPE_IR, "{}", a.error);
@@ -252,10 +254,10 @@ fn concurrent_loads_of_two_models_and_fast_unload() {
         // Lease workers renew every second; unloading returns promptly all the same.
         std::thread::sleep(std::time::Duration::from_millis(1500));
         assert_eq!(plugin.status("a", 1), OK);
-        assert_eq!(plugin.status("b", 2), OK);
+        assert_eq!(plugin.status("b", 1), OK);
         let t = std::time::Instant::now();
         assert_eq!(plugin.unload("a", 1), OK);
-        assert_eq!(plugin.unload("b", 2), OK);
+        assert_eq!(plugin.unload("b", 1), OK);
         // Well under the 1 s renewal period: unload does not wait for a worker's sleep
         // (generous against scheduling noise on a loaded 2-core CI machine).
         assert!(
@@ -380,14 +382,9 @@ fn hammering_the_c_api_from_several_threads_is_safe() {
         r#""lease_seconds_override":1,"log_level":"warning""#,
     )))
     .unwrap();
-    let (base, lic) = f.good_model("models/a", 1);
-    f.version_dir(
-        "models/a",
-        2,
-        Some(&f.w.package),
-        Some(&lic),
-        Some(&f.w.customer),
-    );
+    let (base, _) = f.good_model("models/a", 1);
+    // Version 2: the same model files protected as version 2, under its own license.
+    f.good_version("models/a", 2);
     let (xml, bin) = f.plaintext();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
     let loads = std::sync::atomic::AtomicUsize::new(0);
@@ -478,4 +475,239 @@ fn loader_config_trust_and_service_overrides() {
     let plugin = Plugin::new(Some(&f.config("same.json", &good))).unwrap();
     let l = plugin.load("m", &base, 1, OPTIONS);
     assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
+}
+
+/// One load through the C API in a child process (this test binary re-run as
+/// `load_in_child_process`) with working directory `cwd`: the load's status, its error and the
+/// plugin's stderr.
+fn load_in_child(
+    cwd: &std::path::Path,
+    config: &str,
+    name: &str,
+    base: &str,
+    version: i32,
+    options: &str,
+) -> (i32, String, String) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "load_in_child_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .current_dir(cwd)
+        .env(
+            "OVSA_LOAD_CHILD",
+            format!("{config}\n{name}\n{base}\n{version}\n{options}"),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let status = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("child status "))
+        .unwrap_or_else(|| panic!("{stdout}{stderr}"));
+    let error = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("child error "))
+        .unwrap_or_default();
+    (status.parse().unwrap(), error.to_string(), stderr)
+}
+
+/// The child of [`load_in_child`].
+#[test]
+#[ignore]
+fn load_in_child_process() {
+    let Ok(args) = std::env::var("OVSA_LOAD_CHILD") else {
+        return;
+    };
+    let a: Vec<&str> = args.splitn(5, '\n').collect();
+    let plugin = Plugin::new(Some(a[0])).unwrap();
+    let l = plugin.load(a[1], a[2], a[3].parse().unwrap(), a[4]);
+    println!("child status {}", l.status);
+    println!("child error {}", l.error);
+}
+
+/// Files are looked for only where OVMS says: `<base_path>/<version>/<name>` (absolute option
+/// paths as given), never in the working directory, never outside the version directory; a
+/// package serves only the version it was protected as (the name may differ: a warning).
+#[test]
+fn files_resolve_only_inside_the_version_directory() {
+    let f = Fixture::new();
+    let config = f.config("loader.json", "");
+    let (base, lic) = f.good_model("models/m", 1);
+    // A working directory holding a complete, valid set of files under the option names.
+    let cwd = f.path("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    for file in ["model.dat", "model.lic", "customer.ks"] {
+        std::fs::copy(format!("{base}/1/{file}"), cwd.join(file)).unwrap();
+    }
+    // base_path that does not exist: refused, although the working directory has the files.
+    let (status, error, _) = load_in_child(&cwd, &config, "m", "/nonexistent", 1, OPTIONS);
+    assert_eq!(status, MODEL_LOAD_ERROR, "{error}");
+    assert!(
+        error.contains("base path '/nonexistent' does not exist")
+            && error.contains("'/nonexistent/1'"),
+        "{error}"
+    );
+    // The version directory exists but lacks the files: not taken from the working directory.
+    let empty = f.version_dir("models/empty", 1, None, None, None);
+    let (status, error, _) = load_in_child(&cwd, &config, "m", &empty, 1, OPTIONS);
+    assert_eq!(status, MODEL_LOAD_ERROR, "{error}");
+    assert!(
+        error.contains(&format!("model package '{empty}/1/model.dat' not found")),
+        "{error}"
+    );
+    // A base path without that version directory.
+    let (status, error, _) = load_in_child(&cwd, &config, "m", &base, 3, OPTIONS);
+    assert_eq!(status, MODEL_LOAD_ERROR, "{error}");
+    assert!(
+        error.contains("has no such version directory") && error.contains(&format!("{base}/3")),
+        "{error}"
+    );
+
+    let plugin = Plugin::new(Some(&config)).unwrap();
+    // Path traversal in controlled_access_file or keystore: refused, even where the target
+    // exists (here: the package and license placed three levels above the version directory).
+    let up3 = std::path::Path::new(&base).join("1/../../..");
+    std::fs::copy(format!("{base}/1/model.dat"), up3.join("fd.dat")).unwrap();
+    std::fs::copy(format!("{base}/1/model.lic"), up3.join("fd.lic")).unwrap();
+    let traversal =
+        r#"{"loader_name":"ovsa","keystore":"customer.ks","controlled_access_file":"../../../fd"}"#;
+    assert_load_error(
+        &plugin.load("m", &base, 1, traversal),
+        "'controlled_access_file' ('../../../fd.dat') leaves the version directory",
+    );
+    std::fs::copy(
+        format!("{base}/1/customer.ks"),
+        f.path("models/customer.ks"),
+    )
+    .unwrap();
+    let ks_up =
+        r#"{"loader_name":"ovsa","keystore":"../customer.ks","controlled_access_file":"model"}"#;
+    assert_load_error(
+        &plugin.load("m", &base, 1, ks_up),
+        "'keystore' ('../customer.ks') leaves the version directory",
+    );
+    // Absolute paths are used as given (the version directory must exist all the same).
+    let abs = format!(
+        r#"{{"loader_name":"ovsa","keystore":"{base}/1/customer.ks","controlled_access_file":"{}/fd"}}"#,
+        up3.canonicalize().unwrap().display()
+    );
+    let l = plugin.load("m", &empty, 1, &abs);
+    assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
+    plugin.unload("m", 1);
+
+    // The package of version 1 placed in version directories 7 and 0: refused (a license for
+    // version 1 must not serve as another version), not blacklisted.
+    for v in [7, 0] {
+        f.version_dir(
+            "models/m",
+            v,
+            Some(&f.w.package),
+            Some(&lic),
+            Some(&f.w.customer),
+        );
+        let l = plugin.load("m", &base, v, OPTIONS);
+        assert_load_error(
+            &l,
+            &format!("is version '1' of model 'test', but the host asked for version {v}"),
+        );
+        assert!(l.requests.is_empty(), "refused before any buffer");
+        assert_eq!(plugin.status("m", v), OK);
+    }
+    // The same model files protected as version 7 load from directory 7.
+    let (base7, _) = f.good_version("models/seven", 7);
+    let (xml, bin) = f.plaintext();
+    let l = plugin.load("m", &base7, 7, OPTIONS);
+    assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
+    assert!(l.model == xml && l.weights == bin);
+    plugin.unload("m", 7);
+
+    // Another model name than the package's (the customer's choice in OVMS): loads, with a
+    // warning naming both.
+    let (status, error, stderr) = load_in_child(&cwd, &config, "renamed", &base, 1, OPTIONS);
+    assert_eq!(status, MODEL_TYPE_IR, "{error}");
+    assert!(
+        stderr.contains("[ovsa][warning] model renamed version 1: package")
+            && stderr.contains("holds model 'test'"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = load_in_child(&cwd, &config, "test", &base, 1, OPTIONS);
+    assert_eq!(status, MODEL_TYPE_IR);
+    assert!(!stderr.contains("[ovsa][warning]"), "{stderr}");
+}
+
+/// Load latency through the C API, as `docs/RUNTIME.md` reports it:
+/// `cargo test -p ovsaruntime --test runtime_e2e load_latency -- --ignored --nocapture`.
+/// Twenty loads of the fixture's small IR model in one process (the first included, each
+/// followed by an unload), then the first load of twenty fresh processes (this test binary
+/// re-run as a child that creates a loader and loads once, so every one-time cost of a process
+/// counts). Prints each load's wall time and the p50 of both series.
+#[test]
+#[ignore]
+fn load_latency_p50() {
+    let f = Fixture::new();
+    let config = f.config("loader.json", r#""log_level":"info""#);
+    let plugin = Plugin::new(Some(&config)).unwrap();
+    let (base, _) = f.good_model("models/m", 1);
+    let mut same = Vec::new();
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        let l = plugin.load("test", &base, 1, OPTIONS);
+        same.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
+        plugin.unload("test", 1);
+    }
+    drop(plugin);
+    let mut fresh = Vec::new();
+    for _ in 0..20 {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "load_latency_child", "--ignored", "--nocapture"])
+            .env("OVSA_LATENCY_CHILD", format!("{config}\n{base}"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}{stderr}");
+        let ms = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("first load ms "))
+            .unwrap_or_else(|| panic!("{stdout}{stderr}"));
+        fresh.push(ms.trim().parse::<f64>().unwrap());
+        if let Some(line) = stderr.lines().find(|l| l.contains("loaded (")) {
+            println!("{line}");
+        }
+    }
+    let p50 = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2 - 1]
+    };
+    println!("one process, 20 loads (ms): {same:.1?}");
+    println!("20 processes, first load each (ms): {fresh:.1?}");
+    println!(
+        "plugin load p50: {:.1} ms in one process (first {:.1} ms), {:.1} ms as first load of a process",
+        p50(&same),
+        same[0],
+        p50(&fresh)
+    );
+}
+
+/// The child of [`load_latency_p50`]: one loader, one load, prints its wall time.
+#[test]
+#[ignore]
+fn load_latency_child() {
+    let Ok(args) = std::env::var("OVSA_LATENCY_CHILD") else {
+        return;
+    };
+    let (config, base) = args.split_once('\n').unwrap();
+    let plugin = Plugin::new(Some(config)).unwrap();
+    let t = std::time::Instant::now();
+    let l = plugin.load("test", base, 1, OPTIONS);
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
+    println!("first load ms {ms:.3}");
 }

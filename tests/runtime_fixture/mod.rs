@@ -119,6 +119,26 @@ impl Fixture {
         (b, lic)
     }
 
+    /// A repository with version `version` of the World's model (the same plaintext files,
+    /// protected as that version: a package only serves the version it was protected as) under
+    /// a fresh license.
+    pub fn good_version(&self, base: &str, version: i32) -> (String, Signed<CustomerLicense>) {
+        if version == 1 {
+            return self.good_model(base, version);
+        }
+        // "test": the model name the World protected its package under.
+        let m = self.protect_files_as("test", &version.to_string(), self.w.model_files.clone());
+        let lic = self.sell_for(&m.master);
+        let b = self.version_dir(
+            base,
+            version,
+            Some(&m.package),
+            Some(&lic),
+            Some(&self.w.customer),
+        );
+        (b, lic)
+    }
+
     pub fn plaintext(&self) -> (Vec<u8>, Vec<u8>) {
         (
             std::fs::read(&self.w.model_files[0]).unwrap(),
@@ -190,14 +210,28 @@ impl Fixture {
         self.protect_files(name, files.to_vec())
     }
 
+    /// Protects the given model files as version `version` of `name` (same ISV).
+    pub fn other_model_versioned(
+        &self,
+        files: &[PathBuf],
+        name: &str,
+        version: &str,
+    ) -> OtherModel {
+        self.protect_files_as(name, version, files.to_vec())
+    }
+
     fn protect_files(&self, name: &str, files: Vec<PathBuf>) -> OtherModel {
-        let package = self.path(&format!("src-{name}/model.dat"));
+        self.protect_files_as(name, "1", files)
+    }
+
+    fn protect_files_as(&self, name: &str, version: &str, files: Vec<PathBuf>) -> OtherModel {
+        let package = self.path(&format!("src-{name}/model-v{version}.dat"));
         std::fs::create_dir_all(package.parent().unwrap()).unwrap();
         let protected = protect(
             &classify_inputs(&files).unwrap(),
             &ProtectOptions {
                 model_name: name.into(),
-                model_version: "1".into(),
+                model_version: version.into(),
                 description: String::new(),
                 chunk_size: 65536,
                 overwrite: true,

@@ -33,6 +33,10 @@ pub enum ClientError {
     /// The service answered something that is not the protocol.
     #[error("license service protocol error: {0}")]
     Protocol(String),
+    /// The check did not finish before its deadline ([`crate::ClientOptions::deadline`]): a
+    /// service that accepts but does not answer, or a TPM that does not answer.
+    #[error("{0}")]
+    Deadline(String),
     /// A TPM operation failed.
     #[error("TPM: {0}")]
     Tpm(#[from] ovsa_tpm::TpmError),

@@ -23,12 +23,17 @@ use crate::tls::client_config;
 pub struct ClientOptions {
     /// Connect / read / write timeout per service.
     pub timeout: Duration,
+    /// When the whole exchange with the service must be over: every connect, read and write
+    /// waits at most until then (a service that accepts but answers slowly or never cannot
+    /// stretch the check beyond it). `None`: only the per-operation `timeout`.
+    pub deadline: Option<Instant>,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             timeout: Duration::from_secs(10),
+            deadline: None,
         }
     }
 }
@@ -106,12 +111,12 @@ fn connect_any(
                 .map_err(|e| ClientError::Protocol(format!("TLS configuration: {e}")))?,
         );
         let start = Instant::now();
-        match Connection::open(&service.url, config, opts.timeout) {
+        match Connection::open_with_deadline(&service.url, config, opts.timeout, opts.deadline) {
             Ok(conn) => {
                 observe(&Step::Connected(service.url.clone()));
                 return Ok((conn, start.elapsed()));
             }
-            Err(e @ ClientError::Unreachable { .. }) => {
+            Err(e @ ClientError::Unreachable { .. }) if !passed(opts.deadline) => {
                 observe(&Step::Unreachable(e.to_string()));
                 last = Some(e);
             }
@@ -120,6 +125,10 @@ fn connect_any(
     }
     Err(last
         .unwrap_or_else(|| ClientError::Protocol("the license names no license service".into())))
+}
+
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
 }
 
 /// An enrolled host AK (see [`enroll_host_ak`]).

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ovsa_core::protocol::{ErrorResponse, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
 use rustls::pki_types::ServerName;
@@ -25,6 +25,8 @@ pub struct Connection {
     url: String,
     authority: String,
     prefix: String,
+    timeout: Duration,
+    deadline: Option<Instant>,
 }
 
 /// Splits `https://host:port/prefix` into (host, port, prefix).
@@ -55,6 +57,17 @@ impl Connection {
         config: Arc<ClientConfig>,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
+        Self::open_with_deadline(url, config, timeout, None)
+    }
+
+    /// [`Connection::open`], and every later connect, read and write of this connection waits
+    /// at most until `deadline` (then fails with [`ClientError::Deadline`]).
+    pub fn open_with_deadline(
+        url: &str,
+        config: Arc<ClientConfig>,
+        timeout: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Self, ClientError> {
         let unreachable = |detail: String| ClientError::Unreachable {
             url: url.to_string(),
             detail,
@@ -65,25 +78,20 @@ impl Connection {
             .map_err(|e| unreachable(format!("cannot resolve {host}: {e}")))?
             .next()
             .ok_or_else(|| unreachable(format!("{host} has no address")))?;
-        let tcp =
-            TcpStream::connect_timeout(&addr, timeout).map_err(|e| unreachable(e.to_string()))?;
-        tcp.set_read_timeout(Some(timeout))
-            .map_err(|e| unreachable(e.to_string()))?;
-        tcp.set_write_timeout(Some(timeout))
-            .map_err(|e| unreachable(e.to_string()))?;
+        let first = budget(url, timeout, deadline, "connecting")?;
+        let tcp = TcpStream::connect_timeout(&addr, first).map_err(|e| {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                over(url, "connecting")
+            } else {
+                unreachable(e.to_string())
+            }
+        })?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.clone())
             .map_err(|e| unreachable(format!("invalid server name {host}: {e}")))?;
         let conn = ClientConnection::new(config, name).map_err(|e| unreachable(e.to_string()))?;
-        let mut stream = StreamOwned::new(conn, tcp);
-        // Drive the handshake now so pin and TLS failures are reported as such.
-        while stream.conn.is_handshaking() {
-            if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
-                return Err(handshake_error(url, e));
-            }
-        }
-        Ok(Connection {
-            stream,
+        let mut c = Connection {
+            stream: StreamOwned::new(conn, tcp),
             url: url.to_string(),
             authority: if port == 443 {
                 host
@@ -91,7 +99,45 @@ impl Connection {
                 format!("{host}:{port}")
             },
             prefix,
-        })
+            timeout,
+            deadline,
+        };
+        // Drive the handshake now so pin and TLS failures are reported as such.
+        while c.stream.conn.is_handshaking() {
+            c.arm("the TLS handshake")?;
+            if let Err(e) = c.stream.conn.complete_io(&mut c.stream.sock) {
+                return Err(c.io_error("the TLS handshake", e, |e| handshake_error(url, e)));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Sets the socket timeouts for the next I/O: the per-operation timeout, cut to what is
+    /// left before the deadline; fails once the deadline has passed.
+    fn arm(&self, what: &str) -> Result<(), ClientError> {
+        let t = budget(&self.url, self.timeout, self.deadline, what)?;
+        let sock = &self.stream.sock;
+        sock.set_read_timeout(Some(t))
+            .and_then(|()| sock.set_write_timeout(Some(t)))
+            .map_err(|e| ClientError::Unreachable {
+                url: self.url.clone(),
+                detail: e.to_string(),
+            })
+    }
+
+    /// An I/O error of `what`: [`ClientError::Deadline`] if the deadline has passed, else
+    /// `other(e)`.
+    fn io_error(
+        &self,
+        what: &str,
+        e: std::io::Error,
+        other: impl FnOnce(std::io::Error) -> ClientError,
+    ) -> ClientError {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            over(&self.url, what)
+        } else {
+            other(e)
+        }
     }
 
     /// The TLS exporter value the quote is bound to (RFC 8446 §7.5).
@@ -148,6 +194,7 @@ impl Connection {
             url,
             detail: e.to_string(),
         };
+        self.arm("sending a request")?;
         let sent = self
             .stream
             .write_all(head.as_bytes())
@@ -157,7 +204,13 @@ impl Connection {
             Ok(()) => self.read_response(),
             // The server may answer (e.g. 413) and close before reading a large body: prefer
             // its answer to the write error.
-            Err(e) => self.read_response().map_err(|_| io(e)),
+            Err(e) => {
+                let e = self.io_error("sending a request", e, io);
+                match e {
+                    ClientError::Deadline(_) => Err(e),
+                    e => self.read_response().map_err(|_| e),
+                }
+            }
         }
     }
 
@@ -171,13 +224,15 @@ impl Connection {
             if buf.len() > MAX_HEAD {
                 return Err(ClientError::Protocol("response head too large".into()));
             }
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .map_err(|e| ClientError::Unreachable {
-                    url: self.url.clone(),
-                    detail: format!("reading response: {e}"),
-                })?;
+            self.arm("waiting for the response")?;
+            let n = self.stream.read(&mut chunk).map_err(|e| {
+                self.io_error("waiting for the response", e, |e| {
+                    ClientError::Unreachable {
+                        url: self.url.clone(),
+                        detail: format!("reading response: {e}"),
+                    }
+                })
+            })?;
             if n == 0 {
                 return Err(ClientError::Unreachable {
                     url: self.url.clone(),
@@ -212,13 +267,15 @@ impl Connection {
         }
         let mut body = buf[head_end..].to_vec();
         while body.len() < len {
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .map_err(|e| ClientError::Unreachable {
-                    url: self.url.clone(),
-                    detail: format!("reading response body: {e}"),
-                })?;
+            self.arm("reading the response body")?;
+            let n = self.stream.read(&mut chunk).map_err(|e| {
+                self.io_error("reading the response body", e, |e| {
+                    ClientError::Unreachable {
+                        url: self.url.clone(),
+                        detail: format!("reading response body: {e}"),
+                    }
+                })
+            })?;
             if n == 0 {
                 return Err(ClientError::Protocol("response body truncated".into()));
             }
@@ -227,6 +284,29 @@ impl Connection {
         body.truncate(len);
         Ok((status, body))
     }
+}
+
+/// The time the next operation may take: `timeout`, cut to what is left before `deadline`.
+fn budget(
+    url: &str,
+    timeout: Duration,
+    deadline: Option<Instant>,
+    what: &str,
+) -> Result<Duration, ClientError> {
+    match deadline {
+        None => Ok(timeout),
+        Some(d) => match d.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(timeout.min(left)),
+            _ => Err(over(url, what)),
+        },
+    }
+}
+
+fn over(url: &str, what: &str) -> ClientError {
+    ClientError::Deadline(format!(
+        "license service {url}: the check's deadline passed while {what} (the service accepted \
+         the connection but did not answer in time)"
+    ))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

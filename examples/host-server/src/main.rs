@@ -33,6 +33,7 @@ const OVSA_BUFFER_WEIGHTS: i32 = 1;
 
 #[derive(Parser)]
 #[command(
+    version,
     about = "Loads the protected models of an OVMS config.json through libovsaruntime.so and runs them with OpenVINO"
 )]
 struct Args {
@@ -405,10 +406,22 @@ fn find_openvino_c(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
 }
 
 /// The versions OVMS would serve: `model_version_policy` `all`, `specific` or `latest`
-/// (default: the highest version only).
+/// (default: the highest version only). A base path that cannot be read is an error naming it.
 fn versions(base: &Path, policy: Option<&Value>) -> Result<Vec<i32>, String> {
     let mut found: Vec<i32> = std::fs::read_dir(base)
-        .map_err(|e| format!("{}: {e}", base.display()))?
+        .map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::NotFound {
+                "does not exist".to_string()
+            } else {
+                format!("cannot be read ({e})")
+            };
+            format!(
+                "base_path '{}' {why}: it must be the model's directory holding numeric version \
+                 directories (e.g. '{}/1/' with the .dat and .lic files)",
+                base.display(),
+                base.display()
+            )
+        })?
         .flatten()
         .filter(|d| d.path().is_dir())
         .filter_map(|d| d.file_name().to_str()?.parse::<i32>().ok())
@@ -533,7 +546,35 @@ fn run(args: Args) -> Result<bool, String> {
             shape: shapes.get(name).cloned(),
             dim: args.dynamic_dim,
         };
-        for version in versions(&base, c.get("model_version_policy"))? {
+        let policy = c.get("model_version_policy");
+        let served_versions = match versions(&base, policy) {
+            Ok(v) if v.is_empty() => {
+                let any = versions(&base, Some(&serde_json::json!({"all": {}})))
+                    .is_ok_and(|all| !all.is_empty());
+                println!(
+                    "model {name}: FAILED: no version to serve in base_path '{}': {}",
+                    base.display(),
+                    match policy {
+                        Some(p) if any =>
+                            format!("none of its versions matches model_version_policy {p}"),
+                        _ => format!(
+                            "it has no numeric version directory (OVMS serves numeric \
+                             subdirectories such as '{}/1/' holding the .dat and .lic files)",
+                            base.display()
+                        ),
+                    }
+                );
+                all_ok = false;
+                continue;
+            }
+            Ok(v) => v,
+            Err(e) => {
+                println!("model {name}: FAILED: {e}");
+                all_ok = false;
+                continue;
+            }
+        };
+        for version in served_versions {
             let tag = format!("model {name} version {version}");
             let total = Instant::now();
             let mut buffers = Buffers::default();
@@ -694,7 +735,11 @@ mod tests {
             vec![1, 10]
         );
         assert!(versions(d.path(), Some(&p(r#"{"specific":{}}"#))).is_err());
-        assert!(versions(&d.path().join("missing"), None).is_err());
+        let e = versions(&d.path().join("missing"), None).unwrap_err();
+        assert!(
+            e.contains("missing' does not exist: it must be the model's directory"),
+            "{e}"
+        );
         assert!(versions(repo_with(&[]).path(), None).unwrap().is_empty());
     }
 

@@ -146,7 +146,8 @@ fn decrypted_ir_model_infers_exactly_like_the_plaintext() {
     let (xml, bin) = make_model(&src, "2");
     let cnn = f.other_model_from(&[xml.clone(), bin.clone()], "cnn");
     let lic = f.sell_for(&cnn.master);
-    // Two versions of the same package: "all" policy loads both.
+    // Two versions (the same files protected as version 1 and as version 2, each licensed):
+    // "all" policy loads both.
     let base = f.version_dir(
         "models/cnn",
         1,
@@ -154,11 +155,13 @@ fn decrypted_ir_model_infers_exactly_like_the_plaintext() {
         Some(&lic),
         Some(&f.w.customer),
     );
+    let cnn2 = f.other_model_versioned(&[xml.clone(), bin.clone()], "cnn", "2");
+    let lic2 = f.sell_for(&cnn2.master);
     f.version_dir(
         "models/cnn",
         2,
-        Some(&cnn.package),
-        Some(&lic),
+        Some(&cnn2.package),
+        Some(&lic2),
         Some(&f.w.customer),
     );
     let config = ovms_config(&f, "config.json", &[("cnn", &base)]);
@@ -280,4 +283,52 @@ fn decrypted_ppocr_onnx_and_ir_models_infer_exactly_like_the_plaintext() {
     // The direction classifier has two classes (0 and 180 degrees).
     assert!(stdout.contains("model cls version 1: output "), "{stdout}");
     assert!(stdout.contains("[1, 2]: argmax "), "{stdout}");
+}
+
+/// The host says what is wrong with a model's base_path instead of exiting 0 silently (no
+/// version directory) or with a bare OS error (missing base_path); `--version` prints the
+/// version.
+#[test]
+fn missing_base_path_and_missing_version_directories_are_reported() {
+    let f = Fixture::new();
+    let empty = f.path("models/empty");
+    std::fs::create_dir_all(empty.join("not-a-version")).unwrap();
+    let missing = f.path("models/missing");
+    let config = ovms_config(
+        &f,
+        "config.json",
+        &[
+            ("empty", empty.to_str().unwrap()),
+            ("missing", missing.to_str().unwrap()),
+        ],
+    );
+    let (ok, stdout, _) = host_server(&config, &[]);
+    assert!(!ok, "must exit non-zero:\n{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "model empty: FAILED: no version to serve in base_path '{}': it has no numeric \
+             version directory (OVMS serves numeric subdirectories such as '{}/1/'",
+            empty.display(),
+            empty.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "model missing: FAILED: base_path '{}' does not exist: it must be the model's \
+             directory holding numeric version directories",
+            missing.display()
+        )),
+        "{stdout}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ovsa-host-server"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("ovsa-host-server {}", env!("CARGO_PKG_VERSION"))
+    );
 }
