@@ -897,6 +897,26 @@ fn outputs_are_checked_against_each_other_and_the_inputs_before_writing() {
             want,
         );
     }
+    // tcb: over its PCR file or the keystore.
+    std::fs::write(d.join("pcrs.txt"), "sha256:\n  0 : 0x00\n").unwrap();
+    for (out, want) in [
+        ("pcrs.txt", "is the input --vtpm-pcrs-file"),
+        ("isv.ks", "is the input --keystore"),
+    ] {
+        refused(
+            &[
+                "tcb",
+                "--keystore",
+                "isv.ks",
+                "--out",
+                out,
+                "--force",
+                "--vtpm-pcrs-file",
+                "pcrs.txt",
+            ],
+            want,
+        );
+    }
     // sale: both outputs on one path; an output on an input.
     ok(
         d,

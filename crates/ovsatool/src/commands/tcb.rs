@@ -10,6 +10,7 @@ use ovsa_core::license::{PcrBank, PcrSet, TcbReference};
 
 use crate::cli::TcbArgs;
 use crate::error::{CliError, CliResult};
+use crate::paths::{check_name, check_outputs, named};
 use crate::secrets::load_keystore;
 
 /// Largest `--*-pcrs-file` read: `tpm2_pcrread` text of four full banks is ~14 KiB, its
@@ -29,6 +30,19 @@ fn from_tpm_tcti(a: &TcbArgs) -> Option<String> {
 }
 
 pub fn run(a: &TcbArgs) -> CliResult<()> {
+    // Names and every output path against every input, before any TPM or file work.
+    check_name("--name", &a.name)?;
+    let mut inputs = vec![named("--keystore", &a.ks.keystore)];
+    for (flag, p) in [
+        ("--passphrase-file", &a.ks.passphrase_file),
+        ("--vtpm-pcrs-file", &a.vtpm_pcrs_file),
+        ("--host-pcrs-file", &a.host_pcrs_file),
+    ] {
+        if let Some(p) = p {
+            inputs.push(named(flag, p));
+        }
+    }
+    check_outputs(&[named("--out", &a.out)], &inputs, a.force)?;
     let from_tpm = from_tpm_tcti(a);
     if from_tpm.is_some() || a.host_from_tpm.is_some() {
         super::tpm::quiet_tss_log();
