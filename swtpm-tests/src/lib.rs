@@ -19,6 +19,27 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The shell prologue of [`command_without_inherited_fds`]: close every descriptor above 2 that
+/// the child inherited, then `exec` the real program.
+const CLOSE_INHERITED_FDS: &str = r#"for fd in /proc/$$/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done 2>/dev/null; exec "$@""#;
+
+/// A [`Command`] for `program` whose process starts with no inherited file descriptors above 2.
+///
+/// Use it for every child that outlives a TPM command of another thread: a daemon (swtpm,
+/// PostgreSQL), a watchdog, a long-running server. tpm2-tss's swtpm TCTI opens one TCP
+/// connection per TPM command without close-on-exec, and swtpm serves one connection at a
+/// time: a child that inherits such a socket keeps swtpm serving a connection nobody uses, and
+/// every later command of that TPM waits for the child to exit (seen on a cold CI run: a
+/// PostgreSQL watchdog that lives as long as the test binary held a vTPM connection and
+/// `policy_limits_are_enforced` blocked forever in `Esys_FlushContext`). Rust's own descriptors
+/// are close-on-exec already; this closes the C libraries' as well, without `unsafe`.
+pub fn command_without_inherited_fds(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("bash");
+    c.args(["-c", CLOSE_INHERITED_FDS, "ovsa-test-spawn"])
+        .arg(program);
+    c
+}
+
 /// Names of the built-in templates and their CAs.
 pub mod names {
     /// The "host" hardware TPM stand-in, certified by [`HOST_CA`].
@@ -382,7 +403,8 @@ impl Swtpm {
         // swtpm then exits at once and the next pair is tried.
         for _ in 0..100 {
             let port = PortPair::reserve().port();
-            let st = Command::new("swtpm")
+            // swtpm daemonizes and lives for the test: it must not hold other TPMs' sockets.
+            let st = command_without_inherited_fds("swtpm")
                 .args(["socket", "--tpm2"])
                 .arg("--server")
                 .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
@@ -484,5 +506,42 @@ impl TpmPair {
             host: Swtpm::start(names::HOST),
             vtpm: Swtpm::start(names::VTPM),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `inner` under a bash that first opens descriptors 9 and 12 without close-on-exec
+    /// (as tpm2-tss's sockets are); returns the descriptors `ls /proc/self/fd` sees.
+    fn fds_seen(inner: &Command) -> Vec<String> {
+        let out = Command::new("bash")
+            .args(["-c", "exec 9</dev/null 12</dev/null; exec \"$@\"", "outer"])
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .output()
+            .expect("bash");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn children_inherit_no_descriptors_above_2() {
+        let mut plain = Command::new("ls");
+        plain.arg("/proc/self/fd");
+        let seen = fds_seen(&plain);
+        assert!(seen.contains(&"9".to_string()) && seen.contains(&"12".to_string()));
+        let mut clean = command_without_inherited_fds("ls");
+        clean.arg("/proc/self/fd");
+        let seen = fds_seen(&clean);
+        assert!(
+            !seen.contains(&"9".to_string()) && !seen.contains(&"12".to_string()),
+            "{seen:?}"
+        );
+        assert!(seen.contains(&"2".to_string()), "stdio stays: {seen:?}");
     }
 }

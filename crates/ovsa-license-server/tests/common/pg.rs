@@ -256,15 +256,17 @@ impl PgServer {
         self.dir.path().join("data")
     }
 
-    /// A server binary, run as `postgres` if we are root.
+    /// A server binary, run as `postgres` if we are root. It inherits no descriptors of the
+    /// test process (the server daemon outlives every TPM command of the other tests:
+    /// [`swtpm_tests::command_without_inherited_fds`]).
     fn server_cmd(&self, program: &str) -> Command {
         let path = self.bin.join(program);
         if self.as_postgres {
-            let mut c = Command::new("runuser");
+            let mut c = swtpm_tests::command_without_inherited_fds("runuser");
             c.args(["-u", "postgres", "--"]).arg(path);
             c
         } else {
-            Command::new(path)
+            swtpm_tests::command_without_inherited_fds(path)
         }
     }
 
@@ -308,7 +310,8 @@ impl PgServer {
             dir = self.dir.path().display(),
         );
         // Detached (own session) so a Ctrl-C on the test run does not kill it first.
-        let _ = Command::new("setsid")
+        // It lives as long as the test binary: it must hold no descriptor of it.
+        let _ = swtpm_tests::command_without_inherited_fds("setsid")
             .args(["sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
