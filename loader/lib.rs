@@ -12,7 +12,6 @@
 //! C++ shim `ffi/ovsa_custom_loader.cpp` implementing `ovms::CustomLoaderInterface` on top of the
 //! C API. See docs/RUNTIME.md.
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
 
 pub use ovsa_core as core;
 

@@ -42,7 +42,7 @@ struct Api {
 fn api() -> &'static Api {
     static API: OnceLock<Api> = OnceLock::new();
     API.get_or_init(|| {
-        // SAFETY (test): the library is ours; it is leaked (never dlclosed, as OVMS does), so
+        // SAFETY: the library is ours; it is leaked (never dlclosed, as OVMS does), so
         // the function pointers stay valid for the whole process.
         unsafe {
             let lib: &'static libloading::Library = Box::leak(Box::new(
@@ -65,7 +65,7 @@ fn api() -> &'static Api {
 
 fn last_error() -> String {
     let mut buf = vec![0u8; 4096];
-    // SAFETY (test): buf has buf.len() writable bytes.
+    // SAFETY: buf has buf.len() writable bytes.
     unsafe { (api().last_error)(buf.as_mut_ptr().cast(), buf.len()) };
     CStr::from_bytes_until_nul(&buf)
         .unwrap()
@@ -78,8 +78,9 @@ pub struct Plugin {
     handle: *mut c_void,
 }
 
-// SAFETY (test): the C API is thread-safe for every call but free (done in Drop, exclusively).
+// SAFETY: the C API is thread-safe for every call but free (done in Drop, exclusively).
 unsafe impl Send for Plugin {}
+// SAFETY: as above: shared references only make the thread-safe calls.
 unsafe impl Sync for Plugin {}
 
 /// The outcome of a load.
@@ -100,7 +101,7 @@ struct Outputs {
 }
 
 unsafe extern "C" fn alloc(ctx: *mut c_void, which: i32, size: usize) -> *mut u8 {
-    // SAFETY (test): ctx is the &mut Outputs passed to load below.
+    // SAFETY: ctx is the &mut Outputs passed to load below.
     let out = unsafe { &mut *ctx.cast::<Outputs>() };
     out.requests.push((which, size));
     let v = if which == 0 {
@@ -123,7 +124,7 @@ impl Plugin {
     pub fn new(config: Option<&str>) -> Result<Plugin, (i32, String)> {
         let config = config.map(c);
         let mut handle = std::ptr::null_mut();
-        // SAFETY (test): valid C string or NULL; handle is writable.
+        // SAFETY: valid C string or NULL; handle is writable.
         let s = unsafe {
             (api().new)(
                 config.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
@@ -145,7 +146,7 @@ impl Plugin {
         };
         let mut model_type = -1;
         let (n, b, o) = (c(name), c(base), c(options));
-        // SAFETY (test): live handle, C strings, the callback matches its contract with `out`.
+        // SAFETY: live handle, C strings, the callback matches its contract with `out`.
         let status = unsafe {
             (api().load)(
                 self.handle,
@@ -170,26 +171,26 @@ impl Plugin {
 
     pub fn status(&self, name: &str, version: i32) -> i32 {
         let n = c(name);
-        // SAFETY (test): live handle and C string.
+        // SAFETY: live handle and C string.
         unsafe { (api().status)(self.handle, n.as_ptr(), version) }
     }
 
     pub fn unload(&self, name: &str, version: i32) -> i32 {
         let n = c(name);
-        // SAFETY (test): live handle and C string.
+        // SAFETY: live handle and C string.
         unsafe { (api().unload)(self.handle, n.as_ptr(), version) }
     }
 
     pub fn retire(&self, name: &str) -> i32 {
         let n = c(name);
-        // SAFETY (test): live handle and C string.
+        // SAFETY: live handle and C string.
         unsafe { (api().retire)(self.handle, n.as_ptr()) }
     }
 }
 
 impl Drop for Plugin {
     fn drop(&mut self) {
-        // SAFETY (test): the handle came from ovsa_loader_new and is freed once.
+        // SAFETY: the handle came from ovsa_loader_new and is freed once.
         unsafe { (api().free)(self.handle) };
     }
 }

@@ -6,7 +6,6 @@
 //! ([`flow`]). With the share, [`ovsa_core::license::CustomerLicense::unwrap_model_key`] yields
 //! the model key.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod attester;
 pub mod error;

@@ -5,7 +5,6 @@
 //! Relying Party, [`relying_party`]), storage (SQLite or PostgreSQL, [`store`]) and release of the
 //! key share sealed to the runtime. `docs/PROTOCOL.md` specifies the API.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod api;
 pub mod config;
