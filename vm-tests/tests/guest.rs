@@ -178,14 +178,18 @@ fn pvh_guest_status_stderr_and_share() {
 }
 
 /// (b) PVH: a quote made in the guest through ovsa-tpm (`device:/dev/tpmrm0`) verifies on the
-/// host, and its EK certificate chains to the vTPM test CA. PVH measures nothing: PCRs are zero.
+/// host, and its EK certificate chains to the vTPM test CA.
+///
+/// What PVH measures: QEMU starts the PVH kernel from an option ROM run by SeaBIOS, so SeaBIOS's
+/// measurements are there (PCRs 1, 2, 4; PCRs 0, 3, 5, 7 hold only its separator event), but
+/// nothing measures the kernel, initrd or command line: PCR 9 stays zero.
 #[test]
 fn pvh_guest_quote_verifies_on_host() {
     let share = tempfile::Builder::new().prefix("ovsa-vm-t-").tempdir().unwrap();
     let n = nonce();
     let ev_path = share.path().join("evidence.json");
     let mut opts = BootOpts::new(format!(
-        "exec {} device:/dev/tpmrm0 {} 0,1,2,3,4,5,7 {}\n",
+        "exec {} device:/dev/tpmrm0 {} 0,1,2,3,4,5,7,9 {}\n",
         sh_quote(ATTEST),
         hex::encode(&n),
         sh_quote(&ev_path.display().to_string())
@@ -194,12 +198,14 @@ fn pvh_guest_quote_verifies_on_host() {
     let out = run("attest", &opts);
     assert_ok(&out);
     let ev = verify_on_host(&ev_path, &n);
-    assert_eq!(ev.pcrs.values.len(), 7);
-    assert!(
-        ev.pcrs.values.values().all(|v| v.iter().all(|&b| b == 0)),
-        "PVH boots measure nothing: {:?}",
-        ev.pcrs
-    );
+    assert_eq!(ev.pcrs.values.len(), 8);
+    // SHA-256(zeros || SHA-256(0xFFFFFFFF)): one separator event extended into a reset PCR.
+    let separator_only =
+        hex::decode("e21b703ee69c77476bccb43ec0336a9a1b2914b378944f7b00a10214ca8fea93").unwrap();
+    for pcr in [0u8, 3, 5, 7] {
+        assert_eq!(ev.pcrs.values[&pcr], separator_only, "PCR {pcr} under PVH");
+    }
+    assert_eq!(ev.pcrs.values[&9], vec![0u8; 32], "PVH must not measure the kernel (PCR 9)");
 }
 
 /// (c) OVMF: measured boot. The event log exists, PCRs 0, 4 and 9 are non-zero, the guest's
@@ -249,10 +255,14 @@ fn guestfwd_reaches_the_host_loopback_port_only() {
         (&s).write_all(format!("echo:{line}").as_bytes()).unwrap();
         line
     });
-    let mut opts = BootOpts::new(
+    // A second host loopback port the guest must NOT reach (without restrict=on, QEMU's user
+    // network would connect 10.0.2.2:PORT to the host's 127.0.0.1:PORT).
+    let forbidden = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fport = forbidden.local_addr().unwrap().port();
+    let mut opts = BootOpts::new(format!(
         "set -e\nexec 3<>/dev/tcp/10.0.2.100/8443\necho ping-from-guest >&3\nhead -n1 <&3\n\
-         if timeout 5 bash -c 'exec 4<>/dev/tcp/10.0.2.2/22' 2>/dev/null; then echo REACHED-GATEWAY; fi\n",
-    );
+         if timeout 5 bash -c 'exec 4<>/dev/tcp/10.0.2.2/{fport}' 2>/dev/null; then echo REACHED-HOST; fi\n"
+    ));
     opts.vtpm = VtpmChoice::None;
     opts.guestfwd = Some(GuestFwd {
         guest_port: 8443,
@@ -264,7 +274,9 @@ fn guestfwd_reaches_the_host_loopback_port_only() {
     assert_ok(&out);
     assert_eq!(server.join().unwrap().trim(), "ping-from-guest");
     assert!(out.stdout.contains("echo:ping-from-guest"), "{}", out.stdout);
-    assert!(!out.stdout.contains("REACHED-GATEWAY"), "{}", out.stdout);
+    assert!(!out.stdout.contains("REACHED-HOST"), "{}", out.stdout);
+    forbidden.set_nonblocking(true).unwrap();
+    assert!(forbidden.accept().is_err(), "the guest reached a host port it was not given");
 }
 
 /// The hard deadline: a guest that never finishes is killed with QEMU and swtpm, and the error
