@@ -216,7 +216,7 @@ fn ovmf_guest_measured_boot() {
     let n = nonce();
     let d = share.path().display().to_string();
     let mut opts = BootOpts::new(format!(
-        "set -e\nL=/sys/kernel/security/tpm0/binary_bios_measurements\ntest -s $L\ncp $L {d}/eventlog.bin\n{a} device:/dev/tpmrm0 {n} 0,1,2,3,4,5,7,9 {d}/evidence.json\n",
+        "set -ex\nL=/sys/kernel/security/tpm0/binary_bios_measurements\ntest -e $L\ncp $L {d}/eventlog.bin\n{a} device:/dev/tpmrm0 {n} 0,1,2,3,4,5,7,9 {d}/evidence.json\n",
         d = sh_quote(&d),
         a = sh_quote(ATTEST),
         n = hex::encode(&n)
