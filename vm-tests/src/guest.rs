@@ -293,7 +293,10 @@ impl Guest {
             ))
             .arg("-initrd")
             .arg(&initrd);
-        let mut append = format!("console=ttyS0 panic=-1 quiet ovsa.share={}", share.display());
+        let mut append = format!(
+            "console=ttyS0 panic=-1 quiet ovsa.share={}",
+            share.display()
+        );
         match opts.firmware {
             Firmware::Pvh => {
                 c.arg("-kernel").arg(&parts.vmlinux);
@@ -347,8 +350,8 @@ impl Guest {
         }
         c.arg("-append").arg(&append);
         let stderr_path = guest.work.path().join("qemu.stderr");
-        let stderr =
-            File::create(&stderr_path).map_err(|e| VmError::io("cannot create", &stderr_path, e))?;
+        let stderr = File::create(&stderr_path)
+            .map_err(|e| VmError::io("cannot create", &stderr_path, e))?;
         std::fs::write(guest.work.path().join("qemu.cmdline"), format!("{c:?}"))
             .map_err(|e| VmError::io("cannot write", guest.work.path(), e))?;
         guest.started = Instant::now();
@@ -451,8 +454,8 @@ impl Guest {
             let c = self.console.lock().unwrap_or_else(|e| e.into_inner());
             (c.text.clone(), c.running_at, c.done_at)
         };
-        let qemu_err = std::fs::read_to_string(self.work.path().join("qemu.stderr"))
-            .unwrap_or_default();
+        let qemu_err =
+            std::fs::read_to_string(self.work.path().join("qemu.stderr")).unwrap_or_default();
         let Some(exit) = exit else {
             return Err(VmError::new(format!(
                 "the {} guest did not finish within {} s; QEMU and swtpm were killed.\nconsole \

@@ -134,8 +134,7 @@ impl GuestParts {
             )?;
             if !done.exists() {
                 fetch_unlocked(dir)?;
-                std::fs::write(&done, b"")
-                    .map_err(|e| VmError::io("cannot write", &done, e))?;
+                std::fs::write(&done, b"").map_err(|e| VmError::io("cannot write", &done, e))?;
                 fetched_now = true;
             }
         }
@@ -339,7 +338,10 @@ fn fetch_unlocked(dir: &Path) -> Result<()> {
     write(&kernel.join("vmlinux"), &elf)?;
     let config = unpack.join(format!("boot/config-{release}"));
     let _ = std::fs::copy(&config, kernel.join("config"));
-    let order = resolve_modules(&unpack.join(format!("lib/modules/{release}")), GUEST_MODULES)?;
+    let order = resolve_modules(
+        &unpack.join(format!("lib/modules/{release}")),
+        GUEST_MODULES,
+    )?;
     let mut order_txt = String::new();
     for (name, path) in &order {
         std::fs::copy(path, kmods.join(format!("{name}.ko")))
@@ -532,7 +534,8 @@ mod tests {
 
     #[test]
     fn modinfo_depends_parsed() {
-        let ko = b"\x7fELF....\0license=GPL\0depends=virtio,virtio_ring,net-failover\0vermagic=6.1\0";
+        let ko =
+            b"\x7fELF....\0license=GPL\0depends=virtio,virtio_ring,net-failover\0vermagic=6.1\0";
         assert_eq!(
             module_depends(ko),
             vec!["virtio", "virtio_ring", "net_failover"]
@@ -565,7 +568,10 @@ mod tests {
     fn apt_download_failure_names_the_package_and_the_fix() {
         let d = tempfile::tempdir().unwrap();
         let e = apt_download(&["ovsa-no-such-package-for-vm-tests"], d.path()).unwrap_err();
-        assert!(e.0.contains("apt-get download ovsa-no-such-package-for-vm-tests"), "{e}");
+        assert!(
+            e.0.contains("apt-get download ovsa-no-such-package-for-vm-tests"),
+            "{e}"
+        );
         assert!(e.0.contains("apt-get update"), "{e}");
     }
 }

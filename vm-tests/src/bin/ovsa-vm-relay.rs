@@ -56,7 +56,11 @@ fn main() {
         match from_tcp.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
+                if stdout
+                    .write_all(&buf[..n])
+                    .and_then(|_| stdout.flush())
+                    .is_err()
+                {
                     break;
                 }
             }
