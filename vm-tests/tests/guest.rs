@@ -245,6 +245,72 @@ fn pvh_guest_quote_verifies_on_host() {
     );
 }
 
+/// (b') The project's own `ovsatool attest` (the workspace's build next to this test binary) in a
+/// PVH guest on `device:/dev/tpmrm0`: its evidence verifies on the host, and the host's
+/// `tpm2_checkquote` accepts the tpm2-tools files it wrote. Under `cargo test --workspace` the
+/// binary is always built; a lone `cargo test -p vm-tests` on a fresh target dir skips this test
+/// with a note (build it with `cargo build -p ovsatool`).
+#[test]
+fn pvh_guest_ovsatool_attest_verifies_on_host() {
+    let exe = std::env::current_exe().unwrap();
+    let Some(ovsatool) = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("ovsatool"))
+        .filter(|p| p.is_file())
+    else {
+        println!(
+            "ovsatool is not built next to {}; skipped (cargo build -p ovsatool)",
+            exe.display()
+        );
+        return;
+    };
+    let share = tempfile::Builder::new()
+        .prefix("ovsa-vm-t-")
+        .tempdir()
+        .unwrap();
+    let n = nonce();
+    let dir = share.path().join("att");
+    std::fs::create_dir(&dir).unwrap();
+    let mut opts = BootOpts::new(format!(
+        "exec {} attest --tcti device:/dev/tpmrm0 --nonce {} --out {} --pcrs 0,1,2,3,4,5,7\n",
+        sh_quote(&ovsatool.display().to_string()),
+        hex::encode(&n),
+        sh_quote(&dir.display().to_string())
+    ));
+    opts.share = Some(share.path().to_path_buf());
+    let out = run("ovsatool attest", &opts);
+    assert_ok(&out);
+    verify_on_host(&dir.join("evidence.json"), &n);
+    let check = std::process::Command::new("tpm2_checkquote")
+        .current_dir(&dir)
+        .args([
+            "-u",
+            "ak.pub",
+            "-m",
+            "quote.msg",
+            "-s",
+            "quote.sig",
+            "-f",
+            "pcrs.bin",
+        ])
+        .args([
+            "-l",
+            "sha256:0,1,2,3,4,5,7",
+            "-g",
+            "sha256",
+            "-q",
+            &hex::encode(&n),
+        ])
+        .output()
+        .expect("run tpm2_checkquote (tpm2-tools)");
+    assert!(
+        check.status.success(),
+        "tpm2_checkquote on the host refused the guest's quote: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 /// (c) OVMF: measured boot. The event log exists, PCRs 0, 4 and 9 are non-zero, the guest's
 /// quote verifies on the host and the event log replays to the quoted PCRs.
 #[test]
