@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -383,7 +383,9 @@ impl Guest {
             )));
         }
         let log = self.work.path().join("swtpm.log");
-        let child = Command::new("swtpm")
+        // No inherited descriptors: a TPM socket of another thread would stall that TPM for as
+        // long as this swtpm lives (swtpm_tests::command_without_inherited_fds).
+        let child = swtpm_tests::command_without_inherited_fds("swtpm")
             .args(["socket", "--tpm2"])
             .arg("--ctrl")
             .arg(format!("type=unixio,path={}", sock.display()))
