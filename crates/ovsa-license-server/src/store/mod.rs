@@ -11,6 +11,7 @@
 //! pure [`crate::relying_party::decide`], write the outcome. Concurrent checks, on one replica or
 //! many, are serialised by the database, so a use count can never be spent twice.
 
+mod codec;
 pub mod postgres;
 pub mod sqlite;
 

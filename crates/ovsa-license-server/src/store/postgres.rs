@@ -22,7 +22,7 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::sqlite::codec::{self, RawActivation, RawAudit, RawLicense, RawSession};
+use super::codec::{self, RawActivation, RawAudit, RawLicense, RawSession};
 use super::{
     Activation, AuditEntry, AuditFilter, LicenseRecord, OpenMode, SessionRecord, StoreError,
     StoreResult, SCHEMA_VERSION,
@@ -395,7 +395,7 @@ impl PgStore {
                 store.migrate().await?;
             }
             OpenMode::ReadOnly => {
-                super::sqlite::check_version(store.schema_version(url).await?)?;
+                codec::check_version(store.schema_version(url).await?)?;
             }
         }
         Ok(store)
