@@ -38,69 +38,13 @@ pub const POOL_SIZE: usize = 8;
 /// Advisory lock key serialising migrations ("OVSA" "MIGR" in ASCII).
 const MIGRATION_LOCK: i64 = 0x4f56_5341_4d49_4752;
 
-/// Numbered migrations: `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`.
+/// Numbered migrations, one `.sql` file each under `store/migrations/postgres/` (embedded at build
+/// time): `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     // 1: initial schema.
-    "CREATE TABLE licenses (
-        license_guid    TEXT PRIMARY KEY,
-        model_guid      TEXT NOT NULL,
-        model_name      TEXT NOT NULL,
-        model_version   TEXT NOT NULL,
-        header_hash     TEXT NOT NULL,
-        license_digest  TEXT NOT NULL,
-        customer_cert   BYTEA NOT NULL,
-        isv_cert_sha256 TEXT NOT NULL,
-        policy          TEXT NOT NULL,
-        lease_seconds   BIGINT NOT NULL,
-        tcb             TEXT NOT NULL,
-        key_share       BYTEA NOT NULL,
-        issued          TEXT NOT NULL,
-        registered_at   BIGINT NOT NULL,
-        revoked_at      BIGINT,
-        first_use       BIGINT,
-        uses            BIGINT NOT NULL DEFAULT 0 CHECK (uses >= 0)
-    );
-    CREATE TABLE activations (
-        license_guid TEXT NOT NULL REFERENCES licenses (license_guid) ON DELETE CASCADE,
-        instance_id  TEXT NOT NULL,
-        first_seen   BIGINT NOT NULL,
-        last_seen    BIGINT NOT NULL,
-        checks       BIGINT NOT NULL,
-        PRIMARY KEY (license_guid, instance_id)
-    );
-    CREATE TABLE sessions (
-        session_id         TEXT PRIMARY KEY,
-        license_guid       TEXT NOT NULL,
-        purpose            TEXT NOT NULL,
-        nonce              BYTEA NOT NULL,
-        client_cert_sha256 TEXT NOT NULL,
-        ek_cert_sha256     TEXT NOT NULL,
-        ak_name            BYTEA NOT NULL,
-        credential_secret  BYTEA NOT NULL,
-        expires_at         BIGINT NOT NULL
-    );
-    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
-    CREATE TABLE audit (
-        id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        at           BIGINT NOT NULL,
-        license_guid TEXT,
-        client       TEXT NOT NULL,
-        action       TEXT NOT NULL,
-        purpose      TEXT,
-        result       TEXT NOT NULL,
-        reason       TEXT,
-        message      TEXT NOT NULL,
-        instance_id  TEXT
-    );
-    CREATE INDEX audit_by_license ON audit (license_guid, id);",
+    include_str!("migrations/postgres/0001_init.sql"),
     // 2: host AKs proven (credential challenge) to live in the host TPM owning the EK.
-    "CREATE TABLE host_aks (
-        host_ek_sha256 TEXT NOT NULL,
-        ak_name        BYTEA NOT NULL,
-        license_guid   TEXT NOT NULL,
-        enrolled_at    BIGINT NOT NULL,
-        PRIMARY KEY (host_ek_sha256, ak_name)
-    );",
+    include_str!("migrations/postgres/0002_host_aks.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -786,6 +730,25 @@ fn license_row(r: &Row) -> Result<RawLicense, tokio_postgres::Error> {
 
 #[cfg(test)]
 mod tests {
+    /// Every numbered file under `store/migrations/postgres/` is embedded, in order, and nothing else.
+    #[test]
+    fn migration_files_are_all_embedded_in_order() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/migrations/postgres");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), super::MIGRATIONS.len(), "{names:?}");
+        for (i, name) in names.iter().enumerate() {
+            assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name}");
+            assert!(name.ends_with(".sql"), "{name}");
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            assert_eq!(text, super::MIGRATIONS[i], "{name}");
+        }
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(

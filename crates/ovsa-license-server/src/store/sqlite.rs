@@ -27,79 +27,23 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
+use super::codec::{self, check_version, RawActivation, RawAudit, RawLicense, RawSession};
 use super::{
     Activation, AuditEntry, AuditFilter, LicenseRecord, OpenMode, SessionRecord, StoreError,
     StoreResult, SCHEMA_VERSION,
 };
 use crate::relying_party::{Decision, UsageState};
-use super::codec::{self, check_version, RawActivation, RawAudit, RawLicense, RawSession};
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Numbered migrations: `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`.
+/// Numbered migrations, one `.sql` file each under `store/migrations/sqlite/` (embedded at build
+/// time): `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     // 1: initial schema.
-    "CREATE TABLE licenses (
-        license_guid    TEXT PRIMARY KEY NOT NULL,
-        model_guid      TEXT NOT NULL,
-        model_name      TEXT NOT NULL,
-        model_version   TEXT NOT NULL,
-        header_hash     TEXT NOT NULL,
-        license_digest  TEXT NOT NULL,
-        customer_cert   BLOB NOT NULL,
-        isv_cert_sha256 TEXT NOT NULL,
-        policy          TEXT NOT NULL,
-        lease_seconds   INTEGER NOT NULL,
-        tcb             TEXT NOT NULL,
-        key_share       BLOB NOT NULL,
-        issued          TEXT NOT NULL,
-        registered_at   INTEGER NOT NULL,
-        revoked_at      INTEGER,
-        first_use       INTEGER,
-        uses            INTEGER NOT NULL DEFAULT 0 CHECK (uses >= 0)
-    );
-    CREATE TABLE activations (
-        license_guid TEXT NOT NULL REFERENCES licenses (license_guid) ON DELETE CASCADE,
-        instance_id  TEXT NOT NULL,
-        first_seen   INTEGER NOT NULL,
-        last_seen    INTEGER NOT NULL,
-        checks       INTEGER NOT NULL,
-        PRIMARY KEY (license_guid, instance_id)
-    ) WITHOUT ROWID;
-    CREATE TABLE sessions (
-        session_id         TEXT PRIMARY KEY NOT NULL,
-        license_guid       TEXT NOT NULL,
-        purpose            TEXT NOT NULL,
-        nonce              BLOB NOT NULL,
-        client_cert_sha256 TEXT NOT NULL,
-        ek_cert_sha256     TEXT NOT NULL,
-        ak_name            BLOB NOT NULL,
-        credential_secret  BLOB NOT NULL,
-        expires_at         INTEGER NOT NULL
-    );
-    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
-    CREATE TABLE audit (
-        id           INTEGER PRIMARY KEY AUTOINCREMENT,
-        at           INTEGER NOT NULL,
-        license_guid TEXT,
-        client       TEXT NOT NULL,
-        action       TEXT NOT NULL,
-        purpose      TEXT,
-        result       TEXT NOT NULL,
-        reason       TEXT,
-        message      TEXT NOT NULL,
-        instance_id  TEXT
-    );
-    CREATE INDEX audit_by_license ON audit (license_guid, id);",
+    include_str!("migrations/sqlite/0001_init.sql"),
     // 2: host AKs proven (credential challenge) to live in the host TPM owning the EK.
-    "CREATE TABLE host_aks (
-        host_ek_sha256 TEXT NOT NULL,
-        ak_name        BLOB NOT NULL,
-        license_guid   TEXT NOT NULL,
-        enrolled_at    INTEGER NOT NULL,
-        PRIMARY KEY (host_ek_sha256, ak_name)
-    ) WITHOUT ROWID;",
+    include_str!("migrations/sqlite/0002_host_aks.sql"),
 ];
 
 const LICENSE_COLUMNS: &str = "license_guid, model_guid, model_name, model_version, header_hash, \
@@ -760,3 +704,25 @@ fn write_usage(
 }
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
+
+#[cfg(test)]
+mod tests {
+    /// Every numbered file under `store/migrations/sqlite/` is embedded, in order, and nothing else.
+    #[test]
+    fn migration_files_are_all_embedded_in_order() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/migrations/sqlite");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), super::MIGRATIONS.len(), "{names:?}");
+        for (i, name) in names.iter().enumerate() {
+            assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name}");
+            assert!(name.ends_with(".sql"), "{name}");
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            assert_eq!(text, super::MIGRATIONS[i], "{name}");
+        }
+    }
+}
