@@ -274,21 +274,6 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     s
 }
 
-/// `url` with any password replaced, for error messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.into();
-    };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.into(),
-        },
-        None => url.into(),
-    }
-}
-
 impl PgStore {
     /// Connects to `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (no TLS) and brings the schema up
     /// to [`SCHEMA_VERSION`].
@@ -311,7 +296,9 @@ impl PgStore {
         mode: OpenMode,
     ) -> StoreResult<PgStore> {
         let pool_size = pool_size.max(1);
-        let mut config: Config = url.parse().map_err(|_| StoreError::BadUrl(redact(url)))?;
+        let mut config: Config = url
+            .parse()
+            .map_err(|_| StoreError::BadUrl(super::redact_url(url)))?;
         if mode == OpenMode::ReadOnly {
             let options = match config.get_options() {
                 Some(o) => format!("{o} -c default_transaction_read_only=on"),
@@ -747,15 +734,5 @@ mod tests {
             let text = std::fs::read_to_string(dir.join(name)).unwrap();
             assert_eq!(text, super::MIGRATIONS[i], "{name}");
         }
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h:5432/db?x=1"),
-            "postgres://u:***@h:5432/db?x=1"
-        );
-        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
     }
 }
