@@ -28,10 +28,10 @@ use super::{
 };
 use crate::relying_party::{Decision, UsageState};
 
-/// Clients per store (per replica). With 8 concurrent checks on 2 cores and durable commits, 8
-/// clients let PostgreSQL group-commit: ~2-3x the throughput of 4 on distinct licenses (see
-/// `record_use_figures` in the storage tests and `docs/SERVICE.md` §5). Checks of one license
-/// queue on its row lock whatever the pool size.
+/// Clients per store (per replica). With 8 concurrent checks and durable commits, more clients
+/// let PostgreSQL group-commit checks of distinct licenses (see `record_use_figures` in the
+/// storage tests and `docs/SERVICE.md` §5). Checks of one license queue on its row lock
+/// whatever the pool size.
 pub const POOL_SIZE: usize = 8;
 
 /// Advisory lock key serialising migrations ("OVSA" "MIGR" in ASCII).
