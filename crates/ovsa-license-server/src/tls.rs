@@ -15,6 +15,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureSc
 
 /// TLS set-up errors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// The certificate or key file is unusable.
     #[error("{path}: {detail}")]
@@ -36,20 +37,17 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Loads the certificate chain (PEM) and private key (PEM PKCS#8/SEC1, or an OVSA keystore whose
-/// passphrase, if any, comes from `OVSA_KEYSTORE_PASSPHRASE`) and builds the server
-/// configuration.
+/// Loads the certificate chain (PEM) and an unprotected private key (PEM PKCS#8/SEC1, or an OVSA
+/// keystore without a passphrase) and builds the server configuration. A passphrase-protected
+/// keystore needs [`server_config_with_passphrase`]; this library reads no environment variable,
+/// so the binary resolves the passphrase (`--passphrase-file` or `OVSA_KEYSTORE_PASSPHRASE`,
+/// see [`crate::config::resolve_serve`]) and passes it in.
 pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
-    let pass = std::env::var("OVSA_KEYSTORE_PASSPHRASE")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(zeroize::Zeroizing::new);
-    server_config_with_passphrase(cert, key, pass.as_ref().map(|p| p.as_str()))
+    server_config_with_passphrase(cert, key, None)
 }
 
-/// [`server_config`] with the keystore passphrase given (`serve --passphrase-file`). Both files
-/// are read through [`crate::config::read_input`] (bounded; errors name `--tls-cert` or
-/// `--tls-key`).
+/// [`server_config`] with the keystore passphrase given. Both files are read through
+/// [`crate::config::read_input`] (bounded; errors name `--tls-cert` or `--tls-key`).
 pub fn server_config_with_passphrase(
     cert: &Path,
     key: &Path,

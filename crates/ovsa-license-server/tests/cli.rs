@@ -1031,3 +1031,53 @@ fn input_files_are_bounded_and_ranges_checked() {
         "start-up failures must not create the database"
     );
 }
+
+/// An unusable environment value fails at start-up naming the variable, before anything is
+/// created; a command-line value for the same setting wins over it.
+#[test]
+fn environment_values_are_checked_and_the_command_line_wins() {
+    let t = tempfile::tempdir().unwrap();
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ovsa-license-server"));
+        c.current_dir(t.path())
+            .env_remove("OVSA_LS_DB")
+            .env_remove("OVSA_LS_CONFIG");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.args(args).output().unwrap()
+    };
+    let o = run(
+        &[("OVSA_LS_MAX_CONNECTIONS", "many")],
+        &[
+            "serve",
+            "--tls-cert",
+            "x.crt",
+            "--tls-key",
+            "x.key",
+            "--trust-ek-ca",
+            "x.pem",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("environment variable OVSA_LS_MAX_CONNECTIONS")
+            && err.contains("'many' is not a whole number"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(std::fs::read_dir(t.path()).unwrap().next().is_none());
+    // --db on the command line wins over OVSA_LS_DB: the missing-database error names the
+    // command-line one.
+    let o = run(
+        &[("OVSA_LS_DB", "sqlite:from-env.db")],
+        &["license", "list", "--db", "sqlite:from-cli.db"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("from-cli.db") && !err.contains("from-env.db"),
+        "{err}"
+    );
+}

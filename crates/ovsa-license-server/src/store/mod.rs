@@ -11,6 +11,7 @@
 //! pure [`crate::relying_party::decide`], write the outcome. Concurrent checks, on one replica or
 //! many, are serialised by the database, so a use count can never be spent twice.
 
+mod codec;
 pub mod postgres;
 pub mod sqlite;
 
@@ -302,12 +303,51 @@ pub enum Store {
     Postgres(Box<postgres::PgStore>),
 }
 
-/// A URL with any `user:password@` credentials replaced by `***@`, for error messages.
+/// A database URL fit for error messages and logs: the whole `user:password@` part (everything
+/// before the last `@` of the URL) becomes `***@`, and the value of every `password=` parameter
+/// (a `?`/`&` query parameter, or a `key=value` word of a libpq connection string) becomes `***`.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let redacted = match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_string(),
+    };
+    redact_password_params(&redacted)
+}
+
+/// `password=VALUE` (any case) at the start, after `?`, `&` or whitespace: VALUE (up to the next
+/// `&` or whitespace, or a quoted `'...'`) becomes `***`.
+fn redact_password_params(s: &str) -> String {
+    const KEY: &str = "password=";
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    let mut prev: Option<char> = None;
+    while !rest.is_empty() {
+        let at_boundary = prev.is_none_or(|c| c == '?' || c == '&' || c.is_whitespace());
+        if at_boundary
+            && rest.len() >= KEY.len()
+            && rest.is_char_boundary(KEY.len())
+            && rest[..KEY.len()].eq_ignore_ascii_case(KEY)
+        {
+            out.push_str(&rest[..KEY.len()]);
+            out.push_str("***");
+            let value = &rest[KEY.len()..];
+            let end = if let Some(quoted) = value.strip_prefix('\'') {
+                quoted.find('\'').map(|i| i + 2).unwrap_or(value.len())
+            } else {
+                value
+                    .find(|c: char| c == '&' || c.is_whitespace())
+                    .unwrap_or(value.len())
+            };
+            rest = &value[end..];
+            prev = Some('=');
+            continue;
+        }
+        let c = rest.chars().next().unwrap_or_default();
+        out.push(c);
+        prev = Some(c);
+        rest = &rest[c.len_utf8()..];
     }
+    out
 }
 
 macro_rules! dispatch {
@@ -450,5 +490,52 @@ mod tests {
             "postgres://***@h:5432/db"
         );
         assert_eq!(redact_url("mysql://h/db"), "mysql://h/db");
+    }
+
+    #[test]
+    fn redact_url_hides_userinfo_and_password_parameters() {
+        for (url, want) in [
+            // Passwords in the userinfo, the user name with them.
+            (
+                "postgres://u:secret@h:5432/db?x=1",
+                "postgres://***@h:5432/db?x=1",
+            ),
+            ("postgresql://u@h/db", "postgresql://***@h/db"),
+            ("postgres://u:se/cr@et@h/db", "postgres://***@h/db"),
+            // `password=` query parameters, in any position and case.
+            (
+                "postgres://h/db?password=secret&sslmode=disable",
+                "postgres://h/db?password=***&sslmode=disable",
+            ),
+            (
+                "postgres://u:secret@h/db?application_name=a&PassWord=secret",
+                "postgres://***@h/db?application_name=a&PassWord=***",
+            ),
+            ("postgres://h/db?password=", "postgres://h/db?password=***"),
+            // libpq key=value strings (refused as URLs, but never echoed with the password).
+            (
+                "host=h password=secret dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+            (
+                "host=h password='se cret' dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+            // Nothing secret: unchanged.
+            (
+                "postgres://h:5432/db?sslmode=disable",
+                "postgres://h:5432/db?sslmode=disable",
+            ),
+            (
+                "postgres://h/db?mypassword=x",
+                "postgres://h/db?mypassword=x",
+            ),
+            ("sqlite:licenses.db", "sqlite:licenses.db"),
+            ("", ""),
+        ] {
+            let got = redact_url(url);
+            assert_eq!(got, want, "{url}");
+            assert!(!got.contains("secret") && !got.contains("cret"), "{got}");
+        }
     }
 }

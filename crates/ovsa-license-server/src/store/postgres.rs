@@ -1,9 +1,10 @@
 //! PostgreSQL backend for a fleet of stateless replicas sharing one database.
 //!
-//! - Connections: a small pool of [`POOL_SIZE`] `tokio-postgres` clients per store, opened on
-//!   demand and replaced when they break; each client caches its prepared statements. A client is
-//!   held exclusively for one operation (a transaction must not interleave with other callers'
-//!   statements), so concurrent requests run in parallel up to the pool size.
+//! - Connections: a `deadpool-postgres` pool of at most [`POOL_SIZE`] `tokio-postgres` clients
+//!   per store, opened on demand and replaced when they break; each client caches its prepared
+//!   statements (`prepare_cached`). A client is held exclusively for one operation (a transaction
+//!   must not interleave with other callers' statements), so concurrent requests run in parallel
+//!   up to the pool size. `docs/SERVICE.md` §5 has the figures behind the choice.
 //! - Migrations run at connect inside one transaction holding a transaction-scoped advisory lock,
 //!   so replicas starting together apply them once, in order.
 //! - [`PgStore::record_use`] locks the license row (`SELECT ... FOR UPDATE`) in a `READ COMMITTED`
@@ -12,95 +13,37 @@
 //!   the previous lock holder committed. Dropping the future mid-way rolls the transaction back.
 //! - No TLS: the database is expected on loopback or a private link (`NoTls`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use time::OffsetDateTime;
-use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use tokio_postgres::{Config, NoTls, Row};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::sqlite::codec::{self, RawActivation, RawAudit, RawLicense, RawSession};
+use super::codec::{self, RawActivation, RawAudit, RawLicense, RawSession};
 use super::{
     Activation, AuditEntry, AuditFilter, LicenseRecord, OpenMode, SessionRecord, StoreError,
     StoreResult, SCHEMA_VERSION,
 };
 use crate::relying_party::{Decision, UsageState};
 
-/// Clients per store (per replica). With 8 concurrent checks on 2 cores and durable commits, 8
-/// clients let PostgreSQL group-commit: ~3x the throughput of 4 on distinct licenses (see
-/// `record_use_figures` in the storage tests). Checks of one license queue on its row lock
+/// Clients per store (per replica). With 8 concurrent checks and durable commits, more clients
+/// let PostgreSQL group-commit checks of distinct licenses (see `record_use_figures` in the
+/// storage tests and `docs/SERVICE.md` §5). Checks of one license queue on its row lock
 /// whatever the pool size.
 pub const POOL_SIZE: usize = 8;
 
 /// Advisory lock key serialising migrations ("OVSA" "MIGR" in ASCII).
 const MIGRATION_LOCK: i64 = 0x4f56_5341_4d49_4752;
 
-/// Numbered migrations: `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`.
+/// Numbered migrations, one `.sql` file each under `store/migrations/postgres/` (embedded at build
+/// time): `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     // 1: initial schema.
-    "CREATE TABLE licenses (
-        license_guid    TEXT PRIMARY KEY,
-        model_guid      TEXT NOT NULL,
-        model_name      TEXT NOT NULL,
-        model_version   TEXT NOT NULL,
-        header_hash     TEXT NOT NULL,
-        license_digest  TEXT NOT NULL,
-        customer_cert   BYTEA NOT NULL,
-        isv_cert_sha256 TEXT NOT NULL,
-        policy          TEXT NOT NULL,
-        lease_seconds   BIGINT NOT NULL,
-        tcb             TEXT NOT NULL,
-        key_share       BYTEA NOT NULL,
-        issued          TEXT NOT NULL,
-        registered_at   BIGINT NOT NULL,
-        revoked_at      BIGINT,
-        first_use       BIGINT,
-        uses            BIGINT NOT NULL DEFAULT 0 CHECK (uses >= 0)
-    );
-    CREATE TABLE activations (
-        license_guid TEXT NOT NULL REFERENCES licenses (license_guid) ON DELETE CASCADE,
-        instance_id  TEXT NOT NULL,
-        first_seen   BIGINT NOT NULL,
-        last_seen    BIGINT NOT NULL,
-        checks       BIGINT NOT NULL,
-        PRIMARY KEY (license_guid, instance_id)
-    );
-    CREATE TABLE sessions (
-        session_id         TEXT PRIMARY KEY,
-        license_guid       TEXT NOT NULL,
-        purpose            TEXT NOT NULL,
-        nonce              BYTEA NOT NULL,
-        client_cert_sha256 TEXT NOT NULL,
-        ek_cert_sha256     TEXT NOT NULL,
-        ak_name            BYTEA NOT NULL,
-        credential_secret  BYTEA NOT NULL,
-        expires_at         BIGINT NOT NULL
-    );
-    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
-    CREATE TABLE audit (
-        id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        at           BIGINT NOT NULL,
-        license_guid TEXT,
-        client       TEXT NOT NULL,
-        action       TEXT NOT NULL,
-        purpose      TEXT,
-        result       TEXT NOT NULL,
-        reason       TEXT,
-        message      TEXT NOT NULL,
-        instance_id  TEXT
-    );
-    CREATE INDEX audit_by_license ON audit (license_guid, id);",
+    include_str!("migrations/postgres/0001_init.sql"),
     // 2: host AKs proven (credential challenge) to live in the host TPM owning the EK.
-    "CREATE TABLE host_aks (
-        host_ek_sha256 TEXT NOT NULL,
-        ak_name        BYTEA NOT NULL,
-        license_guid   TEXT NOT NULL,
-        enrolled_at    BIGINT NOT NULL,
-        PRIMARY KEY (host_ek_sha256, ak_name)
-    );",
+    include_str!("migrations/postgres/0002_host_aks.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -189,121 +132,31 @@ const AUDIT_LICENSE: &str = concat!(
 
 type SqlParam = dyn tokio_postgres::types::ToSql + Sync;
 
-/// One client and its prepared statements.
-struct Conn {
-    client: Client,
-    statements: HashMap<&'static str, Statement>,
-}
-
-impl Conn {
-    /// The prepared statement for `sql`, preparing it on first use.
-    async fn prepare(&mut self, sql: &'static str) -> StoreResult<Statement> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = self.client.prepare(sql).await?;
-        self.statements.insert(sql, s.clone());
-        Ok(s)
-    }
-}
-
-/// A fixed-size pool of clients, connected on demand.
-struct Pool {
-    config: Config,
-    permits: Semaphore,
-    idle: Mutex<Vec<Conn>>,
-}
-
-/// A client borrowed from the pool; returned on drop unless its connection broke.
-struct Pooled<'a> {
-    pool: &'a Pool,
-    conn: Option<Conn>,
-    _permit: SemaphorePermit<'a>,
-}
-
-impl std::ops::Deref for Pooled<'_> {
-    type Target = Conn;
-    fn deref(&self) -> &Conn {
-        // Invariant: `conn` is `Some` from construction until `drop`.
-        self.conn
-            .as_ref()
-            .expect("pooled connection present until drop")
-    }
-}
-
-impl std::ops::DerefMut for Pooled<'_> {
-    fn deref_mut(&mut self) -> &mut Conn {
-        // Invariant: `conn` is `Some` from construction until `drop`.
-        self.conn
-            .as_mut()
-            .expect("pooled connection present until drop")
-    }
-}
-
-impl Drop for Pooled<'_> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if !conn.client.is_closed() {
-                self.pool.lock_idle().push(conn);
-            }
-        }
-    }
-}
-
-impl Pool {
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
-        // The vector stays consistent even if a holder panicked (push/pop only).
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn get(&self) -> StoreResult<Pooled<'_>> {
-        let permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Task("connection pool closed".into()))?;
-        let idle = {
-            let mut idle = self.lock_idle();
-            idle.retain(|c| !c.client.is_closed());
-            idle.pop()
-        };
-        let conn = match idle {
-            Some(c) => c,
-            None => self.connect().await?,
-        };
-        Ok(Pooled {
-            pool: self,
-            conn: Some(conn),
-            _permit: permit,
-        })
-    }
-
-    async fn connect(&self) -> StoreResult<Conn> {
-        let (client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!("PostgreSQL connection closed: {e}");
-            }
-        });
-        Ok(Conn {
-            client,
-            statements: HashMap::new(),
-        })
-    }
-}
-
 /// The PostgreSQL store.
 pub struct PgStore {
-    // Boxed: `Config` is large and the store sits in an enum.
-    pool: Box<Pool>,
+    /// deadpool-postgres: at most `pool_size` clients, connected on demand, a broken one
+    /// replaced on the next checkout (`RecyclingMethod::Fast`), each with its own statement
+    /// cache (`prepare_cached`).
+    pool: Pool,
+    /// For `Debug` (host and database names; never printed with the password).
+    config: Box<Config>,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
-            .field("hosts", &self.pool.config.get_hosts())
-            .field("dbname", &self.pool.config.get_dbname())
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
             .finish_non_exhaustive()
+    }
+}
+
+/// A pool failure: the connection error itself when connecting failed (so it reads like any
+/// other PostgreSQL error), otherwise what the pool reported.
+fn pool_error(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => StoreError::Postgres(e),
+        other => StoreError::Task(format!("PostgreSQL connection pool: {other}")),
     }
 }
 
@@ -330,21 +183,6 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     s
 }
 
-/// `url` with any password replaced, for error messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.into();
-    };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.into(),
-        },
-        None => url.into(),
-    }
-}
-
 impl PgStore {
     /// Connects to `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (no TLS) and brings the schema up
     /// to [`SCHEMA_VERSION`].
@@ -367,7 +205,9 @@ impl PgStore {
         mode: OpenMode,
     ) -> StoreResult<PgStore> {
         let pool_size = pool_size.max(1);
-        let mut config: Config = url.parse().map_err(|_| StoreError::BadUrl(redact(url)))?;
+        let mut config: Config = url
+            .parse()
+            .map_err(|_| StoreError::BadUrl(super::redact_url(url)))?;
         if mode == OpenMode::ReadOnly {
             let options = match config.get_options() {
                 Some(o) => format!("{o} -c default_transaction_read_only=on"),
@@ -381,12 +221,20 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("ovsa-license-server");
         }
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .build()
+            .map_err(|e| StoreError::Task(format!("PostgreSQL connection pool: {e}")))?;
         let store = PgStore {
-            pool: Box::new(Pool {
-                config,
-                permits: Semaphore::new(pool_size),
-                idle: Mutex::new(Vec::with_capacity(pool_size)),
-            }),
+            pool,
+            config: Box::new(config),
         };
         match mode {
             OpenMode::Create => store.migrate().await?,
@@ -395,36 +243,40 @@ impl PgStore {
                 store.migrate().await?;
             }
             OpenMode::ReadOnly => {
-                super::sqlite::check_version(store.schema_version(url).await?)?;
+                codec::check_version(store.schema_version(url).await?)?;
             }
         }
         Ok(store)
     }
 
+    /// A client from the pool, exclusively held until dropped (a transaction must not interleave
+    /// with other callers' statements).
+    async fn client(&self) -> StoreResult<Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
     /// The schema version in the database, without changing anything;
     /// [`StoreError::NotInitialised`] if it holds no schema.
     async fn schema_version(&self, url: &str) -> StoreResult<i64> {
-        let c = self.pool.get().await?;
+        let c = self.client().await?;
         let exists: bool = c
-            .client
             .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
             .await?
             .try_get(0)?;
         if !exists {
             return Err(StoreError::NotInitialised(super::redact_url(url)));
         }
-        Ok(c.client
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version",
-                &[],
-            )
-            .await?
-            .try_get(0)?)
+        Ok(c.query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version",
+            &[],
+        )
+        .await?
+        .try_get(0)?)
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        let mut c = self.pool.get().await?;
-        let tx = c.client.transaction().await?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
         tx.batch_execute(&format!(
             "SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
              CREATE TABLE IF NOT EXISTS schema_version (
@@ -466,10 +318,9 @@ impl PgStore {
     /// Registers a license; [`StoreError::Duplicate`] if its GUID is taken.
     pub async fn add_license(&self, rec: &LicenseRecord) -> StoreResult<()> {
         let r = RawLicense::encode(rec)?;
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(ADD_LICENSE).await?;
+        let c = self.client().await?;
+        let st = c.prepare_cached(ADD_LICENSE).await?;
         let n = c
-            .client
             .execute(
                 &st,
                 &[
@@ -501,10 +352,9 @@ impl PgStore {
 
     /// One license.
     pub async fn license(&self, guid: Uuid) -> StoreResult<Option<LicenseRecord>> {
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(GET_LICENSE).await?;
-        c.client
-            .query_opt(&st, &[&guid.to_string()])
+        let c = self.client().await?;
+        let st = c.prepare_cached(GET_LICENSE).await?;
+        c.query_opt(&st, &[&guid.to_string()])
             .await?
             .map(|r| license_row(&r)?.decode())
             .transpose()
@@ -512,10 +362,9 @@ impl PgStore {
 
     /// All licenses, by registration time.
     pub async fn list_licenses(&self) -> StoreResult<Vec<LicenseRecord>> {
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(LIST_LICENSES).await?;
-        c.client
-            .query(&st, &[])
+        let c = self.client().await?;
+        let st = c.prepare_cached(LIST_LICENSES).await?;
+        c.query(&st, &[])
             .await?
             .iter()
             .map(|r| license_row(r)?.decode())
@@ -524,10 +373,9 @@ impl PgStore {
 
     /// The machines that activated a license, by first activation.
     pub async fn activations(&self, guid: Uuid) -> StoreResult<Vec<Activation>> {
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(ACTIVATIONS).await?;
-        c.client
-            .query(&st, &[&guid.to_string()])
+        let c = self.client().await?;
+        let st = c.prepare_cached(ACTIVATIONS).await?;
+        c.query(&st, &[&guid.to_string()])
             .await?
             .iter()
             .map(|r| {
@@ -544,12 +392,9 @@ impl PgStore {
 
     /// Revokes a license (the earliest revocation time is kept). `false` if unknown.
     pub async fn revoke(&self, guid: Uuid, at: OffsetDateTime) -> StoreResult<bool> {
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(REVOKE).await?;
-        let n = c
-            .client
-            .execute(&st, &[&guid.to_string(), &codec::ts(at)])
-            .await?;
+        let c = self.client().await?;
+        let st = c.prepare_cached(REVOKE).await?;
+        let n = c.execute(&st, &[&guid.to_string(), &codec::ts(at)]).await?;
         Ok(n > 0)
     }
 
@@ -561,67 +406,65 @@ impl PgStore {
         license_guid: Uuid,
         at: OffsetDateTime,
     ) -> StoreResult<()> {
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(ENROLL_HOST_AK).await?;
-        c.client
-            .execute(
-                &st,
-                &[
-                    &hex::encode(host_ek_sha256),
-                    &ak_name,
-                    &license_guid.to_string(),
-                    &codec::ts(at),
-                ],
-            )
-            .await?;
+        let c = self.client().await?;
+        let st = c.prepare_cached(ENROLL_HOST_AK).await?;
+        c.execute(
+            &st,
+            &[
+                &hex::encode(host_ek_sha256),
+                &ak_name,
+                &license_guid.to_string(),
+                &codec::ts(at),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
     /// The AK Names enrolled for a host EK.
     pub async fn host_aks(&self, host_ek_sha256: [u8; 32]) -> StoreResult<Vec<Vec<u8>>> {
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(HOST_AKS).await?;
-        let rows = c.client.query(&st, &[&hex::encode(host_ek_sha256)]).await?;
+        let c = self.client().await?;
+        let st = c.prepare_cached(HOST_AKS).await?;
+        let rows = c.query(&st, &[&hex::encode(host_ek_sha256)]).await?;
         Ok(rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect())
     }
 
     /// Lifts a revocation.
     pub async fn reinstate(&self, guid: Uuid) -> StoreResult<bool> {
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(REINSTATE).await?;
-        let n = c.client.execute(&st, &[&guid.to_string()]).await?;
+        let c = self.client().await?;
+        let st = c.prepare_cached(REINSTATE).await?;
+        let n = c.execute(&st, &[&guid.to_string()]).await?;
         Ok(n > 0)
     }
 
     /// Stores a new session.
     pub async fn put_session(&self, session: &SessionRecord) -> StoreResult<()> {
         let s = RawSession::encode(session);
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(PUT_SESSION).await?;
-        c.client
-            .execute(
-                &st,
-                &[
-                    &s.session_id,
-                    &s.license_guid,
-                    &s.purpose,
-                    &s.nonce,
-                    &s.client_cert_sha256,
-                    &s.ek_cert_sha256,
-                    &s.ak_name,
-                    &&s.credential_secret[..],
-                    &s.expires_at,
-                ],
-            )
-            .await?;
+        let c = self.client().await?;
+        let st = c.prepare_cached(PUT_SESSION).await?;
+        c.execute(
+            &st,
+            &[
+                &s.session_id,
+                &s.license_guid,
+                &s.purpose,
+                &s.nonce,
+                &s.client_cert_sha256,
+                &s.ek_cert_sha256,
+                &s.ak_name,
+                &&s.credential_secret[..],
+                &s.expires_at,
+            ],
+        )
+        .await?;
         Ok(())
     }
 
     /// Removes and returns a session (single use, across replicas).
     pub async fn take_session(&self, id: Uuid) -> StoreResult<Option<SessionRecord>> {
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(TAKE_SESSION).await?;
-        let Some(r) = c.client.query_opt(&st, &[&id.to_string()]).await? else {
+        let c = self.client().await?;
+        let st = c.prepare_cached(TAKE_SESSION).await?;
+        let Some(r) = c.query_opt(&st, &[&id.to_string()]).await? else {
             return Ok(None);
         };
         RawSession {
@@ -641,9 +484,9 @@ impl PgStore {
 
     /// Deletes sessions that expired before `now`.
     pub async fn purge_sessions(&self, now: OffsetDateTime) -> StoreResult<u64> {
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(PURGE_SESSIONS).await?;
-        Ok(c.client.execute(&st, &[&codec::ts(now)]).await?)
+        let c = self.client().await?;
+        let st = c.prepare_cached(PURGE_SESSIONS).await?;
+        Ok(c.execute(&st, &[&codec::ts(now)]).await?)
     }
 
     /// Applies one check in one transaction holding the license row lock (see the module
@@ -658,12 +501,12 @@ impl PgStore {
         let guid = guid.to_string();
         let instance = hex::encode(instance_id);
         let now = codec::ts(now);
-        let mut c = self.pool.get().await?;
-        let lock = c.prepare(LOCK_LICENSE).await?;
-        let count = c.prepare(COUNT_INSTANCES).await?;
-        let set_uses = c.prepare(SET_USES).await?;
-        let upsert = c.prepare(UPSERT_ACTIVATION).await?;
-        let tx = c.client.transaction().await?;
+        let mut c = self.client().await?;
+        let lock = c.prepare_cached(LOCK_LICENSE).await?;
+        let count = c.prepare_cached(COUNT_INSTANCES).await?;
+        let set_uses = c.prepare_cached(SET_USES).await?;
+        let upsert = c.prepare_cached(UPSERT_ACTIVATION).await?;
+        let tx = c.transaction().await?;
         // Pipelined: the count runs after the lock is granted, with a fresh snapshot.
         let (lock_args, count_args): ([&SqlParam; 1], [&SqlParam; 2]) =
             ([&guid], [&guid, &instance]);
@@ -708,39 +551,38 @@ impl PgStore {
     /// Appends an audit entry.
     pub async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         let a = RawAudit::encode(entry);
-        let mut c = self.pool.get().await?;
-        let st = c.prepare(APPEND_AUDIT).await?;
-        c.client
-            .execute(
-                &st,
-                &[
-                    &a.at,
-                    &a.license_guid,
-                    &a.client,
-                    &a.action,
-                    &a.purpose,
-                    &a.result,
-                    &a.reason,
-                    &a.message,
-                    &a.instance_id,
-                ],
-            )
-            .await?;
+        let c = self.client().await?;
+        let st = c.prepare_cached(APPEND_AUDIT).await?;
+        c.execute(
+            &st,
+            &[
+                &a.at,
+                &a.license_guid,
+                &a.client,
+                &a.action,
+                &a.purpose,
+                &a.result,
+                &a.reason,
+                &a.message,
+                &a.instance_id,
+            ],
+        )
+        .await?;
         Ok(())
     }
 
     /// Lists audit entries, newest first; `limit` 0 means no limit.
     pub async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
         let limit = codec::limit(filter.limit);
-        let mut c = self.pool.get().await?;
+        let c = self.client().await?;
         let rows = match filter.license_guid {
             Some(g) => {
-                let st = c.prepare(AUDIT_LICENSE).await?;
-                c.client.query(&st, &[&g.to_string(), &limit]).await?
+                let st = c.prepare_cached(AUDIT_LICENSE).await?;
+                c.query(&st, &[&g.to_string(), &limit]).await?
             }
             None => {
-                let st = c.prepare(AUDIT_ALL).await?;
-                c.client.query(&st, &[&limit]).await?
+                let st = c.prepare_cached(AUDIT_ALL).await?;
+                c.query(&st, &[&limit]).await?
             }
         };
         rows.iter()
@@ -786,13 +628,22 @@ fn license_row(r: &Row) -> Result<RawLicense, tokio_postgres::Error> {
 
 #[cfg(test)]
 mod tests {
+    /// Every numbered file under `store/migrations/postgres/` is embedded, in order, and nothing else.
     #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h:5432/db?x=1"),
-            "postgres://u:***@h:5432/db?x=1"
-        );
-        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+    fn migration_files_are_all_embedded_in_order() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/migrations/postgres");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), super::MIGRATIONS.len(), "{names:?}");
+        for (i, name) in names.iter().enumerate() {
+            assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name}");
+            assert!(name.ends_with(".sql"), "{name}");
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            assert_eq!(text, super::MIGRATIONS[i], "{name}");
+        }
     }
 }
