@@ -31,7 +31,8 @@ use crate::attest::host_blob::{
 use crate::attest::{
     host_qualifying_data, HashAlg, HostBlobError, HostEvidence, HOST_EVIDENCE_NV_BASE,
 };
-use crate::{is_handle_error, AkAlg, AkBlob, EkKind, Result, Tpm, TpmError};
+use crate::error::is_handle_error;
+use crate::{AkAlg, AkBlob, EkKind, Result, Tpm, TpmError};
 
 /// Options of the host quote.
 #[derive(Debug, Clone)]
