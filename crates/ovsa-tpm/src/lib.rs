@@ -38,6 +38,10 @@
 //! `session.rs` (policy sessions and the authorization model), `activation.rs`
 //! (TPM2_ActivateCredential), `quote.rs` ([`QuoteOutput`], TPM2_Quote), `pcr.rs` (PCR banks,
 //! read, extend), and the public modules [`host`] and [`tools`].
+//!
+//! No `unsafe`: `tss-esapi` owns the FFI to tpm2-tss, so this crate, like `ovsa-core` and
+//! `ovsa-client`, forbids it.
+#![forbid(unsafe_code)]
 
 /// The pure-Rust Verifier and evidence formats (re-exported from `ovsa-core`).
 pub use ovsa_core::attest;
