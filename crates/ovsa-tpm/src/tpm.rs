@@ -65,13 +65,18 @@ impl Tpm {
 
     /// TPM commands sent so far by this connection, counting every command this crate's
     /// operations send, including session start and flush (exact on the paths tested against a
-    /// counting proxy in `swtpm-tests`). Not counted: commands sent through [`Tpm::context`],
-    /// and resubmissions tpm2-tss makes by itself when the TPM answers `TPM_RC_RETRY`.
+    /// counting proxy in `swtpm-tests`). Not counted: commands sent through the raw ESYS
+    /// context (`Tpm::context`, feature `test-support`), and resubmissions tpm2-tss makes by
+    /// itself when the TPM answers `TPM_RC_RETRY`.
     pub fn command_count(&self) -> u64 {
         self.commands
     }
 
-    /// Direct access to the `tss-esapi` context (tests, tools).
+    /// Direct access to the raw `tss-esapi` ESYS context, for tests that must send a command
+    /// this crate does not offer (e.g. TPM2_Startup after a simulated reset). Only with the
+    /// `test-support` feature: production code goes through this crate's operations, which
+    /// flush what they load and keep [`Tpm::command_count`] exact.
+    #[cfg(feature = "test-support")]
     pub fn context(&mut self) -> &mut Context {
         &mut self.ctx
     }
