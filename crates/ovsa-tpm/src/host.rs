@@ -25,14 +25,14 @@ use tss_esapi::{
     structures::NvPublicBuilder,
 };
 
-use crate::attest::host_blob::{
-    blob_total_len, nv_index_count, HOST_BLOB_HEADER_LEN, HOST_BLOB_MAX_SIZE, NV_INDEX_MAX_SIZE,
-};
-use crate::attest::{
-    host_qualifying_data, HashAlg, HostBlobError, HostEvidence, HOST_EVIDENCE_NV_BASE,
-};
 use crate::error::is_handle_error;
 use crate::{AkAlg, AkBlob, EkKind, Result, Tpm, TpmError};
+use ovsa_core::attest::host_blob::{
+    blob_total_len, nv_index_count, HOST_BLOB_HEADER_LEN, HOST_BLOB_MAX_SIZE, NV_INDEX_MAX_SIZE,
+};
+use ovsa_core::attest::{
+    host_qualifying_data, HashAlg, HostBlobError, HostEvidence, HOST_EVIDENCE_NV_BASE,
+};
 
 /// Options of the host quote.
 #[derive(Debug, Clone)]

@@ -37,14 +37,12 @@
 //! EK certificates, EK loading), `ak.rs` ([`AkAlg`], [`AkBlob`], AK creation and loading),
 //! `session.rs` (policy sessions and the authorization model), `activation.rs`
 //! (TPM2_ActivateCredential), `quote.rs` ([`QuoteOutput`], TPM2_Quote), `pcr.rs` (PCR banks,
-//! read, extend), and the public modules [`host`] and [`tools`].
+//! read, extend), and the public modules [`host`] and [`tools`]. The Verifier and the evidence
+//! formats are `ovsa_core::attest` (pure Rust, no TPM); this crate does not re-export them.
 //!
 //! No `unsafe`: `tss-esapi` owns the FFI to tpm2-tss, so this crate, like `ovsa-core` and
 //! `ovsa-client`, forbids it.
 #![forbid(unsafe_code)]
-
-/// The pure-Rust Verifier and evidence formats (re-exported from `ovsa-core`).
-pub use ovsa_core::attest;
 
 mod activation;
 mod ak;
