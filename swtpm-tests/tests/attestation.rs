@@ -1,7 +1,7 @@
 //! End-to-end attestation against real swtpm instances: host quote -> vTPM NV -> attest ->
 //! verify, and the tamper cases, each of which must fail with its own error.
 
-use ovsa_tpm::attest::{
+use ovsa_core::attest::{
     self, host_blob::HostEvidence, AkBinding, AttestError, EkTrust, Evidence, Expected, HashAlg,
     HostBlobError, HostPolicy, PcrSet, ReferenceValues, VerifierConfig,
 };

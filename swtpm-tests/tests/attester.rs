@@ -1,7 +1,7 @@
 //! Attester (ovsa-tpm) behaviour on swtpm: typed errors, EK certificates, AK caching across
 //! connections, objects flushed.
 
-use ovsa_tpm::attest::{self, HashAlg};
+use ovsa_core::attest::{self, HashAlg};
 use ovsa_tpm::{parse_tcti, AkAlg, AkBlob, EkKind, Tpm, TpmError};
 use swtpm_tests::{names, Swtpm};
 

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
-use ovsa_tpm::attest::{self, HashAlg};
+use ovsa_core::attest::{self, HashAlg};
 use ovsa_tpm::{AkAlg, EkKind, Tpm};
 use swtpm_tests::{names, PortPair, Swtpm};
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ovsa_tpm::attest::{
+use ovsa_core::attest::{
     self, AkBinding, EkTrust, Evidence, Expected, HashAlg, HostPolicy, ReferenceValues,
     VerifierConfig,
 };

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use ovsa_tpm::attest::{self, HashAlg};
+use ovsa_core::attest::{self, HashAlg};
 use ovsa_tpm::{AkAlg, EkKind};
 use swtpm_tests::{names, Swtpm};
 

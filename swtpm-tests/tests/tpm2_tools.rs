@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use ovsa_tpm::attest::{self, AttestError, HashAlg};
+use ovsa_core::attest::{self, AttestError, HashAlg};
 use ovsa_tpm::{AkAlg, EkKind};
 use swtpm_tests::{names, Swtpm};
 

@@ -25,13 +25,14 @@ use tss_esapi::{
     structures::NvPublicBuilder,
 };
 
-use crate::attest::host_blob::{
+use crate::error::is_handle_error;
+use crate::{AkAlg, AkBlob, EkKind, Result, Tpm, TpmError};
+use ovsa_core::attest::host_blob::{
     blob_total_len, nv_index_count, HOST_BLOB_HEADER_LEN, HOST_BLOB_MAX_SIZE, NV_INDEX_MAX_SIZE,
 };
-use crate::attest::{
+use ovsa_core::attest::{
     host_qualifying_data, HashAlg, HostBlobError, HostEvidence, HOST_EVIDENCE_NV_BASE,
 };
-use crate::{is_handle_error, AkAlg, AkBlob, EkKind, Result, Tpm, TpmError};
 
 /// Options of the host quote.
 #[derive(Debug, Clone)]

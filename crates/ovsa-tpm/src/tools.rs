@@ -23,8 +23,8 @@
 
 use std::path::Path;
 
-use crate::attest::{HashAlg, PcrSet};
 use crate::{QuoteOutput, Result, TpmError};
+use ovsa_core::attest::{HashAlg, PcrSet};
 
 /// Names of the files written by [`write_tpm2_tools_files`].
 pub const FILES: [&str; 4] = ["quote.msg", "quote.sig", "pcrs.bin", "ak.pub"];
