@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ovsa_tpm::attest::{self, EkTrust, EventLog, Evidence};
+use ovsa_core::attest::{self, EkTrust, EventLog, Evidence};
 use swtpm_tests::names;
 use vm_tests::{BootOpts, Firmware, Guest, GuestFwd, GuestOutput, GuestParts, Vtpm, VtpmChoice};
 

@@ -3,7 +3,7 @@
 //! of PCRS, e.g. `0,1,2,3,4,5,7,9`), written as `ovsa_core::attest::Evidence` JSON for the host
 //! to verify.
 
-use ovsa_tpm::attest::{Evidence, HashAlg};
+use ovsa_core::attest::{Evidence, HashAlg};
 use ovsa_tpm::{AkAlg, EkKind, Tpm};
 
 fn main() {
