@@ -55,10 +55,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "1. Identities: the ISV, the customer, and the license service's TLS key (pinned in licenses)"
+step "1. Identities: the ISV, the customer, the license service's TLS key (pinned in licenses) and its registration key (sold registrations are sealed to it)"
 "$T" keygen --keystore isv.ks --subject "CN=Acme Models, O=Acme"
 "$T" keygen --keystore customer.ks --subject "CN=Customer One, O=Example Corp"
 "$T" keygen --keystore license-server.ks --subject "CN=license.acme.local"
+"$T" keygen --keystore registration.ks --subject "CN=license.acme.local registration"
 
 step "2. Two models: an OpenVINO IR CNN (~4 MiB of weights) and a real pretrained one (PP-OCRv4 text detector, ONNX)"
 "$PY" "$ROOT/examples/models/make_model.py" model --weights-mib 4
@@ -120,9 +121,11 @@ echo "vm.tcb: $(grep -c '"index"' vm.tcb) PCRs of the sha256 bank (vTPM 0-7, hos
 
 step "8. Sell a license to the customer"
 "$T" sale --keystore isv.ks --master-license demo-cnn.masterlic --config 30day.config --tcb vm.tcb \
-  --customer-cert customer.ks.crt --out demo-cnn.lic --registration demo-cnn.reg | tee sale.txt
+  --customer-cert customer.ks.crt --registration-cert registration.ks.crt \
+  --out demo-cnn.lic --registration demo-cnn.reg | tee sale.txt
 "$T" sale --keystore isv.ks --master-license ppocr-det.masterlic --config 30day.config --tcb vm.tcb \
-  --customer-cert customer.ks.crt --out ppocr-det.lic --registration ppocr-det.reg | sed -n 1p
+  --customer-cert customer.ks.crt --registration-cert registration.ks.crt \
+  --out ppocr-det.lic --registration ppocr-det.reg | sed -n 1p
 
 step "9. Every artifact verifies"
 for f in demo-cnn.dat demo-cnn.masterlic 30day.config vm.tcb demo-cnn.lic demo-cnn.reg; do
@@ -145,7 +148,8 @@ test ! -e t-out/model.bin && echo "refused; nothing written"
 
 step "12. The license service: ovsa-license-server on SQLite, the registration imported"
 DB="sqlite:$W/licenses.db"
-"$LS" --db "$DB" license add --trust-isv isv.ks.crt demo-cnn.reg ppocr-det.reg
+"$LS" --db "$DB" license add --trust-isv isv.ks.crt --registration-key registration.ks \
+  demo-cnn.reg ppocr-det.reg
 "$LS" --db "$DB" serve --listen "127.0.0.1:$LS_PORT" \
   --tls-cert license-server.ks.crt --tls-key license-server.ks \
   --trust-ek-ca ca-vtpm/chain.pem --trust-host-ek-ca ca-host/chain.pem --require-host-evidence \

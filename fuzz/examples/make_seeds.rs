@@ -106,6 +106,7 @@ fn main() -> R<()> {
     let (isv, _) = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=Fuzz ISV, O=Fuzz", 3650)?;
     let (isv384, _) = Keystore::generate(KeyAlgorithm::EcdsaP384, "CN=Fuzz ISV 384", 3650)?;
     let (customer, csr) = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=Fuzz Customer", 3650)?;
+    let (service, _) = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=Fuzz Registration", 3650)?;
     write(
         &root,
         "keystore",
@@ -348,6 +349,7 @@ fn main() -> R<()> {
             config,
             tcb: &tcb,
             customer: imported.certificate(),
+            service: service.certificate(),
         })?;
         write(
             &root,

@@ -271,10 +271,17 @@ impl Fixture {
             config: &config,
             tcb: &self.w.tcb,
             customer: self.w.customer.certificate(),
+            service: self.w.registration_ks.certificate(),
         })
         .unwrap();
+        let share = sale
+            .registration
+            .body()
+            .open_share(&self.w.registration_ks)
+            .unwrap();
         let rec = LicenseRecord::from_registration(
             sale.registration.body(),
+            &share,
             sale.registration.signer().fingerprint(),
             time::OffsetDateTime::now_utc(),
         );

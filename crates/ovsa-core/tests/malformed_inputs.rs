@@ -128,12 +128,16 @@ fn fixture() -> &'static Fixture {
             &isv,
         )
         .unwrap();
+        let service = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=registration", 30)
+            .unwrap()
+            .0;
         let sale = sell(&SaleRequest {
             isv: &isv,
             master: &master,
             config: &config,
             tcb: &tcb,
             customer: &customer_cert,
+            service: service.certificate(),
         })
         .unwrap();
         let header_len = u32::from_be_bytes(package[12..16].try_into().unwrap()) as usize;

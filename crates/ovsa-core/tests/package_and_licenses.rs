@@ -302,11 +302,14 @@ struct Shop {
     master: Signed<MasterLicense>,
     config: Signed<LicenseConfig>,
     tcb: Signed<TcbReference>,
+    /// The license service's registration key.
+    service: Keystore,
 }
 
 fn shop() -> Shop {
     let isv = keystore("isv");
     let customer = keystore("customer");
+    let service = keystore("license service registration");
     let model = ir_model(50, 9_000, 9);
     let (package, protected) = protect_model(&model, &isv, CHUNK);
     let master = MasterLicense::create(&protected, &isv).unwrap();
@@ -353,6 +356,7 @@ fn shop() -> Shop {
         master,
         config,
         tcb,
+        service,
     }
 }
 
@@ -363,6 +367,7 @@ fn sale_of(s: &Shop) -> ovsa_core::license::Sale {
         config: &s.config,
         tcb: &s.tcb,
         customer: s.customer.certificate(),
+        service: s.service.certificate(),
     })
     .unwrap()
 }
@@ -377,7 +382,7 @@ fn customer_path_needs_key_and_share_and_the_right_package() {
     assert_eq!(reg.body().license_digest, lic.digest());
     let pkg = Package::open(&s.package).unwrap();
     CustomerLicense::check_package(&lic, pkg.header()).unwrap();
-    let share = reg.body().key_share.clone();
+    let share = reg.body().open_share(&s.service).unwrap();
     let key = lic
         .body()
         .unwrap_model_key(&s.customer, Some(&share))
@@ -400,8 +405,16 @@ fn customer_path_needs_key_and_share_and_the_right_package() {
     ));
     let other_sale = sale_of(&s);
     assert!(matches!(
-        lic.body()
-            .unwrap_model_key(&s.customer, Some(&other_sale.registration.body().key_share)),
+        lic.body().unwrap_model_key(
+            &s.customer,
+            Some(
+                &other_sale
+                    .registration
+                    .body()
+                    .open_share(&s.service)
+                    .unwrap()
+            )
+        ),
         Err(Error::UnwrapFailed { .. })
     ));
     // Another customer's keystore.
@@ -459,6 +472,54 @@ fn every_bit_flip_in_every_signed_artifact_is_refused() {
     assert_every_flip_refused::<Registration>(&sale.registration.to_bytes().unwrap());
 }
 
+/// The red team's "stolen .reg" attack: the registration file plus everything on the customer's
+/// disk. With the share sealed to the license service's registration key, the thief has no share
+/// to give; only that key opens it, and the sealed share is no model key.
+#[test]
+fn a_stolen_registration_does_not_give_the_model_key() {
+    let s = shop();
+    let sale = sale_of(&s);
+    let reg_bytes = sale.registration.to_bytes().unwrap();
+    let reg = Signed::<Registration>::from_bytes(&reg_bytes).unwrap();
+    let lic = sale.license.body();
+    // The share is not in the file: neither the share's bytes nor its base64 appear.
+    let share = reg.body().open_share(&s.service).unwrap();
+    let text = String::from_utf8_lossy(&reg_bytes);
+    assert!(!text.contains(&ovsa_core::encoding::b64::encode(share.as_bytes())));
+    assert!(!reg_bytes
+        .windows(share.as_bytes().len())
+        .any(|w| w == share.as_bytes()));
+    // The thief's own keys (the customer's included) do not open it.
+    for thief in [&s.customer, &s.isv, &keystore("thief")] {
+        let e = reg.body().open_share(thief).unwrap_err();
+        assert!(
+            e.to_string().contains("sealed to the registration key"),
+            "{e}"
+        );
+    }
+    // A key claiming the right certificate but another private key: the AEAD refuses.
+    let impostor = Keystore::from_parts(
+        ovsa_core::crypto::SigningKey::generate(KeyAlgorithm::EcdsaP256).unwrap(),
+        s.service.certificate().clone(),
+        vec![],
+    );
+    if let Ok(impostor) = impostor {
+        assert!(reg.body().open_share(&impostor).is_err());
+    }
+    // The sealed bytes used as a share do not unwrap the model key.
+    let sealed = &reg.body().sealed_share.wrapped.ciphertext[..32];
+    assert!(matches!(
+        lic.unwrap_model_key(&s.customer, Some(&KeyShare::from_bytes(sealed).unwrap())),
+        Err(Error::UnwrapFailed { .. })
+    ));
+    // A registration claiming version 1 (the format with the share in clear) is refused.
+    let v1 = text
+        .replace("\"version\":2", "\"version\":1")
+        .replace("\"version\": 2", "\"version\": 1");
+    assert_ne!(v1, text);
+    assert!(Signed::<Registration>::from_bytes(v1.as_bytes()).is_err());
+}
+
 #[test]
 fn artifacts_of_the_wrong_type_or_signer_are_refused() {
     let s = shop();
@@ -476,6 +537,7 @@ fn artifacts_of_the_wrong_type_or_signer_are_refused() {
         config: &foreign,
         tcb: &s.tcb,
         customer: s.customer.certificate(),
+        service: s.service.certificate(),
     });
     assert!(matches!(r, Err(Error::WrongKey { .. })));
     // A license re-signed by another key no longer matches the package's signer.
@@ -524,6 +586,7 @@ fn expired_certificates_are_refused() {
         config: &s.config,
         tcb: &s.tcb,
         customer: &old,
+        service: s.service.certificate(),
     });
     assert!(matches!(r, Err(Error::CertificateExpired { .. })));
 }

@@ -192,12 +192,17 @@ fn main() {
         &isv,
     )
     .unwrap();
+    let registration_ks = ks("CN=registration");
+    registration_ks
+        .save(&d.join("registration.ks"), &KeystoreProtection::None, true)
+        .unwrap();
     let sale = sell(&SaleRequest {
         isv: &isv,
         master: &master,
         config: &config,
         tcb: &tcb,
         customer: customer.certificate(),
+        service: registration_ks.certificate(),
     })
     .unwrap();
     sale.registration
@@ -211,6 +216,8 @@ fn main() {
         .arg(d.join("l.reg"))
         .arg("--trust-isv")
         .arg(d.join("isv.crt"))
+        .arg("--registration-key")
+        .arg(d.join("registration.ks"))
         .status()
         .unwrap();
     assert!(admin.success(), "license add failed");

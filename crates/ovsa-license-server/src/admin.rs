@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use ovsa_core::envelope::Signed;
-use ovsa_core::identity::Certificate;
-use ovsa_core::license::Registration;
+use ovsa_core::identity::{Certificate, Keystore};
+use ovsa_core::license::{KeyShare, Registration};
 use ovsa_license_server::config::{self, read_input, ConfigError, Env, FileConfig, MAX_INPUT_FILE};
 use ovsa_license_server::store::{
     Activation, AuditEntry, AuditFilter, LicenseRecord, OpenMode, Store,
@@ -60,6 +60,23 @@ fn load_registration(path: &Path, isvs: &[Certificate]) -> Result<Signed<Registr
     Ok(reg)
 }
 
+/// Opens the registration keystore (bounded read; passphrase from the usual sources).
+fn load_registration_key(
+    path: &Path,
+    passphrase: &config::KeyPassphrase,
+) -> Result<Keystore, ConfigError> {
+    let setting = config::REGISTRATION_KEY.flag;
+    let bytes = read_input(path, setting, MAX_INPUT_FILE)?;
+    let pass = passphrase.load()?;
+    Keystore::from_bytes(&bytes, pass.as_ref().map(|p| p.as_str())).map_err(|e| {
+        ConfigError::Input {
+            setting: setting.into(),
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        }
+    })
+}
+
 fn nothing_imported(problems: Vec<String>, total: usize) -> MainError {
     MainError::NothingImported { problems, total }
 }
@@ -73,8 +90,16 @@ pub async fn license(
 ) -> Result<(), MainError> {
     let now = time::OffsetDateTime::now_utc();
     match cmd {
-        LicenseCmd::Add { files, trust_isv } => {
+        LicenseCmd::Add {
+            files,
+            trust_isv,
+            registration_key,
+        } => {
             let isv_paths = config::resolve_trust_isv(&trust_isv, env, file)?;
+            let service = load_registration_key(
+                &config::resolve_registration_key(registration_key, env, file)?,
+                &config::resolve_passphrase(None, env, file)?,
+            )?;
             let isvs = isv_paths
                 .iter()
                 .map(|p| {
@@ -86,15 +111,22 @@ pub async fn license(
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            // Check every file before importing any.
+            // Check every file before importing any (signature, ISV, and that the service's key
+            // opens its share).
             let mut problems = Vec::new();
-            let mut regs: Vec<(&PathBuf, Signed<Registration>)> = Vec::new();
+            let mut regs: Vec<(&PathBuf, Signed<Registration>, KeyShare)> = Vec::new();
             for f in &files {
-                match load_registration(f, &isvs) {
-                    Ok(reg) => {
+                let opened = load_registration(f, &isvs).and_then(|reg| {
+                    reg.body()
+                        .open_share(&service)
+                        .map(|share| (reg, share))
+                        .map_err(|e| format!("registration {}: {e}", f.display()))
+                });
+                match opened {
+                    Ok((reg, share)) => {
                         let guid = reg.body().license_guid;
-                        if let Some((other, _)) =
-                            regs.iter().find(|(_, r)| r.body().license_guid == guid)
+                        if let Some((other, _, _)) =
+                            regs.iter().find(|(_, r, _)| r.body().license_guid == guid)
                         {
                             problems.push(format!(
                                 "registration {}: license {guid} is also in {}",
@@ -102,7 +134,7 @@ pub async fn license(
                                 other.display()
                             ));
                         } else {
-                            regs.push((f, reg));
+                            regs.push((f, reg, share));
                         }
                     }
                     Err(e) => problems.push(e),
@@ -112,7 +144,7 @@ pub async fn license(
                 return Err(nothing_imported(problems, files.len()));
             }
             let store = Store::open_with(db, OpenMode::Create).await?;
-            for (f, reg) in &regs {
+            for (f, reg, _) in &regs {
                 let guid = reg.body().license_guid;
                 if store.license(guid).await?.is_some() {
                     problems.push(format!(
@@ -124,9 +156,13 @@ pub async fn license(
             if !problems.is_empty() {
                 return Err(nothing_imported(problems, files.len()));
             }
-            for (f, reg) in &regs {
-                let rec =
-                    LicenseRecord::from_registration(reg.body(), reg.signer().fingerprint(), now);
+            for (f, reg, share) in &regs {
+                let rec = LicenseRecord::from_registration(
+                    reg.body(),
+                    share,
+                    reg.signer().fingerprint(),
+                    now,
+                );
                 store.add_license(&rec).await?;
                 store
                     .append_audit(&AuditEntry {

@@ -184,6 +184,15 @@ pub enum LicenseCmd {
             &config::TRUST_ISV,
         ))]
         trust_isv: Vec<PathBuf>,
+        /// The registration keystore.
+        #[arg(long, value_name = "KEYSTORE", help = with_env(
+            "The service's registration keystore: each registration's key share is sealed to its \
+             key (its certificate is what the ISV gives to `ovsatool sale --registration-cert`). \
+             A passphrase-protected one takes its passphrase like the TLS keystore \
+             (OVSA_LS_PASSPHRASE_FILE or OVSA_KEYSTORE_PASSPHRASE)",
+            &config::REGISTRATION_KEY,
+        ))]
+        registration_key: Option<PathBuf>,
     },
     /// List licenses (read-only).
     List {

@@ -292,6 +292,8 @@ pub struct FileConfig {
     pub max_connections: Option<u64>,
     /// File holding the passphrase of a protected keystore given as `tls_key`.
     pub passphrase_file: Option<PathBuf>,
+    /// The registration keystore of `license add`.
+    pub registration_key: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -393,6 +395,14 @@ pub const TRUST_ISV: Setting = Setting {
     flag: "--trust-isv",
     env: "OVSA_LS_TRUST_ISV",
     key: "trust_isv",
+    default: None,
+};
+/// `--registration-key`: the keystore whose certificate the ISV passes to
+/// `ovsatool sale --registration-cert` (`license add` opens the sealed shares with it).
+pub const REGISTRATION_KEY: Setting = Setting {
+    flag: "--registration-key",
+    env: "OVSA_LS_REGISTRATION_KEY",
+    key: "registration_key",
     default: None,
 };
 /// `--require-host-evidence`.
@@ -571,6 +581,57 @@ pub fn resolve_db(flag: Option<&str>, env: &Env, file: &FileConfig) -> Result<St
     )
 }
 
+/// Where a keystore's passphrase comes from: `--passphrase-file`, else `OVSA_LS_PASSPHRASE_FILE`,
+/// else `passphrase_file` in the file, else the [`KEYSTORE_PASSPHRASE_ENV`] variable.
+pub fn resolve_passphrase(
+    flag: Option<PathBuf>,
+    env: &Env,
+    file: &FileConfig,
+) -> Result<KeyPassphrase, ConfigError> {
+    Ok(
+        match first(
+            flag,
+            env.path(&PASSPHRASE_FILE)?,
+            file.passphrase_file.clone(),
+        ) {
+            Some(p) => KeyPassphrase::File(p),
+            None => match env.get(KEYSTORE_PASSPHRASE_ENV) {
+                Some(v) if !v.is_empty() => KeyPassphrase::Value(Zeroizing::new(
+                    v.to_str()
+                        .ok_or_else(|| ConfigError::Env {
+                            env: KEYSTORE_PASSPHRASE_ENV,
+                            flag: PASSPHRASE_FILE.flag,
+                            detail: "is not valid UTF-8; use --passphrase-file instead".into(),
+                        })?
+                        .to_string(),
+                )),
+                _ => KeyPassphrase::None,
+            },
+        },
+    )
+}
+
+/// `license add`'s registration keystore (the key registrations' shares are sealed to):
+/// `--registration-key`, else `OVSA_LS_REGISTRATION_KEY`, else `registration_key` in the file;
+/// required.
+pub fn resolve_registration_key(
+    flag: Option<PathBuf>,
+    env: &Env,
+    file: &FileConfig,
+) -> Result<PathBuf, ConfigError> {
+    first(
+        flag,
+        env.path(&REGISTRATION_KEY)?,
+        file.registration_key.clone(),
+    )
+    .ok_or_else(|| {
+        missing(
+            "the registration keystore (the key share in each registration is sealed to it)",
+            &REGISTRATION_KEY,
+        )
+    })
+}
+
 /// `license add`'s ISV certificates: `--trust-isv`, else `OVSA_LS_TRUST_ISV`, else `trust_isv`
 /// in the file; at least one is required.
 pub fn resolve_trust_isv(
@@ -730,25 +791,7 @@ pub fn resolve_serve(
         env.paths(&TRUST_HOST_EK_CA)?,
         &file.trust_host_ek_ca,
     );
-    let passphrase = match first(
-        flags.passphrase_file.clone(),
-        env.path(&PASSPHRASE_FILE)?,
-        file.passphrase_file.clone(),
-    ) {
-        Some(p) => KeyPassphrase::File(p),
-        None => match env.get(KEYSTORE_PASSPHRASE_ENV) {
-            Some(v) if !v.is_empty() => KeyPassphrase::Value(Zeroizing::new(
-                v.to_str()
-                    .ok_or_else(|| ConfigError::Env {
-                        env: KEYSTORE_PASSPHRASE_ENV,
-                        flag: PASSPHRASE_FILE.flag,
-                        detail: "is not valid UTF-8; use --passphrase-file instead".into(),
-                    })?
-                    .to_string(),
-            )),
-            _ => KeyPassphrase::None,
-        },
-    };
+    let passphrase = resolve_passphrase(flags.passphrase_file.clone(), env, file)?;
     let switch = |flag: bool, s: &Setting, file: Option<bool>| -> Result<bool, ConfigError> {
         let cli = flag.then_some(true);
         Ok(first(cli, env.switch(s)?, file).unwrap_or(s.default == Some("true")))

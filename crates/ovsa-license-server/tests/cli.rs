@@ -21,6 +21,8 @@ fn server(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env_remove("OVSA_LS_DB")
         .env_remove("OVSA_LS_CONFIG")
+        // The registration keystore `registrations` writes beside the sold registrations.
+        .env("OVSA_LS_REGISTRATION_KEY", "registration.ks")
         .args(args)
         .output()
         .expect("run ovsa-license-server")
@@ -62,6 +64,16 @@ fn registrations(d: &Path, names: &[&str], customer: &Certificate) -> Vec<String
             .0
     };
     let (isv, mallory) = (ks("CN=isv"), ks("CN=mallory"));
+    // The service's registration key (one per directory: later calls reuse it).
+    let reg_path = d.join("registration.ks");
+    let service = match std::fs::read(&reg_path) {
+        Ok(bytes) => Keystore::from_bytes(&bytes, None).unwrap(),
+        Err(_) => {
+            let k = ks("CN=registration");
+            k.save(&reg_path, &KeystoreProtection::None, false).unwrap();
+            k
+        }
+    };
     std::fs::write(d.join("isv.crt"), isv.certificate().to_pem()).unwrap();
     std::fs::write(d.join("mallory.crt"), mallory.certificate().to_pem()).unwrap();
     std::fs::write(d.join("m.onnx"), [1u8; 100]).unwrap();
@@ -124,6 +136,7 @@ fn registrations(d: &Path, names: &[&str], customer: &Certificate) -> Vec<String
                 config: &config,
                 tcb: &tcb,
                 customer,
+                service: service.certificate(),
             })
             .unwrap();
             sale.registration.save(&d.join(name), 0o600, true).unwrap();
@@ -592,6 +605,55 @@ fn read_commands_never_create_or_change_a_database() {
         err.contains("notes.txt") && err.contains("not an SQLite database"),
         "{err}"
     );
+}
+
+/// The red team's "stolen .reg": a registration's share is sealed to the service's
+/// registration key; `license add` with any other key (or none) imports nothing and says why.
+#[test]
+fn registrations_open_only_with_the_service_registration_key() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    registration(d);
+    let thief = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=thief", 30)
+        .unwrap()
+        .0;
+    thief
+        .save(&d.join("thief.ks"), &KeystoreProtection::None, false)
+        .unwrap();
+    let db = "sqlite:licenses.db";
+    let add = [
+        "--db",
+        db,
+        "license",
+        "add",
+        "--trust-isv",
+        "isv.crt",
+        "l.reg",
+    ];
+    let err = fails(d, &[&add[..], &["--registration-key", "thief.ks"]].concat());
+    assert!(
+        err.contains("nothing imported")
+            && err.contains("l.reg")
+            && err.contains("sealed to the registration key"),
+        "{err}"
+    );
+    assert!(!d.join("licenses.db").exists(), "a database was created");
+    // Without any registration key: the setting is named in every layer.
+    let o = Command::new(env!("CARGO_BIN_EXE_ovsa-license-server"))
+        .current_dir(d)
+        .env_remove("OVSA_LS_REGISTRATION_KEY")
+        .env_remove("OVSA_LS_CONFIG")
+        .args(add)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("--registration-key") && err.contains("OVSA_LS_REGISTRATION_KEY"),
+        "{err}"
+    );
+    // With the service's key (from OVSA_LS_REGISTRATION_KEY, as the helper sets): imported.
+    ok(d, &add);
 }
 
 #[test]

@@ -379,10 +379,16 @@ pub struct SaleArgs {
     /// Require the customer certificate to chain to this CA (PEM); default: accept as given.
     #[arg(long, value_name = "PEM")]
     pub customer_ca: Option<PathBuf>,
+    /// The license service's registration certificate (an EC P-256/P-384 key, e.g. from
+    /// `ovsatool keygen --keystore registration.ks`): the key share in the registration is
+    /// sealed to it, so only the service holding that key can import it.
+    #[arg(long, value_name = "CERT")]
+    pub registration_cert: PathBuf,
     /// Output customer license (.lic), for the customer.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-    /// Output registration record (.reg), for the license service. SECRET: holds the key share.
+    /// Output registration record (.reg), for the license service (its key share is sealed to
+    /// the service's registration key).
     #[arg(long, value_name = "FILE")]
     pub registration: PathBuf,
     /// Replace existing output files.

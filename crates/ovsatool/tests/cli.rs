@@ -87,6 +87,17 @@ fn owner_setup(d: &Path) {
             "CN=license.local",
         ],
     );
+    // The license service's registration key: sold registrations are sealed to it.
+    ok(
+        d,
+        &[
+            "keygen",
+            "--keystore",
+            "reg.ks",
+            "--subject",
+            "CN=license.local registration",
+        ],
+    );
     ok(
         d,
         &[
@@ -174,6 +185,8 @@ fn owner_flow_ir_and_onnx_round_trip_through_the_cli() {
             d,
             &[
                 "sale",
+                "--registration-cert",
+                "reg.ks.crt",
                 "--keystore",
                 "isv.ks",
                 "--master-license",
@@ -203,13 +216,16 @@ fn owner_flow_ir_and_onnx_round_trip_through_the_cli() {
         }
         let reg_json = ok(d, &["inspect", &reg]);
         assert!(
-            reg_json.contains("<redacted: secret>"),
-            "registration share must not be printed"
+            reg_json.contains("\"sealed\": true")
+                && reg_json.contains("to_registration_certificate_sha256"),
+            "the registration shows its share sealed: {reg_json}"
         );
-        // Nor when the signature fails: a tampered registration still carries the real share.
+        // An old (version 1) registration carried the share in clear: it is never printed,
+        // also when the signature fails.
         let mut raw: serde_json::Value =
             serde_json::from_slice(&std::fs::read(d.join(&reg)).unwrap()).unwrap();
-        let share = raw["body"]["key_share"].as_str().unwrap().to_string();
+        let share = "c2VjcmV0LXNoYXJlLXNlY3JldC1zaGFyZS1zZWNyZXQtMTI=";
+        raw["body"]["key_share"] = share.into();
         raw["body"]["model_version"] = "tampered".into();
         std::fs::write(d.join("tampered.reg"), raw.to_string()).unwrap();
         let o = tool(d, &["inspect", "tampered.reg"]);
@@ -219,7 +235,7 @@ fn owner_flow_ir_and_onnx_round_trip_through_the_cli() {
             shown.contains("INVALID") && shown.contains("<redacted: secret>"),
             "{shown}"
         );
-        assert!(!shown.contains(&share), "share printed: {shown}");
+        assert!(!shown.contains(share), "share printed: {shown}");
         let out_dir = format!("{name}-out");
         ok(
             d,
@@ -326,6 +342,8 @@ fn inspect_fails_on_tampering_and_cli_errors_are_clear() {
         d,
         &[
             "sale",
+            "--registration-cert",
+            "reg.ks.crt",
             "--keystore",
             "other.ks",
             "--master-license",
@@ -938,6 +956,8 @@ fn outputs_are_checked_against_each_other_and_the_inputs_before_writing() {
             d,
             &[
                 "sale",
+                "--registration-cert",
+                "reg.ks.crt",
                 "--keystore",
                 "isv.ks",
                 "--master-license",
@@ -1029,6 +1049,8 @@ fn huge_inputs_fail_fast_naming_the_file() {
     let sale = |ml: &str, cfg: &str, tcb: &str, cert: &str, ca: &str| {
         [
             "sale",
+            "--registration-cert",
+            "reg.ks.crt",
             "--keystore",
             "isv.ks",
             "--master-license",
@@ -1166,6 +1188,8 @@ fn wrong_artifact_kinds_are_named_with_what_was_expected() {
         d,
         &[
             "sale",
+            "--registration-cert",
+            "reg.ks.crt",
             "--keystore",
             "isv.ks",
             "--master-license",
@@ -1199,6 +1223,8 @@ fn wrong_artifact_kinds_are_named_with_what_was_expected() {
     let sale = |ml: &'static str, cfg: &'static str, tcb: &'static str, cert: &'static str| {
         vec![
             "sale",
+            "--registration-cert",
+            "reg.ks.crt",
             "--keystore",
             "isv.ks",
             "--master-license",

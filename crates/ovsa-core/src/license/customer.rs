@@ -3,7 +3,9 @@
 //! `sell` draws a fresh license GUID and a fresh 32-byte key share, wraps the model key so that
 //! both the customer's private key and the share are needed ([`super::wrap`]), and signs two
 //! artifacts: the license for the customer (no share inside) and the registration record for the
-//! license service (the share, the policy, the TCB reference). The registration record is secret.
+//! license service (the policy, the TCB reference and the share **sealed to the license
+//! service's registration key**, so that only the service can import it: whoever holds a `.reg`
+//! file and the customer's files still cannot compute the model key).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -20,6 +22,10 @@ use crate::identity::{Certificate, Keystore};
 use crate::package::{ModelKey, PackageHeader};
 
 const LABEL: &[u8] = b"OVSA-v1 customer-license kek";
+/// HKDF label of the share sealed into a registration.
+const SHARE_LABEL: &[u8] = b"OVSA-v1 registration share kek";
+/// AEAD associated-data prefix of the sealed share (a sealed share never opens as a model key).
+const SHARE_AAD: &[u8] = b"OVSA-v1 registration key share";
 /// Length of a key share.
 pub const SHARE_LEN: usize = 32;
 
@@ -135,27 +141,74 @@ pub struct Registration {
     pub lease_seconds: u32,
     /// Expected measurements.
     pub tcb: TcbReference,
-    /// The secret share released after successful attestation.
-    pub key_share: KeyShare,
+    /// The secret share released after successful attestation, sealed to the license service's
+    /// registration key ([`Registration::open_share`]).
+    pub sealed_share: SealedShare,
     /// Sale time, RFC 3339.
     pub issued: String,
 }
 
+/// The key share sealed to the license service's registration key: ECDH-ES (P-256/P-384) +
+/// HKDF-SHA256 + AES-256-GCM, the construction of [`super::wrap`], salt = the license GUID,
+/// bound to the package header hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedShare {
+    /// SHA-256 of the DER certificate of the registration key it is sealed to (which key
+    /// `license add` needs).
+    #[serde(with = "hex32")]
+    pub recipient: [u8; 32],
+    /// The sealed share.
+    pub wrapped: WrappedKey,
+}
+
 impl Artifact for Registration {
     const TYPE: &'static str = "registration";
-    const VERSION: u64 = 1;
+    /// Version 2: the share is sealed ([`SealedShare`]); version 1 carried it in clear.
+    const VERSION: u64 = 2;
 
     fn validate(&self) -> Result<()> {
         self.policy.validate()?;
         self.tcb.validate()?;
-        if self.key_share.as_bytes().len() != SHARE_LEN {
+        let w = &self.sealed_share.wrapped;
+        if w.alg != wrap::WRAP_ALG || w.nonce.len() != 12 || w.ciphertext.len() != SHARE_LEN + 16 {
             return Err(Error::malformed(
                 "registration",
-                "key share is not 32 bytes",
+                "the sealed key share is not a wrapped 32-byte share",
             ));
         }
         Certificate::from_der(&self.customer_certificate)?.public_key()?;
         Ok(())
+    }
+}
+
+impl Registration {
+    /// Opens the sealed share with the license service's registration keystore: only the holder
+    /// of that key can import the registration.
+    pub fn open_share(&self, service: &Keystore) -> Result<KeyShare> {
+        let have = service.certificate().fingerprint();
+        if have != self.sealed_share.recipient {
+            return Err(Error::InvalidInput(format!(
+                "the key share of license {} is sealed to the registration key whose certificate \
+                 has SHA-256 {}, not to this one ({}, SHA-256 {}); use the registration keystore \
+                 whose certificate the ISV gave to `sale --registration-cert`",
+                self.license_guid,
+                hex::encode(self.sealed_share.recipient),
+                service.certificate().subject(),
+                hex::encode(have)
+            )));
+        }
+        let bytes = wrap::open_secret(
+            &self.sealed_share.wrapped,
+            service.key(),
+            &[],
+            self.license_guid.as_bytes(),
+            SHARE_LABEL,
+            SHARE_AAD,
+            &self.header_hash,
+            "registration's sealed key share",
+        )?;
+        KeyShare::from_bytes(&bytes[..])
     }
 }
 
@@ -171,6 +224,8 @@ pub struct SaleRequest<'a> {
     pub tcb: &'a Signed<TcbReference>,
     /// The customer's certificate.
     pub customer: &'a Certificate,
+    /// The license service's registration certificate: the share is sealed to its key.
+    pub service: &'a Certificate,
 }
 
 /// The two artifacts of a sale.
@@ -198,9 +253,29 @@ pub fn sell(req: &SaleRequest<'_>) -> Result<Sale> {
             ));
         }
     }
+    req.service.check_validity_now()?;
+    let service_key = req.service.public_key()?;
     let m = req.master.body();
     let license_guid = Uuid::new_v4();
     let share = KeyShare::generate()?;
+    let share_bytes: Zeroizing<[u8; SHARE_LEN]> = Zeroizing::new(
+        share
+            .as_bytes()
+            .try_into()
+            .map_err(|_| Error::Crypto("key share length"))?,
+    );
+    let sealed_share = SealedShare {
+        recipient: req.service.fingerprint(),
+        wrapped: wrap::seal_secret(
+            &share_bytes,
+            &service_key,
+            &[],
+            license_guid.as_bytes(),
+            SHARE_LABEL,
+            SHARE_AAD,
+            &m.header_hash,
+        )?,
+    };
     let wrapped = wrap::wrap(
         &dek,
         &customer_key,
@@ -239,7 +314,7 @@ pub fn sell(req: &SaleRequest<'_>) -> Result<Sale> {
             policy: config.policy.clone(),
             lease_seconds: config.lease_seconds,
             tcb: req.tcb.body().clone(),
-            key_share: share,
+            sealed_share,
             issued,
         },
         isv,

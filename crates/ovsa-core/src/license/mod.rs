@@ -13,7 +13,7 @@ pub mod policy;
 pub mod tcb;
 pub mod wrap;
 
-pub use customer::{sell, CustomerLicense, KeyShare, Registration, Sale};
+pub use customer::{sell, CustomerLicense, KeyShare, Registration, Sale, SaleRequest, SealedShare};
 pub use master::MasterLicense;
 pub use policy::{LicenseConfig, Policy, ServiceEndpoint, Validity};
 pub use tcb::{PcrBank, PcrSet, PcrValue, TcbReference};

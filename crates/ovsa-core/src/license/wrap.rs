@@ -54,8 +54,8 @@ fn kek(
     AeadKey::new(&k)
 }
 
-fn aad(header_hash: &[u8; 32]) -> Vec<u8> {
-    [DEK_AAD, header_hash.as_slice()].concat()
+fn aad(prefix: &[u8], header_hash: &[u8; 32]) -> Vec<u8> {
+    [prefix, header_hash.as_slice()].concat()
 }
 
 /// Wraps `dek` to `recipient`.
@@ -67,10 +67,32 @@ pub fn wrap(
     label: &[u8],
     header_hash: &[u8; 32],
 ) -> Result<WrappedKey> {
+    seal_secret(
+        dek.as_bytes(),
+        recipient,
+        share,
+        salt,
+        label,
+        DEK_AAD,
+        header_hash,
+    )
+}
+
+/// Wraps any 32-byte secret to `recipient` (the same construction as [`wrap`]; `aad_prefix`
+/// names what is wrapped, so a wrapped key share can never be opened as a model key).
+pub(crate) fn seal_secret(
+    secret: &[u8; 32],
+    recipient: &PublicKey,
+    share: &[u8],
+    salt: &[u8],
+    label: &[u8],
+    aad_prefix: &[u8],
+    header_hash: &[u8; 32],
+) -> Result<WrappedKey> {
     let (epk, z) = ecdh::agree_ephemeral(recipient)?;
     let key = kek(&z, share, salt, label, header_hash, &epk)?;
     let nonce = random_array::<12>()?;
-    let ciphertext = key.seal(nonce, &aad(header_hash), dek.as_bytes())?;
+    let ciphertext = key.seal(nonce, &aad(aad_prefix, header_hash), secret)?;
     Ok(WrappedKey {
         alg: WRAP_ALG.into(),
         epk,
@@ -89,6 +111,22 @@ pub fn unwrap(
     header_hash: &[u8; 32],
     what: &'static str,
 ) -> Result<ModelKey> {
+    let bytes = open_secret(w, recipient, share, salt, label, DEK_AAD, header_hash, what)?;
+    Ok(ModelKey::from_bytes(*bytes))
+}
+
+/// Opens what [`seal_secret`] sealed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn open_secret(
+    w: &WrappedKey,
+    recipient: &SigningKey,
+    share: &[u8],
+    salt: &[u8],
+    label: &[u8],
+    aad_prefix: &[u8],
+    header_hash: &[u8; 32],
+    what: &'static str,
+) -> Result<Zeroizing<[u8; 32]>> {
     if w.alg != WRAP_ALG {
         return Err(Error::malformed(
             what,
@@ -102,12 +140,12 @@ pub fn unwrap(
         .map_err(|_| Error::malformed(what, "wrapped key nonce is not 12 bytes"))?;
     let z = ecdh::agree_static(recipient, &w.epk)?;
     let key = kek(&z, share, salt, label, header_hash, &w.epk)?;
-    let dek = key
-        .open(nonce, &aad(header_hash), &w.ciphertext)
+    let plain = key
+        .open(nonce, &aad(aad_prefix, header_hash), &w.ciphertext)
         .ok_or(Error::UnwrapFailed { what })?;
-    let bytes: [u8; 32] = dek
+    let bytes: [u8; 32] = plain
         .as_slice()
         .try_into()
         .map_err(|_| Error::malformed(what, "wrapped key is not 32 bytes"))?;
-    Ok(ModelKey::from_bytes(bytes))
+    Ok(Zeroizing::new(bytes))
 }

@@ -145,9 +145,11 @@ impl std::fmt::Debug for LicenseRecord {
 }
 
 impl LicenseRecord {
-    /// Builds the record to insert from a verified registration.
+    /// Builds the record to insert from a verified registration and its share, opened with the
+    /// service's registration key ([`Registration::open_share`]).
     pub fn from_registration(
         reg: &Registration,
+        share: &ovsa_core::license::KeyShare,
         isv_cert_sha256: [u8; 32],
         registered_at: OffsetDateTime,
     ) -> Self {
@@ -163,7 +165,7 @@ impl LicenseRecord {
             policy: reg.policy.clone(),
             lease_seconds: reg.lease_seconds,
             tcb: reg.tcb.clone(),
-            key_share: Zeroizing::new(reg.key_share.as_bytes().to_vec()),
+            key_share: Zeroizing::new(share.as_bytes().to_vec()),
             issued: reg.issued.clone(),
             registered_at,
             revoked_at: None,

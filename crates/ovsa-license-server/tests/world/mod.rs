@@ -40,6 +40,8 @@ pub struct World {
     pub isv: Keystore,
     pub customer: Keystore,
     pub server_ks: Keystore,
+    /// The service's registration key: sold registrations are sealed to it.
+    pub registration_ks: Keystore,
     pub package: PathBuf,
     pub model_files: Vec<PathBuf>,
     pub master: Signed<MasterLicense>,
@@ -179,6 +181,7 @@ impl World {
             isv,
             customer,
             server_ks,
+            registration_ks: Self::keystore("CN=license.local registration"),
             package,
             model_files: vec![xml, bin],
             master,
@@ -270,10 +273,17 @@ impl World {
             config: &config,
             tcb,
             customer: customer.certificate(),
+            service: self.registration_ks.certificate(),
         })
         .unwrap();
+        let share = sale
+            .registration
+            .body()
+            .open_share(&self.registration_ks)
+            .unwrap();
         let rec = LicenseRecord::from_registration(
             sale.registration.body(),
+            &share,
             sale.registration.signer().fingerprint(),
             time::OffsetDateTime::now_utc(),
         );

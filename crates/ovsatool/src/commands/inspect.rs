@@ -71,7 +71,9 @@ fn inspect_file(path: &Path, anchors: &[Certificate]) -> CliResult<Report> {
         Some(CustomerLicense::TYPE) => inspect_signed::<CustomerLicense>(&bytes, anchors),
         Some(Registration::TYPE) => {
             let mut r = inspect_signed::<Registration>(&bytes, anchors);
+            // Version 1 carried the share in clear: never print it, even from such a file.
             redact(&mut r.details, "key_share");
+            show_sealed(&mut r.details);
             r
         }
         Some(PackageHeader::TYPE) => inspect_signed::<PackageHeader>(&bytes, anchors),
@@ -261,6 +263,29 @@ fn inspect_certificate(bytes: &[u8], anchors: &[Certificate]) -> Report {
             }],
             details: Value::Null,
         },
+    }
+}
+
+/// Shows a registration's sealed share as what it is: sealed, to which registration key.
+fn show_sealed(v: &mut Value) {
+    for at in ["/body", "/unverified_body"] {
+        if let Some(obj) = v.pointer_mut(at).and_then(Value::as_object_mut) {
+            if let Some(sealed) = obj.get("sealed_share").cloned() {
+                let alg = sealed
+                    .pointer("/wrapped/alg")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                obj.insert(
+                    "sealed_share".into(),
+                    json!({
+                        "sealed": true,
+                        "to_registration_certificate_sha256": sealed.get("recipient"),
+                        "alg": alg,
+                        "note": "only the license service holding that registration key can open it (license add --registration-key)",
+                    }),
+                );
+            }
+        }
     }
 }
 

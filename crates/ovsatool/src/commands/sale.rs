@@ -20,6 +20,7 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
         named("--config", &a.config),
         named("--tcb", &a.tcb),
         named("--customer-cert", &a.customer_cert),
+        named("--registration-cert", &a.registration_cert),
     ];
     if let Some(p) = &a.ks.passphrase_file {
         inputs.push(named("--passphrase-file", p));
@@ -50,12 +51,18 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
             time::OffsetDateTime::now_utc(),
         )?;
     }
+    let service = Certificate::load(&a.registration_cert)?;
+    service.require_v3(&format!(
+        "--registration-cert {}",
+        a.registration_cert.display()
+    ))?;
     let sale = sell(&SaleRequest {
         isv: &isv,
         master: &master,
         config: &config,
         tcb: &tcb,
         customer: &customer,
+        service: &service,
     })?;
     // Both land together or neither does: a license without its registration (or the reverse)
     // is useless.
@@ -82,8 +89,9 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
         a.out.display()
     );
     say!(
-        "service registration:  {} (SECRET: import into the license service, then delete)",
-        a.registration.display()
+        "service registration:  {} (import into the license service; its key share is sealed to {})",
+        a.registration.display(),
+        service.subject()
     );
     Ok(())
 }
