@@ -162,4 +162,3 @@ const STAGE_CONNECT: u8 = 2;
 const STAGE_CHALLENGE: u8 = 3;
 const STAGE_TPM_ATTEST: u8 = 4;
 const STAGE_ATTEST: u8 = 5;
-

@@ -231,14 +231,13 @@ pub(crate) fn release_key(
     let license = opened.license.body();
     let keystore = &opened.keystore;
     let deadline = load_deadline(&shared.config, request.started);
-    let released = Shared::check(shared, license, keystore, Purpose::Load, deadline).map_err(
-        |e| {
+    let released =
+        Shared::check(shared, license, keystore, Purpose::Load, deadline).map_err(|e| {
             if e.is_license_refusal() || state.is_blacklisted() {
                 shared.blacklist(state);
             }
             LoadError(format!("license check: {e}"))
-        },
-    )?;
+        })?;
     let key = license
         .unwrap_model_key(keystore, released.share.as_ref())
         .map_err(|e| LoadError(format!("model key: {e}")))?;

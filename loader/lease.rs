@@ -308,10 +308,7 @@ mod tests {
             assert!(matches!(refused(reason), Outcome::Refused(_)), "{reason:?}");
         }
         // A refusal that is not about the license (the service's own trouble) is transient.
-        assert!(matches!(
-            refused(Reason::Internal),
-            Outcome::Failed(_)
-        ));
+        assert!(matches!(refused(Reason::Internal), Outcome::Failed(_)));
     }
 
     #[test]
@@ -360,12 +357,7 @@ mod tests {
         ));
         let due = lease.next_check();
         assert_eq!(
-            check_at(
-                &mut lease,
-                due,
-                due,
-                Outcome::Renewed { lease_seconds: 60 }
-            ),
+            check_at(&mut lease, due, due, Outcome::Renewed { lease_seconds: 60 }),
             Action::Serve {
                 lease: S(60),
                 next: due + S(60)

@@ -58,10 +58,7 @@ impl Loader {
     /// Whether `(name, version)` is blacklisted. Reads flags only: no I/O, never waits on a
     /// load or a lease check (the map lock is only ever held for map updates).
     pub fn blacklist_status(&self, name: &str, version: i32) -> BlacklistStatus {
-        let versions = self
-            .versions
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let versions = self.versions.read().unwrap_or_else(|p| p.into_inner());
         let Some(entry) = versions.get(&(name.to_string(), version)) else {
             return BlacklistStatus::Ok;
         };
@@ -73,11 +70,7 @@ impl Loader {
             // The host is retrying (the load re-checks the license): do not make it cancel.
             Activity::Loading { .. } => BlacklistStatus::Ok,
             // Let the host retry once the recheck time has come.
-            Activity::Unloaded
-                if self.shared.recheck_due(&entry.state) =>
-            {
-                BlacklistStatus::Ok
-            }
+            Activity::Unloaded if self.shared.recheck_due(&entry.state) => BlacklistStatus::Ok,
             Activity::Unloaded => BlacklistStatus::Blacklisted,
         }
     }
@@ -155,10 +148,7 @@ impl Loader {
 
     /// Registers the load; an earlier worker of the same version is stopped (reload).
     fn begin_load(&self, key: &Key) -> Result<(Arc<VersionState>, Arc<AtomicBool>), LoadError> {
-        let mut versions = self
-            .versions
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
         let cancelled = Arc::new(AtomicBool::new(false));
         let state = match versions.get_mut(key) {
             Some(Entry {
@@ -204,10 +194,7 @@ impl Loader {
         cancelled: Arc<AtomicBool>,
         result: Result<Fetched, LoadError>,
     ) -> Result<(ModelType, String), LoadError> {
-        let mut versions = self
-            .versions
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
         let ours = matches!(versions.get(&key), Some(Entry { activity: Activity::Loading { cancelled: c }, .. }) if Arc::ptr_eq(c, &cancelled));
         match result {
             Ok(Fetched {
@@ -261,10 +248,7 @@ impl Loader {
     /// flight). Idempotent; unknown versions are fine. A blacklisted version stays known (and
     /// blacklisted until its recheck time) so the host does not reload it at once.
     pub fn unload(&self, name: &str, version: i32) {
-        let mut versions = self
-            .versions
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
         let key = (name.to_string(), version);
         let Some(entry) = versions.get_mut(&key) else {
             return;
@@ -294,10 +278,7 @@ impl Loader {
 
     /// Forgets every version of `name` (the model was removed from the host's config).
     pub fn retire(&self, name: &str) {
-        let mut versions = self
-            .versions
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
         versions.retain(|(n, _), entry| {
             if n != name {
                 return true;
@@ -315,10 +296,7 @@ impl Loader {
 
     /// Stops every worker and forgets every version.
     pub fn shutdown(&self) {
-        let mut versions = self
-            .versions
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
         for (_, entry) in versions.drain() {
             match entry.activity {
                 Activity::Loaded { worker } => worker.stop(),

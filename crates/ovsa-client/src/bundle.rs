@@ -117,13 +117,12 @@ impl CustomerBundle {
             path: files.package.to_path_buf(),
             error,
         })?;
-        let license =
-            Signed::<CustomerLicense>::load(files.license).map_err(|error| {
-                BundleError::License {
-                    path: files.license.to_path_buf(),
-                    error,
-                }
-            })?;
+        let license = Signed::<CustomerLicense>::load(files.license).map_err(|error| {
+            BundleError::License {
+                path: files.license.to_path_buf(),
+                error,
+            }
+        })?;
         observe(BundleStep::LicenseVerified(&license));
         CustomerLicense::check_package(&license, package.header()).map_err(|error| {
             BundleError::LicenseNotForPackage {
