@@ -59,7 +59,7 @@ pub enum BundleError {
         /// The package file.
         path: PathBuf,
         /// What failed.
-        error: ovsa_core::Error,
+        error: Box<ovsa_core::Error>,
     },
     /// The license does not load or verify.
     #[error("license '{}': {error}", path.display())]
@@ -67,7 +67,7 @@ pub enum BundleError {
         /// The license file.
         path: PathBuf,
         /// What failed.
-        error: ovsa_core::Error,
+        error: Box<ovsa_core::Error>,
     },
     /// The license belongs to another package (or another ISV).
     #[error("license '{}' does not belong to package '{}': {error}", license.display(), package.display())]
@@ -77,7 +77,7 @@ pub enum BundleError {
         /// The package file.
         package: PathBuf,
         /// What differs.
-        error: ovsa_core::Error,
+        error: Box<ovsa_core::Error>,
     },
     /// The keystore does not load (unreadable, malformed, wrong passphrase).
     #[error("keystore '{}': {error}", path.display())]
@@ -85,7 +85,7 @@ pub enum BundleError {
         /// The keystore file.
         path: PathBuf,
         /// What failed.
-        error: ovsa_core::Error,
+        error: Box<ovsa_core::Error>,
     },
     /// The keystore's certificate is not the one the license was sold to.
     #[error("keystore '{}' holds '{found}', but the license was sold to another certificate ('{expected}'){}", path.display(), if *same_key {
@@ -115,12 +115,12 @@ impl CustomerBundle {
     ) -> Result<Self, BundleError> {
         let package = Package::open(files.package).map_err(|error| BundleError::Package {
             path: files.package.to_path_buf(),
-            error,
+            error: Box::new(error),
         })?;
         let license = Signed::<CustomerLicense>::load(files.license).map_err(|error| {
             BundleError::License {
                 path: files.license.to_path_buf(),
-                error,
+                error: Box::new(error),
             }
         })?;
         observe(BundleStep::LicenseVerified(&license));
@@ -128,14 +128,14 @@ impl CustomerBundle {
             BundleError::LicenseNotForPackage {
                 license: files.license.to_path_buf(),
                 package: files.package.to_path_buf(),
-                error,
+                error: Box::new(error),
             }
         })?;
         observe(BundleStep::LicenseMatchesPackage(&package));
         let keystore =
             Keystore::load(files.keystore, passphrase).map_err(|error| BundleError::Keystore {
                 path: files.keystore.to_path_buf(),
-                error,
+                error: Box::new(error),
             })?;
         licensed_certificate(license.body(), &keystore, files.keystore)?;
         observe(BundleStep::KeystoreMatches(&keystore));

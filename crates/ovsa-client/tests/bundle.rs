@@ -113,6 +113,12 @@ struct Files {
     isv: Keystore,
 }
 
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn files(name: &str) -> Files {
     let dir = scratch(name);
     let isv = keystore("CN=isv");

@@ -126,14 +126,15 @@ fn run_steps(a: &CheckArgs, steps: &mut Steps) -> CliResult<ExitCode> {
         license,
         keystore: customer,
     } = opened.map_err(|e| match e {
-        BundleError::Keystore {
-            path,
-            error: ovsa_core::Error::BadPassphrase,
-        } => CliError::Usage(format!(
-            "{}: the passphrase does not open this keystore (check --passphrase-file or {})",
-            path.display(),
-            secrets::PASSPHRASE_ENV
-        )),
+        BundleError::Keystore { path, error }
+            if matches!(*error, ovsa_core::Error::BadPassphrase) =>
+        {
+            CliError::Usage(format!(
+                "{}: the passphrase does not open this keystore (check --passphrase-file or {})",
+                path.display(),
+                secrets::PASSPHRASE_ENV
+            ))
+        }
         other => CliError::Usage(other.to_string()),
     })?;
     secrets::warn_if_exposed(&a.ks.keystore);
