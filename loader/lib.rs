@@ -7,7 +7,10 @@
 //! per loaded version renews the license and blacklists the version when the license is refused
 //! or the service stays unreachable past the grace period.
 //!
-//! Layers: [`loader::Loader`] (safe Rust, one object per OVMS `loader_name`, no global state),
+//! Layers: [`loader::Loader`] (safe Rust, one object per OVMS `loader_name`, no global state;
+//! inside it: `fetch` runs the load's steps, `lease` is the renewal policy as a pure state
+//! machine, `worker` drives it on a thread, `check` is the license check with its deadline,
+//! `state` what the loader and its workers share),
 //! the C API in [`ffi`] (declared in `include/ovsa_runtime.h`; the only `unsafe` code), and the
 //! C++ shim `ffi/ovsa_custom_loader.cpp` implementing `ovms::CustomLoaderInterface` on top of the
 //! C API. See docs/RUNTIME.md.
@@ -15,12 +18,17 @@
 
 pub use ovsa_core as core;
 
+mod check;
 pub mod config;
+mod fetch;
 pub mod ffi;
 mod lease;
 pub mod loader;
 pub mod log;
 pub mod options;
+mod state;
+mod types;
+mod worker;
 
 pub use config::LoaderConfig;
 pub use loader::{BlacklistStatus, LoadError, Loader, ModelType, OutputBuffers, VecBuffers};

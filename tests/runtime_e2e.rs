@@ -107,6 +107,44 @@ fn loads_ir_byte_identical_and_rejects_every_bad_input() {
         &plugin.load("m", &stranger_base, 1, OPTIONS),
         "sold to another certificate",
     );
+    // The licensed key under a re-issued certificate: refused like `ovsatool check` refuses it,
+    // with the same message (crates/ovsatool/tests/check.rs asserts the same text), since the
+    // license service accepts only the exact certificate the license was sold to.
+    let mut reissued = ovsaruntime::core::identity::Keystore::from_bytes(
+        &f.w.customer
+            .to_bytes(&ovsaruntime::core::identity::KeystoreProtection::None)
+            .unwrap(),
+        None,
+    )
+    .unwrap();
+    reissued
+        .import_certificate(
+            ovsaruntime::core::identity::cert::self_signed(
+                f.w.customer.key(),
+                "CN=Customer One reissued",
+                30,
+            )
+            .unwrap(),
+            vec![],
+        )
+        .unwrap();
+    let reissued_base = f.version_dir(
+        "models/reissued",
+        1,
+        Some(&f.w.package),
+        Some(&lic),
+        Some(&reissued),
+    );
+    assert_load_error(
+        &plugin.load("m", &reissued_base, 1, OPTIONS),
+        &format!(
+            "keystore '{reissued_base}/1/customer.ks' holds 'CN=Customer One reissued', but the \
+             license was sold to another certificate ('CN=Customer One'): the keystore has the \
+             licensed key but a different certificate, and the license service accepts only the \
+             exact certificate the license was sold to; import that certificate into the \
+             keystore (`ovsatool keygen --import-cert`) or ask the ISV for a license for this one"
+        ),
+    );
     // Malformed options, non-string values, missing keys.
     assert_load_error(
         &plugin.load("m", &base, 1, "{\"keystore\":"),

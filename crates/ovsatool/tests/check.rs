@@ -210,3 +210,95 @@ fn host_enroll_then_host_quote_with_the_enrolled_ak() {
         "{out}"
     );
 }
+
+/// `check` refuses what the runtime plugin refuses, with the plugin's message (both open the
+/// files with `ovsa_client::CustomerBundle::open`). The case where they used to differ: a
+/// keystore with the licensed key but a re-issued certificate. `check` compared public keys and
+/// passed that step (then the service refused the TLS client certificate); the plugin compared
+/// the certificate and refused. Now `check` refuses before touching the TPM (the TCTI here is
+/// dead, so going further would fail differently), saying what to do.
+#[test]
+fn check_refuses_a_reissued_certificate_like_the_plugin() {
+    let w = world::World::sqlite();
+    let lic = w.sell(
+        Policy {
+            validity: Validity::Perpetual,
+            usage_limit: None,
+            instance_limit: None,
+        },
+        &w.customer,
+        None,
+    );
+    let d = w.dir.path();
+    lic.save(&d.join("m.lic"), 0o644, true).unwrap();
+    let mut reissued = ovsa_core::identity::Keystore::from_bytes(
+        &w.customer.to_bytes(&KeystoreProtection::None).unwrap(),
+        None,
+    )
+    .unwrap();
+    reissued
+        .import_certificate(
+            ovsa_core::identity::cert::self_signed(
+                w.customer.key(),
+                "CN=Customer One reissued",
+                30,
+            )
+            .unwrap(),
+            vec![],
+        )
+        .unwrap();
+    reissued
+        .save(&d.join("reissued.ks"), &KeystoreProtection::None, true)
+        .unwrap();
+    for json in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ovsatool"));
+        cmd.current_dir(d).env("TSS2_LOG", "all+none").arg("check");
+        if json {
+            cmd.arg("--json");
+        }
+        let o = cmd
+            .args([
+                "--keystore",
+                "reissued.ks",
+                "--license",
+                "m.lic",
+                "--package",
+            ])
+            .arg(&w.package)
+            .args(["--tcti", "swtpm:host=127.0.0.1,port=1"])
+            .output()
+            .unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert!(!o.status.success(), "{out}");
+        // The plugin's message (tests/runtime_e2e.rs asserts the same text for a load).
+        assert!(
+            err.contains(
+                "keystore 'reissued.ks' holds 'CN=Customer One reissued', but the license was \
+                 sold to another certificate ('CN=Customer One'): the keystore has the licensed \
+                 key but a different certificate, and the license service accepts only the exact \
+                 certificate the license was sold to; import that certificate into the keystore \
+                 (`ovsatool keygen --import-cert`) or ask the ISV for a license for this one"
+            ),
+            "{err}"
+        );
+        assert!(
+            out.contains("matches the license") && !out.contains("TPM opened"),
+            "{out}"
+        );
+        if json {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["result"], "failed", "{v}");
+            assert!(
+                v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("sold to another certificate")),
+                "{v}"
+            );
+        } else {
+            assert!(!out.contains("licensed customer"), "{out}");
+        }
+    }
+}

@@ -4,17 +4,17 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ovsa_client::{check_license, ClientOptions, Step, TpmAttester};
-use ovsa_core::envelope::Signed;
-use ovsa_core::license::CustomerLicense;
-use ovsa_core::package::Package;
+use ovsa_client::{
+    check_license, BundleError, BundleFiles, BundleStep, ClientOptions, CustomerBundle, Step,
+    TpmAttester,
+};
 use ovsa_core::protocol::Purpose;
 
 use serde_json::{json, Value};
 
 use crate::cli::CheckArgs;
 use crate::error::{CliError, CliResult};
-use crate::secrets::load_keystore;
+use crate::secrets;
 
 /// Where step lines go: stdout, or (with --json) a list that ends up in the JSON result.
 struct Steps {
@@ -77,43 +77,68 @@ pub fn run(a: &CheckArgs) -> CliResult<ExitCode> {
 }
 
 fn run_steps(a: &CheckArgs, steps: &mut Steps) -> CliResult<ExitCode> {
-    let license = Signed::<CustomerLicense>::load(&a.license)?;
-    let l = license.body();
-    steps.result.insert("license".into(), json!(l.license_guid));
-    steps.result.insert("model".into(), json!(l.model_name));
-    steps
-        .result
-        .insert("model_version".into(), json!(l.model_version));
-    step!(
-        steps,
-        "[ok] license {} for '{}' v{} verifies (signed by '{}')",
-        l.license_guid,
-        l.model_name,
-        l.model_version,
-        license.signer().subject()
+    // The same opening and cross-checks as the runtime plugin (ovsa_client::CustomerBundle), so
+    // that `check` refuses exactly the bundles the plugin refuses, with the same message.
+    let passphrase = secrets::passphrase(a.ks.passphrase_file.as_deref())?;
+    let mut reported: Result<(), CliError> = Ok(());
+    let opened = CustomerBundle::open(
+        BundleFiles {
+            package: &a.package,
+            license: &a.license,
+            keystore: &a.ks.keystore,
+        },
+        passphrase.as_ref().map(|p| p.as_str()),
+        &mut |step| {
+            if reported.is_err() {
+                return;
+            }
+            reported = match step {
+                BundleStep::LicenseVerified(license) => {
+                    let l = license.body();
+                    steps.result.insert("license".into(), json!(l.license_guid));
+                    steps.result.insert("model".into(), json!(l.model_name));
+                    steps
+                        .result
+                        .insert("model_version".into(), json!(l.model_version));
+                    steps.say(format!(
+                        "[ok] license {} for '{}' v{} verifies (signed by '{}')",
+                        l.license_guid,
+                        l.model_name,
+                        l.model_version,
+                        license.signer().subject()
+                    ))
+                }
+                BundleStep::LicenseMatchesPackage(_) => steps.say(format!(
+                    "[ok] package {} verifies and matches the license",
+                    a.package.display()
+                )),
+                BundleStep::KeystoreMatches(keystore) => steps.say(format!(
+                    "[ok] keystore holds the certificate and key of '{}', the licensed customer",
+                    keystore.certificate().subject()
+                )),
+                _ => Ok(()),
+            };
+        },
     );
-    let package = Package::open(&a.package)?;
-    CustomerLicense::check_package(&license, package.header())?;
-    step!(
-        steps,
-        "[ok] package {} verifies and matches the license",
-        a.package.display()
-    );
-    let customer = load_keystore(&a.ks.keystore, a.ks.passphrase_file.as_deref())?;
-    let cert = l.customer_certificate()?;
-    if cert.public_key()? != customer.key().public_key() {
-        return Err(ovsa_core::Error::WrongKey {
-            what: "license",
-            expected: cert.subject().to_string(),
-            found: customer.certificate().subject().to_string(),
+    reported?;
+    let CustomerBundle {
+        package,
+        license,
+        keystore: customer,
+    } = opened.map_err(|e| match e {
+        BundleError::Keystore { path, error }
+            if matches!(*error, ovsa_core::Error::BadPassphrase) =>
+        {
+            CliError::Usage(format!(
+                "{}: the passphrase does not open this keystore (check --passphrase-file or {})",
+                path.display(),
+                secrets::PASSPHRASE_ENV
+            ))
         }
-        .into());
-    }
-    step!(
-        steps,
-        "[ok] keystore holds the key of '{}', the licensed customer",
-        cert.subject()
-    );
+        other => CliError::Usage(other.to_string()),
+    })?;
+    secrets::warn_if_exposed(&a.ks.keystore);
+    let l = license.body();
     let mut attester = TpmAttester::open(a.tcti.as_deref(), a.ak_cache.as_deref())?;
     step!(
         steps,
