@@ -10,7 +10,7 @@
 //!
 //! The variants are spelled as in `ovms::CustomLoaderStatus` (and the C constants without their
 //! `OVSA_` / `OVSA_BUFFER_` prefix), hence the upper-case names.
-#![allow(non_camel_case_types)]
+#![allow(non_camel_case_types, clippy::upper_case_acronyms)]
 
 /// Status values returned by the C API. They mirror `ovms::CustomLoaderStatus` value for value
 /// (the C++ shim asserts this at compile time). Functions return them as `int32_t`.
