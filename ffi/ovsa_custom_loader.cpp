@@ -1,7 +1,8 @@
 // The OVMS-facing C++ shim of libovsaruntime.so: implements ovms::CustomLoaderInterface
 // (include/ovms_custom_loader_interface.hpp) by forwarding to the plugin's C API
-// (include/ovsa_runtime.h). No exception leaves this file except the std::runtime_error that
-// loaderInit throws when the loader config is unusable (OVMS then does not register the loader).
+// (include/ovsa_runtime.h, generated from loader/ffi.rs by cbindgen). No exception leaves this
+// file except the std::runtime_error that loaderInit throws when the loader config is unusable
+// (OVMS then does not register the loader).
 
 #include <exception>
 #include <mutex>
@@ -33,11 +34,28 @@ std::string last_error() {
     return std::string(buf);
 }
 
+// The C API's statuses (OvsaStatus, generated from loader/ffi/status.rs) mirror OVMS's value for
+// value: a divergence fails the build here rather than misreporting a status to OVMS.
+static_assert(sizeof(OvsaStatus) == sizeof(int32_t), "OvsaStatus is an int32_t");
+static_assert(OVSA_OK == static_cast<int32_t>(CustomLoaderStatus::OK), "OK");
+static_assert(OVSA_MODEL_TYPE_IR == static_cast<int32_t>(CustomLoaderStatus::MODEL_TYPE_IR), "IR");
+static_assert(OVSA_MODEL_TYPE_ONNX == static_cast<int32_t>(CustomLoaderStatus::MODEL_TYPE_ONNX), "ONNX");
+static_assert(OVSA_MODEL_TYPE_BLOB == static_cast<int32_t>(CustomLoaderStatus::MODEL_TYPE_BLOB), "BLOB");
+static_assert(OVSA_MODEL_LOAD_ERROR == static_cast<int32_t>(CustomLoaderStatus::MODEL_LOAD_ERROR), "LOAD_ERROR");
+static_assert(OVSA_MODEL_BLACKLISTED == static_cast<int32_t>(CustomLoaderStatus::MODEL_BLACKLISTED), "BLACKLISTED");
+static_assert(OVSA_INTERNAL_ERROR == static_cast<int32_t>(CustomLoaderStatus::INTERNAL_ERROR), "INTERNAL_ERROR");
+
+// A status returned by the C API as OVMS's status; anything unknown is an internal error.
 CustomLoaderStatus to_status(int32_t s) {
-    if (s >= 0 && s <= static_cast<int32_t>(CustomLoaderStatus::INTERNAL_ERROR)) {
-        return static_cast<CustomLoaderStatus>(s);
+    switch (s) {
+    case OVSA_OK: return CustomLoaderStatus::OK;
+    case OVSA_MODEL_TYPE_IR: return CustomLoaderStatus::MODEL_TYPE_IR;
+    case OVSA_MODEL_TYPE_ONNX: return CustomLoaderStatus::MODEL_TYPE_ONNX;
+    case OVSA_MODEL_TYPE_BLOB: return CustomLoaderStatus::MODEL_TYPE_BLOB;
+    case OVSA_MODEL_LOAD_ERROR: return CustomLoaderStatus::MODEL_LOAD_ERROR;
+    case OVSA_MODEL_BLACKLISTED: return CustomLoaderStatus::MODEL_BLACKLISTED;
+    default: return CustomLoaderStatus::INTERNAL_ERROR;
     }
-    return CustomLoaderStatus::INTERNAL_ERROR;
 }
 
 struct Outputs {

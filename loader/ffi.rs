@@ -1,8 +1,14 @@
 //! The plain C API of `libovsaruntime.so`, declared in `include/ovsa_runtime.h`.
 //!
 //! Every function: a panic boundary (`catch_unwind`) mapped to an error status, null and UTF-8
-//! checks on every pointer argument, a thread-local last-error message. Status values mirror
-//! `ovms::CustomLoaderStatus`. This module holds all of the crate's `unsafe` code.
+//! checks on every pointer argument, a thread-local last-error message. Status values
+//! ([`OvsaStatus`]) mirror `ovms::CustomLoaderStatus`. This module holds all of the crate's
+//! `unsafe` code.
+//!
+//! `include/ovsa_runtime.h` is generated from this module and [`status`] by cbindgen (config
+//! `include/cbindgen.toml`): the doc comments below are the header's comments. `tests/c_header.rs`
+//! fails when the checked-in header differs from the generated one; regenerate it with
+//! `OVSA_REGENERATE_HEADER=1 cargo test -p ovsaruntime --test c_header`.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
@@ -13,27 +19,12 @@ use zeroize::Zeroize;
 
 use crate::loader::{BlacklistStatus, Loader, ModelType, OutputBuffers};
 
-/// `ovms::CustomLoaderStatus::OK`.
-pub const OVSA_OK: i32 = 0;
-/// `ovms::CustomLoaderStatus::MODEL_TYPE_IR`.
-pub const OVSA_MODEL_TYPE_IR: i32 = 1;
-/// `ovms::CustomLoaderStatus::MODEL_TYPE_ONNX`.
-pub const OVSA_MODEL_TYPE_ONNX: i32 = 2;
-/// `ovms::CustomLoaderStatus::MODEL_TYPE_BLOB` (never produced).
-pub const OVSA_MODEL_TYPE_BLOB: i32 = 3;
-/// `ovms::CustomLoaderStatus::MODEL_LOAD_ERROR`.
-pub const OVSA_MODEL_LOAD_ERROR: i32 = 4;
-/// `ovms::CustomLoaderStatus::MODEL_BLACKLISTED`.
-pub const OVSA_MODEL_BLACKLISTED: i32 = 5;
-/// `ovms::CustomLoaderStatus::INTERNAL_ERROR`.
-pub const OVSA_INTERNAL_ERROR: i32 = 6;
+pub mod status;
 
-/// Buffer selector passed to the allocation callback: the model (IR XML or ONNX).
-pub const OVSA_BUFFER_MODEL: i32 = 0;
-/// Buffer selector passed to the allocation callback: the IR weights.
-pub const OVSA_BUFFER_WEIGHTS: i32 = 1;
+pub use status::{OvsaBuffer, OvsaStatus};
 
-/// Opaque loader handle (`OvsaLoader` in C).
+/// Opaque loader handle. One OvsaLoader per OVMS loader_name; all calls on one loader are
+/// thread-safe except ovsa_loader_free, which must be the last call on it.
 pub struct OvsaLoader {
     loader: Loader,
 }
@@ -44,9 +35,12 @@ const _: fn() = || {
     shared_across_threads::<OvsaLoader>();
 };
 
-/// `uint8_t* (*)(void* ctx, int32_t which, size_t size)`: returns `size` writable bytes owned by
-/// the caller, valid until `ovsa_loader_load_model` returns, or NULL on failure. Must not unwind.
-pub type OvsaAllocFn = Option<unsafe extern "C" fn(*mut c_void, i32, usize) -> *mut u8>;
+/// Allocation callback (`OvsaAllocFn` in Rust): return `size` writable bytes owned by the caller
+/// for buffer `which` (OVSA_BUFFER_MODEL or OVSA_BUFFER_WEIGHTS), valid and untouched by others
+/// until ovsa_loader_load_model returns, or NULL on failure. Called at most once per buffer and
+/// load. Must not throw or longjmp (or unwind).
+pub type OvsaAllocFn =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, which: i32, size: usize) -> *mut u8>;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -70,14 +64,15 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     format!("internal error (panic): {detail}")
 }
 
-/// Runs `f` behind a panic boundary; `on_panic` is the status returned after a panic.
-fn guarded(on_panic: i32, f: impl FnOnce() -> i32) -> i32 {
+/// Runs `f` behind a panic boundary; `on_panic` is the status returned after a panic. Returns
+/// the status as the C API's `int32_t`.
+fn guarded(on_panic: OvsaStatus, f: impl FnOnce() -> OvsaStatus) -> i32 {
     clear_error();
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(status) => status,
+        Ok(status) => status.code(),
         Err(payload) => {
             set_error(panic_message(payload.as_ref()));
-            on_panic
+            on_panic.code()
         }
     }
 }
@@ -107,9 +102,9 @@ unsafe fn loader_arg<'a>(p: *const OvsaLoader) -> Result<&'a Loader, String> {
     Ok(unsafe { &(*p).loader })
 }
 
-/// Creates a loader. `config_path` may be NULL or empty (defaults) or name a loader config
-/// file (JSON, see docs/RUNTIME.md). On success stores the handle in `*out` and returns
-/// `OVSA_OK`; if the config is unusable returns `OVSA_INTERNAL_ERROR` (see `ovsa_last_error`).
+/// Creates a loader. config_path: NULL or "" for defaults, else a loader config file (JSON, see
+/// docs/RUNTIME.md). Returns OVSA_OK and stores the handle in *out; OVSA_INTERNAL_ERROR if the
+/// config is unusable (*out is then NULL; see ovsa_last_error).
 ///
 /// # Safety
 /// `config_path` is NULL or a NUL-terminated string; `out` is NULL or writable.
@@ -118,10 +113,10 @@ pub unsafe extern "C" fn ovsa_loader_new(
     config_path: *const c_char,
     out: *mut *mut OvsaLoader,
 ) -> i32 {
-    guarded(OVSA_INTERNAL_ERROR, || {
+    guarded(OvsaStatus::INTERNAL_ERROR, || {
         if out.is_null() {
             set_error("out is NULL");
-            return OVSA_INTERNAL_ERROR;
+            return OvsaStatus::INTERNAL_ERROR;
         }
         // SAFETY: `out` is non-null and the caller guarantees it is writable.
         unsafe { out.write(std::ptr::null_mut()) };
@@ -133,7 +128,7 @@ pub unsafe extern "C" fn ovsa_loader_new(
                 Ok(p) => Some(p),
                 Err(e) => {
                     set_error(e);
-                    return OVSA_INTERNAL_ERROR;
+                    return OvsaStatus::INTERNAL_ERROR;
                 }
             }
         };
@@ -142,12 +137,12 @@ pub unsafe extern "C" fn ovsa_loader_new(
                 let handle = Box::into_raw(Box::new(OvsaLoader { loader }));
                 // SAFETY: `out` is non-null and writable (checked above).
                 unsafe { out.write(handle) };
-                OVSA_OK
+                OvsaStatus::OK
             }
             Err(e) => {
                 eprintln!("[ovsa][error] {e}");
                 set_error(e);
-                OVSA_INTERNAL_ERROR
+                OvsaStatus::INTERNAL_ERROR
             }
         }
     })
@@ -161,15 +156,15 @@ struct CallbackBuffers {
 }
 
 impl CallbackBuffers {
-    fn request(&mut self, which: i32, size: usize) -> Result<*mut u8, String> {
+    fn request(&mut self, which: OvsaBuffer, size: usize) -> Result<*mut u8, String> {
         // SAFETY: the caller of ovsa_loader_load_model supplied `alloc` and `ctx` as a pair and
         // guarantees the callback is safe to call with them.
-        let p = unsafe { (self.alloc)(self.ctx, which, size) };
+        let p = unsafe { (self.alloc)(self.ctx, which.code(), size) };
         if size == 0 {
             return Ok(std::ptr::NonNull::dangling().as_ptr());
         }
         if p.is_null() {
-            let what = if which == OVSA_BUFFER_MODEL {
+            let what = if which == OvsaBuffer::MODEL {
                 "model"
             } else {
                 "weights"
@@ -202,9 +197,9 @@ impl OutputBuffers for CallbackBuffers {
         weights_size: Option<usize>,
     ) -> Result<(&mut [u8], &mut [u8]), String> {
         let dangling = std::ptr::NonNull::dangling().as_ptr();
-        self.model = (self.request(OVSA_BUFFER_MODEL, model_size)?, model_size);
+        self.model = (self.request(OvsaBuffer::MODEL, model_size)?, model_size);
         self.weights = match weights_size {
-            Some(size) => (self.request(OVSA_BUFFER_WEIGHTS, size)?, size),
+            Some(size) => (self.request(OvsaBuffer::WEIGHTS, size)?, size),
             None => (dangling, 0),
         };
         Ok(self.slices())
@@ -217,17 +212,16 @@ impl OutputBuffers for CallbackBuffers {
     }
 }
 
-/// Loads version `version` of model `name` from `base_path/<version>` with the model's
-/// `custom_loader_options` JSON. The plugin asks for each output buffer's exact size through
-/// `alloc(alloc_ctx, OVSA_BUFFER_MODEL|OVSA_BUFFER_WEIGHTS, size)` and decrypts straight into
-/// the memory returned; on failure everything written is wiped.
-///
-/// Returns `OVSA_MODEL_TYPE_IR` or `OVSA_MODEL_TYPE_ONNX` (also stored in `*model_type` if
-/// non-NULL), else `OVSA_MODEL_LOAD_ERROR` (see `ovsa_last_error`). Never `OVSA_OK`.
+/// Loads version `version` of `name` from base_path/<version> with the model's
+/// custom_loader_options JSON (all values strings; "keystore" and "controlled_access_file"
+/// required). Decrypts straight into the buffers obtained from alloc(alloc_ctx, which, size),
+/// each of its exact size; on failure they are wiped. Returns OVSA_MODEL_TYPE_IR or
+/// OVSA_MODEL_TYPE_ONNX (also stored in *model_type if non-NULL), else OVSA_MODEL_LOAD_ERROR
+/// (see ovsa_last_error). Never OVSA_OK.
 ///
 /// # Safety
 /// `loader` is a live handle; string arguments are NUL-terminated; `alloc` honours the
-/// contract of [`OvsaAllocFn`] with `alloc_ctx`; `model_type` is NULL or writable.
+/// contract of ovsa_alloc_fn with `alloc_ctx`; `model_type` is NULL or writable.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn ovsa_loader_load_model(
@@ -240,7 +234,7 @@ pub unsafe extern "C" fn ovsa_loader_load_model(
     alloc_ctx: *mut c_void,
     model_type: *mut i32,
 ) -> i32 {
-    guarded(OVSA_MODEL_LOAD_ERROR, || {
+    guarded(OvsaStatus::MODEL_LOAD_ERROR, || {
         // SAFETY: the caller guarantees a live handle and NUL-terminated strings.
         let args = unsafe {
             (|| {
@@ -258,7 +252,7 @@ pub unsafe extern "C" fn ovsa_loader_load_model(
             Err(e) => {
                 eprintln!("[ovsa][error] load: {e}");
                 set_error(e);
-                return OVSA_MODEL_LOAD_ERROR;
+                return OvsaStatus::MODEL_LOAD_ERROR;
             }
         };
         let dangling = std::ptr::NonNull::dangling().as_ptr();
@@ -269,23 +263,23 @@ pub unsafe extern "C" fn ovsa_loader_load_model(
             weights: (dangling, 0),
         };
         let status = match loader.load(name, base_path, version, options_json, &mut out) {
-            Ok(ModelType::Ir) => OVSA_MODEL_TYPE_IR,
-            Ok(ModelType::Onnx) => OVSA_MODEL_TYPE_ONNX,
+            Ok(ModelType::Ir) => OvsaStatus::MODEL_TYPE_IR,
+            Ok(ModelType::Onnx) => OvsaStatus::MODEL_TYPE_ONNX,
             Err(e) => {
                 set_error(e.0);
-                OVSA_MODEL_LOAD_ERROR
+                OvsaStatus::MODEL_LOAD_ERROR
             }
         };
         if !model_type.is_null() {
             // SAFETY: non-null, and the caller guarantees it is writable.
-            unsafe { model_type.write(status) };
+            unsafe { model_type.write(status.code()) };
         }
         status
     })
 }
 
-/// `OVSA_OK` or `OVSA_MODEL_BLACKLISTED` for `(name, version)`. Reads flags only: no I/O,
-/// never blocks on a load or a license check. Unknown versions are `OVSA_OK`.
+/// OVSA_OK or OVSA_MODEL_BLACKLISTED for (name, version). Reads a flag only: no I/O, never
+/// blocks on a load or a license check. Unknown versions are OVSA_OK.
 ///
 /// # Safety
 /// `loader` is a live handle; `name` is NUL-terminated.
@@ -295,23 +289,23 @@ pub unsafe extern "C" fn ovsa_loader_blacklist_status(
     name: *const c_char,
     version: i32,
 ) -> i32 {
-    guarded(OVSA_INTERNAL_ERROR, || {
+    guarded(OvsaStatus::INTERNAL_ERROR, || {
         // SAFETY: the caller guarantees a live handle and a NUL-terminated string.
         match unsafe { loader_arg(loader).and_then(|l| Ok((l, str_arg(name, "name")?))) } {
             Ok((l, name)) => match l.blacklist_status(name, version) {
-                BlacklistStatus::Ok => OVSA_OK,
-                BlacklistStatus::Blacklisted => OVSA_MODEL_BLACKLISTED,
+                BlacklistStatus::Ok => OvsaStatus::OK,
+                BlacklistStatus::Blacklisted => OvsaStatus::MODEL_BLACKLISTED,
             },
             Err(e) => {
                 set_error(e);
-                OVSA_INTERNAL_ERROR
+                OvsaStatus::INTERNAL_ERROR
             }
         }
     })
 }
 
-/// Unloads `(name, version)` and stops its lease worker (returns without waiting for a check
-/// in flight). Idempotent; unknown versions are fine. Returns `OVSA_OK`.
+/// Unloads (name, version) and stops its lease worker (returns without waiting for a check in
+/// flight). Idempotent; unknown versions are fine. Returns OVSA_OK.
 ///
 /// # Safety
 /// `loader` is a live handle; `name` is NUL-terminated.
@@ -321,62 +315,63 @@ pub unsafe extern "C" fn ovsa_loader_unload(
     name: *const c_char,
     version: i32,
 ) -> i32 {
-    guarded(OVSA_INTERNAL_ERROR, || {
+    guarded(OvsaStatus::INTERNAL_ERROR, || {
         // SAFETY: the caller guarantees a live handle and a NUL-terminated string.
         match unsafe { loader_arg(loader).and_then(|l| Ok((l, str_arg(name, "name")?))) } {
             Ok((l, name)) => {
                 l.unload(name, version);
-                OVSA_OK
+                OvsaStatus::OK
             }
             Err(e) => {
                 set_error(e);
-                OVSA_INTERNAL_ERROR
+                OvsaStatus::INTERNAL_ERROR
             }
         }
     })
 }
 
-/// Forgets every version of `name` and stops their workers. Returns `OVSA_OK`.
+/// Forgets every version of `name` (model removed from the configuration) and stops their
+/// lease workers. Returns OVSA_OK.
 ///
 /// # Safety
 /// `loader` is a live handle; `name` is NUL-terminated.
 #[no_mangle]
 pub unsafe extern "C" fn ovsa_loader_retire(loader: *const OvsaLoader, name: *const c_char) -> i32 {
-    guarded(OVSA_INTERNAL_ERROR, || {
+    guarded(OvsaStatus::INTERNAL_ERROR, || {
         // SAFETY: the caller guarantees a live handle and a NUL-terminated string.
         match unsafe { loader_arg(loader).and_then(|l| Ok((l, str_arg(name, "name")?))) } {
             Ok((l, name)) => {
                 l.retire(name);
-                OVSA_OK
+                OvsaStatus::OK
             }
             Err(e) => {
                 set_error(e);
-                OVSA_INTERNAL_ERROR
+                OvsaStatus::INTERNAL_ERROR
             }
         }
     })
 }
 
-/// Stops every worker and frees the loader. NULL is a no-op. No other call may use the handle
-/// concurrently or afterwards.
+/// Stops every lease worker and frees the loader. NULL is a no-op. No other call may use the
+/// handle concurrently or afterwards.
 ///
 /// # Safety
 /// `loader` is NULL or a handle from `ovsa_loader_new` not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn ovsa_loader_free(loader: *mut OvsaLoader) {
-    guarded(OVSA_INTERNAL_ERROR, || {
+    guarded(OvsaStatus::INTERNAL_ERROR, || {
         if !loader.is_null() {
             // SAFETY: the caller hands back ownership of a handle made by Box::into_raw in
             // ovsa_loader_new, exactly once.
             drop(unsafe { Box::from_raw(loader) });
         }
-        OVSA_OK
+        OvsaStatus::OK
     });
 }
 
-/// Copies the calling thread's last error message (empty if the last call succeeded) into
-/// `buf` as a NUL-terminated string, truncated to `len - 1` bytes. Returns the full length of
-/// the message in bytes (without the NUL), so a caller can size `buf`. `buf` may be NULL.
+/// Copies this thread's last error message (empty if the last call succeeded) into buf
+/// (NUL-terminated, truncated to len - 1 bytes; buf may be NULL). Returns the message's full
+/// length in bytes without the NUL (0: no error), so a caller can size buf.
 ///
 /// # Safety
 /// `buf` is NULL or points to `len` writable bytes.

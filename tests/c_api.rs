@@ -1,6 +1,7 @@
 //! The C API as C sees it: `include/ovsa_runtime.h` declares exactly the `ovsa_*` functions the
-//! library exports, a C program compiled against the header links and runs, and argument
-//! checks (NULLs, bad UTF-8, unusable config) give error statuses with clear messages.
+//! library exports, a C program compiled against the header links and runs, sees the values of
+//! the Rust enums (`OvsaStatus`, `OvsaBuffer`) under the header's names, and argument checks
+//! (NULLs, bad UTF-8, unusable config) give error statuses with clear messages.
 
 mod common_lib;
 
@@ -8,6 +9,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use common_lib::{plugin_path, root};
+use ovsaruntime::ffi::{OvsaBuffer, OvsaStatus};
 
 fn header() -> String {
     std::fs::read_to_string(root().join("include/ovsa_runtime.h")).unwrap()
@@ -85,6 +87,13 @@ static void report(const char *what, int32_t status) {
 
 int main(int argc, char **argv) {
     OvsaLoader *l = NULL;
+    /* The header's names for the values (OvsaStatus and OvsaBuffer are int32_t in C). */
+    OvsaStatus ok = OVSA_OK;
+    OvsaBuffer weights = OVSA_BUFFER_WEIGHTS;
+    printf("constants %d %d %d %d %d %d %d %d %d sizes %d %d\n", (int)ok, OVSA_MODEL_TYPE_IR,
+           OVSA_MODEL_TYPE_ONNX, OVSA_MODEL_TYPE_BLOB, OVSA_MODEL_LOAD_ERROR, OVSA_MODEL_BLACKLISTED,
+           OVSA_INTERNAL_ERROR, OVSA_BUFFER_MODEL, (int)weights, (int)sizeof(OvsaStatus),
+           (int)sizeof(OvsaBuffer));
     report("new-null-out", ovsa_loader_new(NULL, NULL));
     report("new-bad-config", ovsa_loader_new("/nonexistent/ovsa-loader.json", &l));
     printf("handle-after-failure=%s\n", l == NULL ? "null" : "set");
@@ -155,38 +164,108 @@ fn c_program_compiled_against_the_header_gets_clear_errors() {
             .unwrap_or_else(|| panic!("no '{prefix}' in:\n{stdout}"))
             .to_string()
     };
-    let expect = |prefix: &str, status: i32, needle: &str| {
+    // The C names carry the Rust enums' values, in int32_t-sized types.
+    let constants: Vec<String> = [
+        OvsaStatus::OK,
+        OvsaStatus::MODEL_TYPE_IR,
+        OvsaStatus::MODEL_TYPE_ONNX,
+        OvsaStatus::MODEL_TYPE_BLOB,
+        OvsaStatus::MODEL_LOAD_ERROR,
+        OvsaStatus::MODEL_BLACKLISTED,
+        OvsaStatus::INTERNAL_ERROR,
+    ]
+    .iter()
+    .map(|s| s.code())
+    .chain([OvsaBuffer::MODEL.code(), OvsaBuffer::WEIGHTS.code()])
+    .map(|c| c.to_string())
+    .collect();
+    assert_eq!(
+        line("constants "),
+        format!("constants {} sizes 4 4", constants.join(" "))
+    );
+    let expect = |prefix: &str, status: OvsaStatus, needle: &str| {
         let l = line(&format!("{prefix} "));
         assert!(
-            l.contains(&format!("status={status} ")) && l.contains(needle),
+            l.contains(&format!("status={} ", status.code())) && l.contains(needle),
             "{l}"
         );
     };
-    expect("new-null-out", 6, "out is NULL");
-    expect("new-bad-config", 6, "/nonexistent/ovsa-loader.json");
+    use OvsaStatus::{INTERNAL_ERROR, MODEL_LOAD_ERROR, OK};
+    expect("new-null-out", INTERNAL_ERROR, "out is NULL");
+    expect(
+        "new-bad-config",
+        INTERNAL_ERROR,
+        "/nonexistent/ovsa-loader.json",
+    );
     assert_eq!(line("handle-after-failure"), "handle-after-failure=null");
-    expect("new-config", 0, "len=0");
-    expect("new-default", 0, "len=0");
-    expect("load-null-loader", 4, "loader is NULL");
+    expect("new-config", OK, "len=0");
+    expect("new-default", OK, "len=0");
+    expect("load-null-loader", MODEL_LOAD_ERROR, "loader is NULL");
     assert_eq!(line("type="), "type=-1");
-    expect("load-null-name", 4, "name is NULL");
-    expect("load-null-alloc", 4, "alloc callback is NULL");
-    expect("load-bad-utf8", 4, "name is not valid UTF-8");
-    expect("load-bad-json", 4, "not valid JSON");
+    expect("load-null-name", MODEL_LOAD_ERROR, "name is NULL");
+    expect(
+        "load-null-alloc",
+        MODEL_LOAD_ERROR,
+        "alloc callback is NULL",
+    );
+    expect("load-bad-utf8", MODEL_LOAD_ERROR, "name is not valid UTF-8");
+    expect("load-bad-json", MODEL_LOAD_ERROR, "not valid JSON");
     expect(
         "load-number",
-        4,
+        MODEL_LOAD_ERROR,
         "'keystore' must be a string, got a number",
     );
     // The C program names base path /tmp and version 1: no such version directory.
-    expect("load-missing", 4, "has no such version directory");
-    expect("status-unknown", 0, "len=0");
-    expect("status-null", 6, "name is NULL");
-    expect("unload-unknown", 0, "len=0");
-    expect("unload-again", 0, "len=0");
-    expect("retire-unknown", 0, "len=0");
-    expect("unload-null", 6, "loader is NULL");
+    expect(
+        "load-missing",
+        MODEL_LOAD_ERROR,
+        "has no such version directory",
+    );
+    expect("status-unknown", OK, "len=0");
+    expect("status-null", INTERNAL_ERROR, "name is NULL");
+    expect("unload-unknown", OK, "len=0");
+    expect("unload-again", OK, "len=0");
+    expect("retire-unknown", OK, "len=0");
+    expect("unload-null", INTERNAL_ERROR, "loader is NULL");
     assert_eq!(line("truncated"), "truncated len=14 copy=loa");
     assert_eq!(line("null-buf"), "null-buf len=14");
     assert_eq!(line("done"), "done");
+}
+
+/// The generated header is plain, warning-free C and C++ for the compilers hosts use: C99 and
+/// C11 with `-pedantic`, and C++11/C++17 (where the enums get their `int32_t` underlying type).
+#[test]
+fn header_compiles_cleanly_as_c_and_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = "#include \"ovsa_runtime.h\"\n\
+                int ovsa_header_check(void);\n\
+                int ovsa_header_check(void) { return (int)sizeof(OvsaStatus) + OVSA_BUFFER_WEIGHTS; }\n";
+    for (compiler, std, file) in [
+        ("cc", "-std=c99", "check.c"),
+        ("cc", "-std=c11", "check.c"),
+        ("c++", "-std=c++11", "check.cpp"),
+        ("c++", "-std=c++17", "check.cpp"),
+    ] {
+        let src = dir.path().join(file);
+        std::fs::write(&src, unit).unwrap();
+        let out = Command::new(compiler)
+            .args([
+                std,
+                "-pedantic",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-fsyntax-only",
+                "-I",
+            ])
+            .arg(root().join("include"))
+            .arg(&src)
+            .output()
+            .unwrap_or_else(|e| panic!("{compiler}: {e}"));
+        assert!(
+            out.status.success(),
+            "include/ovsa_runtime.h does not compile with {compiler} {std} -pedantic:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

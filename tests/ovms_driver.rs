@@ -15,7 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use common_lib::{plugin_path, root};
+use ovsaruntime::ffi::OvsaStatus;
 use runtime_fixture::{Fixture, OPTIONS};
+
+// The statuses the driver prints (`static_cast<int>(ovms::CustomLoaderStatus)`); the plugin's
+// OvsaStatus values equal them (the C++ shim asserts so at compile time).
+const OK: i32 = OvsaStatus::OK.code();
+const IR: i32 = OvsaStatus::MODEL_TYPE_IR.code();
+const ONNX: i32 = OvsaStatus::MODEL_TYPE_ONNX.code();
+const LOAD_ERROR: i32 = OvsaStatus::MODEL_LOAD_ERROR.code();
+const BLACKLISTED: i32 = OvsaStatus::MODEL_BLACKLISTED.code();
 
 fn fnv1a(bytes: &[u8]) -> String {
     let mut h: u64 = 1469598103934665603;
@@ -181,7 +190,7 @@ fn ovms_sequence_through_the_cpp_interface() {
     let onnx_bytes = std::fs::read(&onnx.files[0]).unwrap();
     let ir_line = |what: &str, v: i32| {
         format!(
-            "{what} m {v} 1 {} {} {} {}",
+            "{what} m {v} {IR} {} {} {} {}",
             xml.len(),
             bin.len(),
             fnv1a(&xml),
@@ -190,7 +199,7 @@ fn ovms_sequence_through_the_cpp_interface() {
     };
     let onnx_line = |what: &str| {
         format!(
-            "{what} onnx 1 2 {} 0 {} {}",
+            "{what} onnx 1 {ONNX} {} 0 {} {}",
             onnx_bytes.len(),
             fnv1a(&onnx_bytes),
             fnv1a(&[])
@@ -221,7 +230,10 @@ fn ovms_sequence_through_the_cpp_interface() {
     );
     let failed = d.run(&format!("load A bad {base_bad} {OPTIONS}"));
     assert_eq!(failed.len(), 1);
-    assert!(failed[0].starts_with("load bad 1 4 0 0 "), "{failed:?}");
+    assert!(
+        failed[0].starts_with(&format!("load bad 1 {LOAD_ERROR} 0 0 ")),
+        "{failed:?}"
+    );
 
     // Healthy: the watcher finds nothing blacklisted (OVMS keeps retrying the failed load).
     let quiet = d.run("watch 2.5 500");
@@ -231,21 +243,24 @@ fn ovms_sequence_through_the_cpp_interface() {
         !has(&quiet, "reload m") && !has(&quiet, "reload onnx"),
         "{quiet:?}"
     );
-    assert!(has(&quiet, "reload bad 1 4"), "{quiet:?}");
+    assert!(
+        has(&quiet, &format!("reload bad 1 {LOAD_ERROR}")),
+        "{quiet:?}"
+    );
 
     // License service down: after the grace period every loaded version is blacklisted and
     // unloaded; status polls stay fast throughout.
     f.stop_service();
     let outage = d.run("watch 7 500");
     for v in [
-        "blacklisted m 1 5",
-        "blacklisted m 2 5",
-        "blacklisted onnx 1 5",
+        format!("blacklisted m 1 {BLACKLISTED}"),
+        format!("blacklisted m 2 {BLACKLISTED}"),
+        format!("blacklisted onnx 1 {BLACKLISTED}"),
     ] {
-        assert!(outage.iter().any(|l| l == v), "{v} missing in {outage:?}");
+        assert!(outage.contains(&v), "{v} missing in {outage:?}");
     }
     assert!(!has(&outage, "slow-status"), "{outage:?}");
-    assert!(!has(&outage, "reload m 1 1"), "{outage:?}");
+    assert!(!has(&outage, &format!("reload m 1 {IR}")), "{outage:?}");
 
     // Service back: the blacklist clears at the recheck and the watcher reloads every version.
     f.start_service();
@@ -258,7 +273,7 @@ fn ovms_sequence_through_the_cpp_interface() {
         assert!(recovery.contains(&l), "{l} missing in {recovery:?}");
     }
     let status = d.run("status m 1");
-    assert_eq!(status, vec!["status m 1 0"]);
+    assert_eq!(status, vec![format!("status m 1 {OK}")]);
 
     // Options changed: unload then load with the new options (an absolute keystore path now;
     // each version keeps its own package).
@@ -268,21 +283,28 @@ fn ovms_sequence_through_the_cpp_interface() {
     assert_eq!(
         d.run(&format!("options m {abs}")),
         vec![
-            "unload m 1 0".to_string(),
+            format!("unload m 1 {OK}"),
             ir_line("load", 1),
-            "unload m 2 0".to_string(),
+            format!("unload m 2 {OK}"),
             ir_line("load", 2)
         ]
     );
 
     // Model removed from the config: retire, then unload each version.
-    assert_eq!(d.run("retire bad"), vec!["retire bad 0", "unload bad 1 0"]);
+    assert_eq!(
+        d.run("retire bad"),
+        vec![format!("retire bad {OK}"), format!("unload bad 1 {OK}")]
+    );
 
     // Shutdown: unload every version; destroy the objects through the virtual destructor.
     let down = d.run("shutdown");
     assert_eq!(
         &down[..3],
-        &["unload m 1 0", "unload m 2 0", "unload onnx 1 0"]
+        &[
+            format!("unload m 1 {OK}"),
+            format!("unload m 2 {OK}"),
+            format!("unload onnx 1 {OK}")
+        ]
     );
     let ms: u64 = down[3]
         .strip_prefix("shutdown ok ")
@@ -321,24 +343,32 @@ fn ovms_loads_a_package_only_from_its_own_version_directory() {
     let mut lines = d.run(&format!("load A m {base} {OPTIONS}"));
     lines.sort();
     assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(lines[0].starts_with("load m 0 4 0 0 "), "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!("load m 0 {LOAD_ERROR} 0 0 ")),
+        "{lines:?}"
+    );
     assert_eq!(
         lines[1],
         format!(
-            "load m 1 1 {} {} {} {}",
+            "load m 1 {IR} {} {} {} {}",
             xml.len(),
             bin.len(),
             fnv1a(&xml),
             fnv1a(&bin)
         )
     );
-    assert!(lines[2].starts_with("load m 7 4 0 0 "), "{lines:?}");
+    assert!(
+        lines[2].starts_with(&format!("load m 7 {LOAD_ERROR} 0 0 ")),
+        "{lines:?}"
+    );
     let traversal =
         r#"{"loader_name":"ovsa","keystore":"customer.ks","controlled_access_file":"../../../fd"}"#;
     let lines = d.run(&format!("load A t {base} {traversal}"));
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(
-        lines.iter().all(|l| l.split(' ').nth(3) == Some("4")),
+        lines
+            .iter()
+            .all(|l| l.split(' ').nth(3) == Some(LOAD_ERROR.to_string().as_str())),
         "{lines:?}"
     );
     d.run("shutdown");
@@ -391,7 +421,7 @@ fn ovms_sequence_is_valgrind_clean() {
     assert_eq!(
         loaded,
         vec![format!(
-            "load m 1 1 {} {} {} {}",
+            "load m 1 {IR} {} {} {} {}",
             xml.len(),
             bin.len(),
             fnv1a(&xml),
@@ -399,14 +429,23 @@ fn ovms_sequence_is_valgrind_clean() {
         )]
     );
     let failed = d.run(&format!("load A bad {base_bad} {OPTIONS}"));
-    assert!(failed[0].starts_with("load bad 1 4 0 0 "), "{failed:?}");
+    assert!(
+        failed[0].starts_with(&format!("load bad 1 {LOAD_ERROR} 0 0 ")),
+        "{failed:?}"
+    );
     let watched = d.run("watch 3 500");
     assert!(!has(&watched, "blacklisted"), "{watched:?}");
     let abs = format!(
         r#"{{"loader_name":"ovsa","keystore":"{base_m}/1/customer.ks","controlled_access_file":"{base_m}/1/model"}}"#
     );
-    assert!(has(&d.run(&format!("options m {abs}")), "load m 1 1 "));
-    assert_eq!(d.run("retire m"), vec!["retire m 0", "unload m 1 0"]);
+    assert!(has(
+        &d.run(&format!("options m {abs}")),
+        &format!("load m 1 {IR} ")
+    ));
+    assert_eq!(
+        d.run("retire m"),
+        vec![format!("retire m {OK}"), format!("unload m 1 {OK}")]
+    );
     assert!(has(&d.run("shutdown"), "shutdown ok"));
     let status = d.quit();
     let report = std::fs::read_to_string(&log).unwrap_or_default();
@@ -476,9 +515,15 @@ fn ovms_buffers_handed_to_openvino_infer_like_the_plaintext() {
     let mut d = Driver::start(&exe);
     assert_eq!(d.run(&format!("init A {config}")), vec!["init A ok"]);
     let loaded = d.run(&format!("load A cnn {base_cnn} {OPTIONS}"));
-    assert!(loaded[0].starts_with("load cnn 1 1 "), "{loaded:?}");
+    assert!(
+        loaded[0].starts_with(&format!("load cnn 1 {IR} ")),
+        "{loaded:?}"
+    );
     let loaded = d.run(&format!("load A cls {base_cls} {OPTIONS}"));
-    assert!(loaded[0].starts_with("load cls 1 2 "), "{loaded:?}");
+    assert!(
+        loaded[0].starts_with(&format!("load cls 1 {ONNX} ")),
+        "{loaded:?}"
+    );
 
     let digest = |lines: Vec<String>, prefix: &str| -> String {
         assert_eq!(lines.len(), 1, "{lines:?}");

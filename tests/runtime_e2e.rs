@@ -9,6 +9,7 @@ mod runtime_fixture;
 #[path = "../crates/ovsa-license-server/tests/world/mod.rs"]
 mod world;
 
+use ovsaruntime::ffi::OvsaBuffer;
 use plugin::{Plugin, MODEL_BLACKLISTED, MODEL_LOAD_ERROR, MODEL_TYPE_IR, OK};
 use runtime_fixture::{eventually, Fixture, OPTIONS};
 
@@ -40,7 +41,13 @@ fn loads_ir_byte_identical_and_rejects_every_bad_input() {
     assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
     assert_eq!(l.model_type, MODEL_TYPE_IR);
     assert_eq!(l.error, "");
-    assert_eq!(l.requests, vec![(0, xml.len()), (1, bin.len())]);
+    assert_eq!(
+        l.requests,
+        vec![
+            (OvsaBuffer::MODEL.code(), xml.len()),
+            (OvsaBuffer::WEIGHTS.code(), bin.len())
+        ]
+    );
     assert!(l.model == xml, "model XML differs");
     assert!(l.weights == bin, "weights differ");
     assert_eq!(plugin.status("m", 1), OK);

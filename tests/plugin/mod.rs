@@ -5,6 +5,8 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::OnceLock;
 
+use ovsaruntime::ffi::{OvsaBuffer, OvsaStatus};
+
 type NewFn = unsafe extern "C" fn(*const c_char, *mut *mut c_void) -> i32;
 type AllocFn = unsafe extern "C" fn(*mut c_void, i32, usize) -> *mut u8;
 type LoadFn = unsafe extern "C" fn(
@@ -22,12 +24,13 @@ type RetireFn = unsafe extern "C" fn(*const c_void, *const c_char) -> i32;
 type FreeFn = unsafe extern "C" fn(*mut c_void);
 type LastErrorFn = unsafe extern "C" fn(*mut c_char, usize) -> usize;
 
-pub const OK: i32 = 0;
-pub const MODEL_TYPE_IR: i32 = 1;
-pub const MODEL_TYPE_ONNX: i32 = 2;
-pub const MODEL_LOAD_ERROR: i32 = 4;
-pub const MODEL_BLACKLISTED: i32 = 5;
-pub const INTERNAL_ERROR: i32 = 6;
+// The statuses as the C API returns them (int32_t), from the plugin's one source.
+pub const OK: i32 = OvsaStatus::OK.code();
+pub const MODEL_TYPE_IR: i32 = OvsaStatus::MODEL_TYPE_IR.code();
+pub const MODEL_TYPE_ONNX: i32 = OvsaStatus::MODEL_TYPE_ONNX.code();
+pub const MODEL_LOAD_ERROR: i32 = OvsaStatus::MODEL_LOAD_ERROR.code();
+pub const MODEL_BLACKLISTED: i32 = OvsaStatus::MODEL_BLACKLISTED.code();
+pub const INTERNAL_ERROR: i32 = OvsaStatus::INTERNAL_ERROR.code();
 
 struct Api {
     new: NewFn,
@@ -104,7 +107,7 @@ unsafe extern "C" fn alloc(ctx: *mut c_void, which: i32, size: usize) -> *mut u8
     // SAFETY: ctx is the &mut Outputs passed to load below.
     let out = unsafe { &mut *ctx.cast::<Outputs>() };
     out.requests.push((which, size));
-    let v = if which == 0 {
+    let v = if which == OvsaBuffer::MODEL.code() {
         &mut out.model
     } else {
         &mut out.weights

@@ -94,12 +94,14 @@ fn protected_and_sold(
         isv,
     )
     .unwrap();
+    let service = keystore("CN=registration");
     let sale = sell(&SaleRequest {
         isv,
         master: &master,
         config: &config,
         tcb: &tcb,
         customer: customer.certificate(),
+        service: service.certificate(),
     })
     .unwrap();
     (dat, sale.license)

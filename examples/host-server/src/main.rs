@@ -26,10 +26,18 @@ use openvino::{
 };
 use serde_json::Value;
 
-const OVSA_MODEL_TYPE_IR: i32 = 1;
-const OVSA_MODEL_TYPE_ONNX: i32 = 2;
-const OVSA_BUFFER_MODEL: i32 = 0;
-const OVSA_BUFFER_WEIGHTS: i32 = 1;
+// The C API's values, from the plugin's one source of them (the enums the C header is generated
+// from). Included by path: this host dlopens the plugin and does not link the plugin's crate.
+#[allow(dead_code)]
+#[path = "../../../loader/ffi/status.rs"]
+mod ovsa_status;
+
+use ovsa_status::{OvsaBuffer, OvsaStatus};
+
+const OVSA_MODEL_TYPE_IR: i32 = OvsaStatus::MODEL_TYPE_IR.code();
+const OVSA_MODEL_TYPE_ONNX: i32 = OvsaStatus::MODEL_TYPE_ONNX.code();
+const OVSA_BUFFER_MODEL: i32 = OvsaBuffer::MODEL.code();
+const OVSA_BUFFER_WEIGHTS: i32 = OvsaBuffer::WEIGHTS.code();
 
 #[derive(Parser)]
 #[command(

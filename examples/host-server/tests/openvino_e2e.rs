@@ -8,6 +8,9 @@
 //! Needs the OpenVINO wheel in `.venv/` (`bash scripts/setup.sh --openvino`, which
 //! `scripts/test.sh` runs): without it the test fails with that instruction, it never skips.
 
+#[allow(dead_code)]
+#[path = "../../../loader/ffi/status.rs"]
+mod ovsa_status;
 #[path = "../../../tests/runtime_fixture/mod.rs"]
 mod runtime_fixture;
 #[path = "../../../crates/ovsa-license-server/tests/world/mod.rs"]
@@ -196,8 +199,10 @@ fn decrypted_ir_model_infers_exactly_like_the_plaintext() {
     let (ok, stdout, _) = host_server(&bad, &[]);
     assert!(!ok);
     assert!(
-        stdout.contains("model cnn version 1: load FAILED (status 4): ")
-            && stdout.contains("model.dat"),
+        stdout.contains(&format!(
+            "model cnn version 1: load FAILED (status {}): ",
+            ovsa_status::OvsaStatus::MODEL_LOAD_ERROR.code()
+        )) && stdout.contains("model.dat"),
         "{stdout}"
     );
 }
