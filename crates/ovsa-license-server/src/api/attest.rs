@@ -1,10 +1,6 @@
 //! `POST /v1/attest`: verify the evidence (Verifier), apply the policy (Relying Party), release
 //! the key share sealed to the runtime's ephemeral key.
 
-use std::sync::Arc;
-
-use axum::extract::State;
-use axum::Json;
 use ovsa_core::encoding::format_rfc3339;
 use ovsa_core::license::KeyShare;
 use ovsa_core::protocol::{seal_share, AttestRequest, AttestResponse, Purpose, Reason};
@@ -12,23 +8,17 @@ use time::OffsetDateTime;
 
 use super::challenge::{check_session_answer, license_for_client};
 use super::{
-    attestation_refused, audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo,
+    attestation_refused, audit, audit_outcome, parse_body, ApiError, AppState, AuditSubject,
+    ConnInfo,
 };
 use crate::relying_party::{decide, Decision};
 use crate::store::{AuditEntry, LicenseRecord, SessionRecord};
 use crate::verifier::{host_ek_of, host_evidence_required, verify_attestation, Facts};
 
-pub async fn handle(
-    State(st): State<Arc<AppState>>,
-    conn: Conn,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Body,
-) -> Result<Json<AttestResponse>, ApiError> {
-    json_endpoint(&st, "attest", &conn, &headers, body, async |b| {
-        attest(&st, &conn, b).await
-    })
-    .await
-}
+json_handler!(
+    /// `POST /v1/attest`.
+    handle, "attest", attest -> AttestResponse
+);
 
 async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestResponse, ApiError> {
     let req: AttestRequest = parse_body(body)?;
@@ -126,27 +116,20 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
         }
     }
     .await;
-    let (res, reason, message) = match &result {
-        Ok(r) if r.share.is_some() => (
-            "granted",
-            None,
-            format!("key share released; uses {}", r.uses),
-        ),
-        Ok(r) => ("granted", None, format!("lease renewed; uses {}", r.uses)),
-        Err(e) => ("refused", Some(e.reason), e.message.clone()),
-    };
-    audit(
+    audit_outcome(
         st,
-        AuditEntry {
+        conn,
+        AuditSubject {
             at: now,
             license_guid: Some(session.license_guid),
-            client: conn.audit_name(),
-            action: "attest".into(),
+            action: "attest",
             purpose: Some(session.purpose),
-            result: res.into(),
-            reason,
-            message,
             instance_id: instance,
+        },
+        &result,
+        |r| match r.share {
+            Some(_) => ("granted", format!("key share released; uses {}", r.uses)),
+            None => ("granted", format!("lease renewed; uses {}", r.uses)),
         },
     )
     .await;

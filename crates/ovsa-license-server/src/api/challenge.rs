@@ -1,30 +1,19 @@
 //! `POST /v1/challenge`: a fresh single-use nonce and a credential challenge for the AK.
 
-use std::sync::Arc;
-
-use axum::extract::State;
-use axum::Json;
 use ovsa_core::attest::issue_credential;
 use ovsa_core::crypto::{ct_eq, hash::sha256, random_array};
 use ovsa_core::protocol::{ChallengeRequest, ChallengeResponse, Purpose, Reason};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{attest_reason, audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
-use crate::store::{AuditEntry, LicenseRecord, SessionRecord};
+use super::{attest_reason, audit_outcome, parse_body, ApiError, AppState, AuditSubject, ConnInfo};
+use crate::store::{LicenseRecord, SessionRecord};
 use crate::verifier::host_evidence_required;
 
-pub async fn handle(
-    State(st): State<Arc<AppState>>,
-    conn: Conn,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Body,
-) -> Result<Json<ChallengeResponse>, ApiError> {
-    json_endpoint(&st, "challenge", &conn, &headers, body, async |b| {
-        challenge(&st, &conn, b).await
-    })
-    .await
-}
+json_handler!(
+    /// `POST /v1/challenge`.
+    handle, "challenge", challenge -> ChallengeResponse
+);
 
 /// Checks a taken session can still be answered: not expired, and answered by the TLS client it
 /// was issued to. `answer` names the answer in the messages ("attestation", ...).
@@ -85,23 +74,18 @@ async fn challenge(
     let req: ChallengeRequest = parse_body(body)?;
     let now = OffsetDateTime::now_utc();
     let result = issue(st, conn, &req, now).await;
-    let (res, reason, message) = match &result {
-        Ok(_) => ("issued", None, "challenge issued".to_string()),
-        Err(e) => ("refused", Some(e.reason), e.message.clone()),
-    };
-    audit(
+    audit_outcome(
         st,
-        AuditEntry {
+        conn,
+        AuditSubject {
             at: now,
             license_guid: Some(req.license_guid),
-            client: conn.audit_name(),
-            action: "challenge".into(),
+            action: "challenge",
             purpose: Some(req.purpose),
-            result: res.into(),
-            reason,
-            message,
             instance_id: Some(sha256(&req.ek_certificate)),
         },
+        &result,
+        |_| ("issued", "challenge issued".into()),
     )
     .await;
     result

@@ -8,10 +8,6 @@
 //! is then stored for that EK, and host evidence is accepted only when signed by an enrolled AK
 //! of its EK (unless the operator allows unenrolled host AKs).
 
-use std::sync::Arc;
-
-use axum::extract::State;
-use axum::Json;
 use ovsa_core::attest::issue_host_credential;
 use ovsa_core::crypto::{hash::sha256, random_array};
 use ovsa_core::protocol::{
@@ -21,34 +17,18 @@ use ovsa_core::protocol::{
 use time::OffsetDateTime;
 
 use super::challenge::{check_session_answer, license_for_client};
-use super::{attest_reason, audit, json_endpoint, parse_body, ApiError, AppState, Conn, ConnInfo};
-use crate::store::{AuditEntry, SessionRecord};
+use super::{attest_reason, audit_outcome, parse_body, ApiError, AppState, AuditSubject, ConnInfo};
+use crate::store::SessionRecord;
 
-/// `POST /v1/host-ak/challenge`.
-pub async fn challenge(
-    State(st): State<Arc<AppState>>,
-    conn: Conn,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Body,
-) -> Result<Json<HostAkChallengeResponse>, ApiError> {
-    json_endpoint(&st, "host_ak_challenge", &conn, &headers, body, async |b| {
-        issue_challenge(&st, &conn, b).await
-    })
-    .await
-}
+json_handler!(
+    /// `POST /v1/host-ak/challenge`.
+    challenge, "host_ak_challenge", issue_challenge -> HostAkChallengeResponse
+);
 
-/// `POST /v1/host-ak/enroll`.
-pub async fn enroll(
-    State(st): State<Arc<AppState>>,
-    conn: Conn,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Body,
-) -> Result<Json<HostAkEnrollResponse>, ApiError> {
-    json_endpoint(&st, "host_ak_enroll", &conn, &headers, body, async |b| {
-        finish(&st, &conn, b).await
-    })
-    .await
-}
+json_handler!(
+    /// `POST /v1/host-ak/enroll`.
+    enroll, "host_ak_enroll", finish -> HostAkEnrollResponse
+);
 
 async fn issue_challenge(
     st: &AppState,
@@ -85,23 +65,18 @@ async fn issue_challenge(
         })
     }
     .await;
-    let (res, reason, message) = match &result {
-        Ok(_) => ("issued", None, "host AK challenge issued".to_string()),
-        Err(e) => ("refused", Some(e.reason), e.message.clone()),
-    };
-    audit(
+    audit_outcome(
         st,
-        AuditEntry {
+        conn,
+        AuditSubject {
             at: now,
             license_guid: Some(req.license_guid),
-            client: conn.audit_name(),
-            action: "host_ak_challenge".into(),
+            action: "host_ak_challenge",
             purpose: Some(Purpose::EnrollHostAk),
-            result: res.into(),
-            reason,
-            message,
             instance_id: Some(sha256(&req.ek_certificate)),
         },
+        &result,
+        |_| ("issued", "host AK challenge issued".into()),
     )
     .await;
     result
@@ -154,29 +129,25 @@ async fn finish(
         })
     }
     .await;
-    let (res, reason, message) = match &result {
-        Ok(r) => (
-            "granted",
-            None,
-            format!(
-                "host AK {} enrolled for host EK {}",
-                r.ak_name, r.host_ek_sha256
-            ),
-        ),
-        Err(e) => ("refused", Some(e.reason), e.message.clone()),
-    };
-    audit(
+    audit_outcome(
         st,
-        AuditEntry {
+        conn,
+        AuditSubject {
             at: now,
             license_guid,
-            client: conn.audit_name(),
-            action: "host_ak_enroll".into(),
+            action: "host_ak_enroll",
             purpose: Some(Purpose::EnrollHostAk),
-            result: res.into(),
-            reason,
-            message,
             instance_id: instance,
+        },
+        &result,
+        |r| {
+            (
+                "granted",
+                format!(
+                    "host AK {} enrolled for host EK {}",
+                    r.ak_name, r.host_ek_sha256
+                ),
+            )
         },
     )
     .await;

@@ -1,5 +1,24 @@
 //! The HTTP API (`docs/PROTOCOL.md`): routes, shared state, connection identity, errors.
 
+/// Defines the axum handler of a JSON endpoint: bounded body, request timeout, metrics and
+/// refusal logging ([`json_endpoint`]), then `$inner(&state, &conn, body)`.
+macro_rules! json_handler {
+    ($(#[$m:meta])* $name:ident, $label:literal, $inner:ident -> $resp:ty) => {
+        $(#[$m])*
+        pub async fn $name(
+            axum::extract::State(st): axum::extract::State<std::sync::Arc<super::AppState>>,
+            conn: super::Conn,
+            headers: axum::http::HeaderMap,
+            body: axum::body::Body,
+        ) -> Result<axum::Json<$resp>, super::ApiError> {
+            super::json_endpoint(&st, $label, &conn, &headers, body, async |b| {
+                $inner(&st, &conn, b).await
+            })
+            .await
+        }
+    };
+}
+
 mod attest;
 mod challenge;
 mod host_ak;
@@ -301,6 +320,53 @@ pub async fn audit(st: &AppState, entry: AuditEntry) {
     if let Err(e) = st.store.append_audit(&entry).await {
         tracing::error!("audit log write failed: {e}");
     }
+}
+
+/// What the audit row of one request is about (everything but its outcome).
+pub struct AuditSubject {
+    /// Time of the decision.
+    pub at: time::OffsetDateTime,
+    /// License concerned, if known.
+    pub license_guid: Option<uuid::Uuid>,
+    /// The action (`challenge`, `attest`, ...).
+    pub action: &'static str,
+    /// Load / renew / host AK enrolment.
+    pub purpose: Option<ovsa_core::protocol::Purpose>,
+    /// SHA-256 of the EK certificate concerned.
+    pub instance_id: Option<[u8; 32]>,
+}
+
+/// Audits the outcome of one request: on success `ok` gives the result word and the message, a
+/// refusal is audited with its reason and message.
+pub async fn audit_outcome<T>(
+    st: &AppState,
+    conn: &ConnInfo,
+    subject: AuditSubject,
+    result: &Result<T, ApiError>,
+    ok: impl FnOnce(&T) -> (&'static str, String),
+) {
+    let (res, reason, message) = match result {
+        Ok(r) => {
+            let (res, message) = ok(r);
+            (res, None, message)
+        }
+        Err(e) => ("refused", Some(e.reason), e.message.clone()),
+    };
+    audit(
+        st,
+        AuditEntry {
+            at: subject.at,
+            license_guid: subject.license_guid,
+            client: conn.audit_name(),
+            action: subject.action.into(),
+            purpose: subject.purpose,
+            result: res.into(),
+            reason,
+            message,
+            instance_id: subject.instance_id,
+        },
+    )
+    .await;
 }
 
 /// Extracts the connection identity (always present: the TLS layer inserts it).

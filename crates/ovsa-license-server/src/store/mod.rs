@@ -482,7 +482,27 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    /// Every numbered file under `store/migrations/<backend>/` is embedded in `embedded`, in
+    /// order, and nothing else.
+    pub(crate) fn assert_migrations_embedded(backend: &str, embedded: &[&str]) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/store/migrations")
+            .join(backend);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), embedded.len(), "{names:?}");
+        for (i, name) in names.iter().enumerate() {
+            assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name}");
+            assert!(name.ends_with(".sql"), "{name}");
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            assert_eq!(text, embedded[i], "{name}");
+        }
+    }
+
     use super::redact_url;
 
     #[test]

@@ -710,19 +710,6 @@ mod tests {
     /// Every numbered file under `store/migrations/sqlite/` is embedded, in order, and nothing else.
     #[test]
     fn migration_files_are_all_embedded_in_order() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/migrations/sqlite");
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names.len(), super::MIGRATIONS.len(), "{names:?}");
-        for (i, name) in names.iter().enumerate() {
-            assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name}");
-            assert!(name.ends_with(".sql"), "{name}");
-            let text = std::fs::read_to_string(dir.join(name)).unwrap();
-            assert_eq!(text, super::MIGRATIONS[i], "{name}");
-        }
+        crate::store::tests::assert_migrations_embedded("sqlite", super::MIGRATIONS);
     }
 }
