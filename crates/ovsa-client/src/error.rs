@@ -39,10 +39,18 @@ pub enum ClientError {
     Deadline(String),
     /// A TPM operation failed.
     #[error("TPM: {0}")]
-    Tpm(#[from] ovsa_tpm::TpmError),
+    Tpm(ovsa_tpm::TpmError),
     /// A format or crypto failure.
     #[error(transparent)]
     Core(#[from] ovsa_core::Error),
+}
+
+// The TPM error is part of the message, so it is not also the `source()` (a chain reporter
+// would print it twice): the `From` is written out instead of thiserror's `#[from]`.
+impl From<ovsa_tpm::TpmError> for ClientError {
+    fn from(e: ovsa_tpm::TpmError) -> Self {
+        ClientError::Tpm(e)
+    }
 }
 
 impl ClientError {

@@ -18,12 +18,13 @@ pub enum TpmError {
         reason: String,
     },
     /// The TPM could not be reached (no device, simulator not running, wrong port).
-    #[error("TPM unreachable via {tcti:?}: {source}")]
+    #[error("TPM unreachable via {tcti:?}: {cause}")]
     Unreachable {
         /// The TCTI used.
         tcti: String,
-        /// The library error.
-        source: tss_esapi::Error,
+        /// The library error (in the message; not also a `source()`, so chain reporters print it
+        /// once).
+        cause: tss_esapi::Error,
     },
     /// An NV index that must exist is not defined.
     #[error("NV index {0:#010x} is not defined")]
@@ -74,7 +75,7 @@ pub enum TpmError {
     },
     /// The host-evidence blob in NV is unreadable.
     #[error("host evidence: {0}")]
-    HostBlob(#[from] attest::HostBlobError),
+    HostBlob(attest::HostBlobError),
     /// A cached AK blob is unusable.
     #[error("AK blob invalid: {0}")]
     BadAkBlob(String),
@@ -83,15 +84,30 @@ pub enum TpmError {
     Unsupported(&'static str),
     /// Writing tpm2-tools files failed.
     #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// A TPM command failed.
-    #[error("TPM {op} failed: {source}")]
+    #[error("TPM {op} failed: {cause}")]
     Command {
         /// The operation.
         op: &'static str,
-        /// The library error.
-        source: tss_esapi::Error,
+        /// The library error (in the message only, as for `Unreachable`).
+        cause: tss_esapi::Error,
     },
+}
+
+// Causes are part of each message; none is also returned by `source()`, so a reporter that
+// walks the chain does not print a cause twice (the `From`s below are written out for that:
+// thiserror's `#[from]` would make the field a source).
+impl From<attest::HostBlobError> for TpmError {
+    fn from(e: attest::HostBlobError) -> Self {
+        TpmError::HostBlob(e)
+    }
+}
+
+impl From<std::io::Error> for TpmError {
+    fn from(e: std::io::Error) -> Self {
+        TpmError::Io(e)
+    }
 }
 
 impl TpmError {
@@ -102,7 +118,7 @@ impl TpmError {
                     return TpmError::Lockout;
                 }
             }
-            TpmError::Command { op, source }
+            TpmError::Command { op, cause: source }
         }
     }
 }
@@ -145,4 +161,39 @@ fn index_ranges(pcrs: &[u8]) -> String {
 
 pub(crate) fn is_handle_error(e: &tss_esapi::Error) -> bool {
     matches!(e, tss_esapi::Error::Tss2Error(rc) if rc.kind() == Some(Tss2ResponseCodeKind::Handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a chain reporter (anyhow's `{:#}`, tracing's error chains) prints: each message, then
+    /// each `source()`'s.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            cur = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_chain_reporter_prints_each_cause_once() {
+        let io = TpmError::from(std::io::Error::other("disk on fire"));
+        assert_eq!(
+            chain(&io).matches("disk on fire").count(),
+            1,
+            "{}",
+            chain(&io)
+        );
+        let cmd = TpmError::Command {
+            op: "Quote",
+            cause: tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::InvalidParam),
+        };
+        let text = chain(&cmd);
+        assert_eq!(text, cmd.to_string(), "{text}");
+    }
 }

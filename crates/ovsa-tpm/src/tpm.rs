@@ -37,15 +37,15 @@ impl Tpm {
     /// `TSS2_LOG=all+none`.
     pub fn open(tcti: Option<&str>) -> Result<Self> {
         let (s, conf) = parse_tcti(tcti)?;
-        let mut ctx = Context::new(conf).map_err(|source| TpmError::Unreachable {
+        let mut ctx = Context::new(conf).map_err(|cause| TpmError::Unreachable {
             tcti: s.clone(),
-            source,
+            cause,
         })?;
         // Probe: a cheap command so an absent TPM fails here, not at first use.
         ctx.get_tpm_property(tss_esapi::constants::PropertyTag::Manufacturer)
-            .map_err(|source| TpmError::Unreachable {
+            .map_err(|cause| TpmError::Unreachable {
                 tcti: s.clone(),
-                source,
+                cause,
             })?;
         Ok(Self {
             ctx,

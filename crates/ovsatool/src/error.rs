@@ -9,7 +9,7 @@ pub enum CliError {
     Core(#[from] ovsa_core::Error),
     /// A TPM operation failed.
     #[error("TPM: {0}")]
-    Tpm(#[from] ovsa_tpm::TpmError),
+    Tpm(ovsa_tpm::TpmError),
     /// The license check failed.
     #[error(transparent)]
     Client(#[from] ovsa_client::ClientError),
@@ -18,7 +18,21 @@ pub enum CliError {
     Usage(String),
     /// Writing to the terminal failed.
     #[error("cannot write output: {0}")]
-    Output(#[from] std::io::Error),
+    Output(std::io::Error),
+}
+
+// Causes that are part of the message are not also the `source()` (a chain reporter would print
+// them twice): these `From`s are written out instead of thiserror's `#[from]`.
+impl From<ovsa_tpm::TpmError> for CliError {
+    fn from(e: ovsa_tpm::TpmError) -> Self {
+        CliError::Tpm(e)
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError::Output(e)
+    }
 }
 
 /// Result alias for the CLI.
