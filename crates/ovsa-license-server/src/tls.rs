@@ -30,7 +30,15 @@ pub enum TlsError {
     Input(#[from] crate::config::ConfigError),
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
+}
+
+// The rustls error is part of the message, so it is not also the `source()` (a chain reporter
+// would print it twice): the `From` is written out instead of thiserror's `#[from]`.
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Rustls(e)
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
