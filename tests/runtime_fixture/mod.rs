@@ -256,6 +256,7 @@ impl Fixture {
                 name: "test".into(),
                 policy: perpetual(),
                 lease_seconds: 60,
+                grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
                 services: vec![ServiceEndpoint {
                     url: self.url.clone(),
                     pins: vec![self.w.server_pin()],
