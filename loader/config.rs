@@ -43,14 +43,17 @@ pub struct LoaderConfig {
     /// resolve against the config file's directory). Default: no cache (an AK per check).
     #[serde(default)]
     pub ak_cache_dir: Option<PathBuf>,
-    /// Renew every this many seconds instead of the lease the service grants (tests, tighter
-    /// control). At least 1.
+    /// Renew at least every this many seconds (tests, tighter control). At least 1. It can
+    /// only shorten the lease the ISV signed into the license (and the service grants): a
+    /// longer value is ignored with a warning ([`LoaderConfig::lease`]).
     #[serde(default)]
     pub lease_seconds_override: Option<u32>,
     /// How long past an expired lease a loaded version keeps serving while the license service
-    /// is unreachable. Default 300.
-    #[serde(default = "default_grace")]
-    pub grace_seconds: u64,
+    /// is unreachable. Default: the license's signed `grace_seconds` (300 s when the license
+    /// predates the field); it can only shorten that: a longer value is ignored with a warning
+    /// ([`LoaderConfig::grace`]).
+    #[serde(default)]
+    pub grace_seconds: Option<u64>,
     /// Seconds between renewal attempts while the service is unreachable. Default: the lease,
     /// at most 30.
     #[serde(default)]
@@ -87,9 +90,6 @@ pub struct LoaderConfig {
     pub trusted_isv_keys: Vec<ovsa_core::crypto::PublicKey>,
 }
 
-fn default_grace() -> u64 {
-    300
-}
 fn default_recheck() -> u64 {
     60
 }
@@ -106,7 +106,7 @@ impl Default for LoaderConfig {
             tcti: None,
             ak_cache_dir: None,
             lease_seconds_override: None,
-            grace_seconds: default_grace(),
+            grace_seconds: None,
             retry_seconds: None,
             blacklist_recheck_seconds: default_recheck(),
             service_timeout_seconds: default_timeout(),
@@ -212,7 +212,7 @@ impl LoaderConfig {
 
     fn validate(&self) -> Result<(), String> {
         for (name, value) in [
-            ("grace_seconds", Some(self.grace_seconds)),
+            ("grace_seconds", self.grace_seconds),
             ("retry_seconds", self.retry_seconds),
             (
                 "blacklist_recheck_seconds",
@@ -255,11 +255,57 @@ impl LoaderConfig {
         Ok(())
     }
 
-    /// The renewal interval for a granted lease of `granted` seconds.
-    pub fn lease(&self, granted: u32) -> Duration {
-        Duration::from_secs(u64::from(
-            self.lease_seconds_override.unwrap_or(granted).max(1),
-        ))
+    /// The renewal interval: the shortest of the lease the service granted (`granted`), the
+    /// lease the ISV signed into the license (`signed`) and `lease_seconds_override`. An
+    /// override can only shorten the signed lease, never lengthen it.
+    pub fn lease(&self, granted: u32, signed: u32) -> Duration {
+        let lease = granted
+            .min(signed)
+            .min(self.lease_seconds_override.unwrap_or(u32::MAX));
+        Duration::from_secs(u64::from(lease.max(1)))
+    }
+
+    /// The grace period: the license's signed `grace_seconds`, or `grace_seconds` of this
+    /// config if that is shorter.
+    pub fn grace(&self, signed: u32) -> Duration {
+        let signed = u64::from(signed);
+        Duration::from_secs(self.grace_seconds.map_or(signed, |g| g.min(signed)))
+    }
+
+    /// Warnings for the settings that [`LoaderConfig::lease`] and [`LoaderConfig::grace`]
+    /// ignore for a license whose signed terms are `signed_lease` and `signed_grace` seconds
+    /// and a lease of `granted` seconds from the service: each names the setting, both values
+    /// and the one used.
+    pub fn ignored_settings(
+        &self,
+        granted: u32,
+        signed_lease: u32,
+        signed_grace: u32,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let lease = self.lease(granted, signed_lease).as_secs();
+        if let Some(o) = self
+            .lease_seconds_override
+            .filter(|o| u64::from(*o) > lease)
+        {
+            out.push(format!(
+                "lease_seconds_override {o} s ignored: it would lengthen the {lease} s lease the \
+                 license allows (an override can only shorten it); renewing every {lease} s"
+            ));
+        }
+        if granted > signed_lease {
+            out.push(format!(
+                "the license service granted a {granted} s lease, longer than the {signed_lease} s \
+                 the ISV signed into the license; renewing every {lease} s"
+            ));
+        }
+        if let Some(g) = self.grace_seconds.filter(|g| *g > u64::from(signed_grace)) {
+            out.push(format!(
+                "grace_seconds {g} s ignored: it would lengthen the {signed_grace} s grace period \
+                 the license allows (it can only shorten it); using {signed_grace} s"
+            ));
+        }
+        out
     }
 
     /// Interval between attempts while the service is unreachable.
@@ -278,18 +324,49 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let c = LoaderConfig::parse("{}").unwrap();
-        assert_eq!(c.grace_seconds, 300);
+        assert_eq!(c.grace_seconds, None);
+        assert_eq!(c.grace(300), Duration::from_secs(300));
+        assert_eq!(c.grace(7), Duration::from_secs(7));
         assert_eq!(c.load_timeout_seconds, 30);
-        assert_eq!(c.lease(60), Duration::from_secs(60));
+        assert_eq!(c.lease(60, 60), Duration::from_secs(60));
+        // The service cannot lengthen the signed lease either.
+        assert_eq!(c.lease(600, 60), Duration::from_secs(60));
+        assert!(c.ignored_settings(60, 60, 300).is_empty());
         let c = LoaderConfig::parse(
             r#"{"tcti":"swtpm:port=1","lease_seconds_override":2,"grace_seconds":0,"log_level":"debug"}"#,
         )
         .unwrap();
-        assert_eq!(c.lease(60), Duration::from_secs(2));
-        assert_eq!(c.retry(c.lease(60)), Duration::from_secs(2));
+        assert_eq!(c.lease(60, 60), Duration::from_secs(2));
+        assert_eq!(c.grace(300), Duration::ZERO);
+        assert!(c.ignored_settings(60, 60, 300).is_empty());
+        assert_eq!(c.retry(c.lease(60, 60)), Duration::from_secs(2));
         assert_eq!(c.log_level, LogLevel::Debug);
         let c = LoaderConfig::parse(r#"{"service_url":"https://lic.internal:8443"}"#).unwrap();
         assert_eq!(c.service_url.as_deref(), Some("https://lic.internal:8443"));
+    }
+
+    #[test]
+    fn overrides_only_shorten_the_signed_lease_and_grace() {
+        let c = LoaderConfig::parse(
+            r#"{"lease_seconds_override":315360000,"grace_seconds":315360000}"#,
+        )
+        .unwrap();
+        assert_eq!(c.lease(2, 2), Duration::from_secs(2));
+        assert_eq!(c.grace(1), Duration::from_secs(1));
+        assert_eq!(
+            c.ignored_settings(2, 2, 1),
+            [
+                "lease_seconds_override 315360000 s ignored: it would lengthen the 2 s lease the \
+                 license allows (an override can only shorten it); renewing every 2 s",
+                "grace_seconds 315360000 s ignored: it would lengthen the 1 s grace period the \
+                 license allows (it can only shorten it); using 1 s",
+            ]
+        );
+        let w = c.ignored_settings(600, 60, 300);
+        assert!(
+            w[1].contains("granted a 600 s lease, longer than the 60 s"),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use ovsa_core::package::{FileKind, ModelFormat, ModelKey, Package};
 use ovsa_core::protocol::Purpose;
 use zeroize::Zeroize;
 
-use crate::lease::load_deadline;
+use crate::lease::{load_deadline, Terms};
 use crate::options;
 use crate::state::{Granted, Shared, VersionState};
 use crate::types::{LoadError, ModelType, OutputBuffers};
@@ -54,13 +54,25 @@ pub(crate) fn fetch_and_decrypt(
     let local = local.elapsed();
     let (key, released) = release_key(shared, request, &opened, state)?;
     let decrypted = decrypt_into(shared, &opened, &key, out)?;
-    let lease = shared.config.lease(released.response.lease_seconds);
+    let terms = Terms::of(opened.license.body());
+    let granted = released.response.lease_seconds;
+    let lease = shared.config.lease(granted, terms.lease_seconds);
+    for warning in shared
+        .config
+        .ignored_settings(granted, terms.lease_seconds, terms.grace_seconds)
+    {
+        shared.log.warning(format_args!(
+            "model {} version {}: loader config: {warning}",
+            request.name, request.version
+        ));
+    }
     let breakdown = breakdown(local, &released, &decrypted);
     Ok(Fetched {
         model_type: decrypted.model_type,
         granted: Granted {
             license: opened.license.body().clone(),
             keystore: opened.keystore,
+            terms,
             lease,
         },
         breakdown,

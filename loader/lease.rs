@@ -2,11 +2,13 @@
 //! network. The lease worker ([`crate::worker`]) feeds it the time and the outcome of each
 //! renewal check and carries out the [`Action`] it returns.
 //!
-//! The policy: renew every lease (`Purpose::Renew`); a renewal is abandoned at
+//! The policy: renew every lease (`Purpose::Renew`), the shortest of the lease the ISV signed
+//! into the license, the lease the service grants and `lease_seconds_override` (which can only
+//! shorten it); a renewal is abandoned at
 //! `load_timeout_seconds`; a refusal of the license (revoked, expired, limits) blacklists the
 //! version at once; any other failure (service unreachable, TPM error, timeout) is retried
 //! every `retry_seconds` and blacklists only once the lease has expired and the grace period
-//! after it is over; a successful renewal clears the flag. Once the version is unloaded the
+//! after it is over (the license's signed grace, or the loader config's if shorter); a successful renewal clears the flag. Once the version is unloaded the
 //! result of a check in flight is discarded.
 
 use std::time::{Duration, Instant};
@@ -26,6 +28,26 @@ pub(crate) fn later(t: Instant, d: Duration) -> Instant {
 /// When the TPM and license-service part of a load that started at `started` must be over.
 pub(crate) fn load_deadline(config: &LoaderConfig, started: Instant) -> Instant {
     later(started, Duration::from_secs(config.load_timeout_seconds))
+}
+
+/// The lease terms the ISV signed into the customer license: the loader config can shorten
+/// them, never lengthen them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Terms {
+    /// The signed lease, seconds.
+    pub(crate) lease_seconds: u32,
+    /// The signed grace period, seconds.
+    pub(crate) grace_seconds: u32,
+}
+
+impl Terms {
+    /// The terms of `license`.
+    pub(crate) fn of(license: &ovsa_core::license::CustomerLicense) -> Self {
+        Terms {
+            lease_seconds: license.lease_seconds,
+            grace_seconds: license.grace_seconds,
+        }
+    }
 }
 
 /// The outcome of one renewal check.
@@ -114,6 +136,8 @@ enum Phase {
 #[derive(Debug)]
 pub(crate) struct Lease<'c> {
     config: &'c LoaderConfig,
+    /// What the license allows.
+    terms: Terms,
     /// The current lease length.
     lease: Duration,
     /// When the last granted lease runs out.
@@ -124,11 +148,19 @@ pub(crate) struct Lease<'c> {
 }
 
 impl<'c> Lease<'c> {
-    /// A lease of `lease` granted at `now` (by the load's check).
-    pub(crate) fn new(config: &'c LoaderConfig, lease: Duration, now: Instant) -> Self {
+    /// A lease of `lease` granted at `now` (by the load's check) under the signed `terms`
+    /// (`lease` is capped at the signed lease).
+    pub(crate) fn new(
+        config: &'c LoaderConfig,
+        terms: Terms,
+        lease: Duration,
+        now: Instant,
+    ) -> Self {
+        let lease = lease.min(Duration::from_secs(u64::from(terms.lease_seconds)));
         let valid_until = later(now, lease);
         Lease {
             config,
+            terms,
             lease,
             valid_until,
             next: valid_until,
@@ -165,7 +197,7 @@ impl<'c> Lease<'c> {
         self.phase = Phase::Waiting;
         match outcome {
             Outcome::Renewed { lease_seconds } => {
-                self.lease = self.config.lease(lease_seconds);
+                self.lease = self.config.lease(lease_seconds, self.terms.lease_seconds);
                 self.valid_until = later(now, self.lease);
                 self.next = self.valid_until;
                 Action::Serve {
@@ -182,7 +214,7 @@ impl<'c> Lease<'c> {
             }
             Outcome::Failed(error) => {
                 self.next = later(now, self.config.retry(self.lease));
-                let grace = Duration::from_secs(self.config.grace_seconds);
+                let grace = self.config.grace(self.terms.grace_seconds);
                 if now >= later(self.valid_until, grace) {
                     Action::Blacklist {
                         why: Why::GraceOver { grace, error },
@@ -205,6 +237,12 @@ mod tests {
     use ovsa_core::protocol::Reason;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
+    /// A license signed with a lease of 1 h (longer than every lease these tests grant) and the
+    /// default grace of 300 s.
+    const LICENSE: Terms = Terms {
+        lease_seconds: 3600,
+        grace_seconds: 300,
+    };
 
     fn config(json: &str) -> LoaderConfig {
         LoaderConfig::parse(json).unwrap()
@@ -234,7 +272,7 @@ mod tests {
     fn renewal_extends_the_lease_by_what_the_service_grants() {
         let c = config("{}");
         let t0 = Instant::now();
-        let mut lease = Lease::new(&c, S(60), t0);
+        let mut lease = Lease::new(&c, LICENSE, S(60), t0);
         assert_eq!(lease.next_check(), t0 + S(60));
         let a = check_at(
             &mut lease,
@@ -253,7 +291,7 @@ mod tests {
 
         // lease_seconds_override replaces the granted lease.
         let c = config(r#"{"lease_seconds_override":5}"#);
-        let mut lease = Lease::new(&c, S(5), t0);
+        let mut lease = Lease::new(&c, LICENSE, S(5), t0);
         let a = check_at(
             &mut lease,
             t0 + S(5),
@@ -274,7 +312,7 @@ mod tests {
         let c = config("{}");
         let t0 = Instant::now();
         for reason in [Reason::LicenseRevoked, Reason::LicenseExpired] {
-            let mut lease = Lease::new(&c, S(60), t0);
+            let mut lease = Lease::new(&c, LICENSE, S(60), t0);
             // Long before the lease (let alone the grace period) runs out: still final.
             let a = check_at(&mut lease, t0 + S(60), t0 + S(60), refused(reason));
             assert_eq!(
@@ -316,7 +354,7 @@ mod tests {
         // Lease 60 s, default retry (the lease, at most 30 s), grace 100 s.
         let c = config(r#"{"grace_seconds":100}"#);
         let t0 = Instant::now();
-        let mut lease = Lease::new(&c, S(60), t0);
+        let mut lease = Lease::new(&c, LICENSE, S(60), t0);
         let expiry = t0 + S(60);
         let mut due = lease.next_check();
         assert_eq!(due, expiry);
@@ -375,7 +413,7 @@ mod tests {
     fn without_grace_the_first_failure_after_expiry_blacklists() {
         let c = config(r#"{"grace_seconds":0,"retry_seconds":7}"#);
         let t0 = Instant::now();
-        let mut lease = Lease::new(&c, S(60), t0);
+        let mut lease = Lease::new(&c, LICENSE, S(60), t0);
         let a = check_at(&mut lease, t0 + S(60), t0 + S(60), unreachable());
         assert!(
             matches!(&a, Action::Blacklist { why: Why::GraceOver { grace, .. }, next }
@@ -393,7 +431,7 @@ mod tests {
             unreachable(),
             Outcome::Renewed { lease_seconds: 60 },
         ] {
-            let mut lease = Lease::new(&c, S(60), t0);
+            let mut lease = Lease::new(&c, LICENSE, S(60), t0);
             assert!(matches!(lease.on_due(t0 + S(60)), Action::Check { .. }));
             lease.unload();
             // Nothing to blacklist or clear for a version that is gone: just end.
@@ -401,7 +439,7 @@ mod tests {
             assert_eq!(lease.on_due(t0 + S(500)), Action::Exit);
         }
         // Unloaded while waiting: the due check never runs.
-        let mut lease = Lease::new(&c, S(60), t0);
+        let mut lease = Lease::new(&c, LICENSE, S(60), t0);
         lease.unload();
         assert_eq!(lease.on_due(t0 + S(60)), Action::Exit);
     }
@@ -412,7 +450,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(load_deadline(&c, t0), t0 + S(7));
         assert_eq!(load_deadline(&config("{}"), t0), t0 + S(30));
-        let mut lease = Lease::new(&c, S(60), t0);
+        let mut lease = Lease::new(&c, LICENSE, S(60), t0);
         // Each renewal check is abandoned load_timeout_seconds after it starts.
         assert_eq!(
             lease.on_due(t0 + S(60)),
@@ -451,7 +489,11 @@ mod tests {
         let t0 = Instant::now();
         assert!(later(t0, Duration::MAX) >= t0);
         let c = config(r#"{"grace_seconds":315360000,"lease_seconds_override":4294967295}"#);
-        let mut lease = Lease::new(&c, Duration::MAX, t0);
+        let huge = Terms {
+            lease_seconds: u32::MAX,
+            grace_seconds: u32::MAX,
+        };
+        let mut lease = Lease::new(&c, huge, Duration::MAX, t0);
         assert!(lease.next_check() >= t0);
         let due = lease.next_check();
         assert!(matches!(lease.on_due(due), Action::Check { .. }));
@@ -459,5 +501,106 @@ mod tests {
             lease.on_result(due, unreachable()),
             Action::Retry { .. }
         ));
+    }
+
+    #[test]
+    fn an_override_longer_than_the_signed_lease_and_grace_is_ignored() {
+        // The attack of the security issue: a 10-year override and grace in the customer's
+        // loader config, under a license signed with a 2 s lease and 1 s grace.
+        let c = config(r#"{"lease_seconds_override":315360000,"grace_seconds":315360000}"#);
+        let signed = Terms {
+            lease_seconds: 2,
+            grace_seconds: 1,
+        };
+        let t0 = Instant::now();
+        // Whatever lease the load computed, the first check is due at the signed lease.
+        for first in [c.lease(2, 2), S(315_360_000), Duration::MAX] {
+            assert_eq!(Lease::new(&c, signed, first, t0).next_check(), t0 + S(2));
+        }
+        let mut lease = Lease::new(&c, signed, c.lease(2, 2), t0);
+        // A renewal (even one the service grants for longer) renews for the signed 2 s.
+        assert_eq!(
+            check_at(
+                &mut lease,
+                t0 + S(2),
+                t0 + S(2),
+                Outcome::Renewed { lease_seconds: 600 }
+            ),
+            Action::Serve {
+                lease: S(2),
+                next: t0 + S(4)
+            }
+        );
+        // Revoked: blacklisted at the next check, 2 s later.
+        let a = check_at(
+            &mut lease,
+            t0 + S(4),
+            t0 + S(4),
+            refused(Reason::LicenseRevoked),
+        );
+        assert!(
+            matches!(
+                a,
+                Action::Blacklist {
+                    why: Why::Refused(_),
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        // Service blocked instead: retried within the signed 1 s grace, blacklisted after it.
+        let mut lease = Lease::new(&c, signed, c.lease(2, 2), t0);
+        assert!(matches!(
+            check_at(&mut lease, t0 + S(2), t0 + S(2), unreachable()),
+            Action::Retry { .. }
+        ));
+        let a = check_at(&mut lease, t0 + S(3), t0 + S(3), unreachable());
+        assert!(
+            matches!(&a, Action::Blacklist { why: Why::GraceOver { grace, .. }, .. } if *grace == S(1)),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn an_override_shorter_than_the_signed_lease_is_used_and_grace_comes_from_the_license() {
+        let c = config(r#"{"lease_seconds_override":5}"#);
+        let signed = Terms {
+            lease_seconds: 60,
+            grace_seconds: 10,
+        };
+        let t0 = Instant::now();
+        let mut lease = Lease::new(&c, signed, c.lease(60, 60), t0);
+        assert_eq!(lease.next_check(), t0 + S(5));
+        assert_eq!(
+            check_at(
+                &mut lease,
+                t0 + S(5),
+                t0 + S(5),
+                Outcome::Renewed { lease_seconds: 60 }
+            ),
+            Action::Serve {
+                lease: S(5),
+                next: t0 + S(10)
+            }
+        );
+        // No grace_seconds in the loader config: the license's 10 s. Expiry at 10 s: failures
+        // until 20 s are retried (every 5 s, the lease), the one at 20 s blacklists.
+        for at in [10, 15] {
+            let a = check_at(&mut lease, t0 + S(at), t0 + S(at), unreachable());
+            assert!(matches!(a, Action::Retry { .. }), "{at}: {a:?}");
+        }
+        let a = check_at(&mut lease, t0 + S(20), t0 + S(20), unreachable());
+        assert!(
+            matches!(&a, Action::Blacklist { why: Why::GraceOver { grace, .. }, .. } if *grace == S(10)),
+            "{a:?}"
+        );
+        // A shorter grace_seconds in the loader config is used.
+        let c = config(r#"{"grace_seconds":3}"#);
+        let mut lease = Lease::new(&c, signed, S(60), t0);
+        let a = check_at(&mut lease, t0 + S(63), t0 + S(63), unreachable());
+        assert!(
+            matches!(&a, Action::Blacklist { why: Why::GraceOver { grace, .. }, .. } if *grace == S(3)),
+            "{a:?}"
+        );
     }
 }

@@ -77,6 +77,8 @@ impl VersionState {
 pub(crate) struct Granted {
     pub(crate) license: CustomerLicense,
     pub(crate) keystore: Arc<Keystore>,
-    /// The lease the service granted (after `lease_seconds_override`).
+    /// The lease and grace period the ISV signed into the license.
+    pub(crate) terms: crate::lease::Terms,
+    /// The first lease ([`LoaderConfig::lease`]: granted, signed, override).
     pub(crate) lease: Duration,
 }

@@ -98,7 +98,7 @@ pub(crate) fn spawn(
 }
 
 fn run(shared: &Arc<Shared>, label: &str, state: &VersionState, granted: &Granted, stop: &Stop) {
-    let mut lease = Lease::new(&shared.config, granted.lease, Instant::now());
+    let mut lease = Lease::new(&shared.config, granted.terms, granted.lease, Instant::now());
     loop {
         if stop.wait_until(lease.next_check()) {
             lease.unload();

@@ -264,6 +264,68 @@ fn leases_ride_out_outages_within_grace_then_blacklist_and_recover() {
     assert_eq!(plugin.status("m", 1), OK);
 }
 
+/// The attack of the security issue (item 2): the customer's loader config sets a 10-year
+/// `lease_seconds_override` and `grace_seconds`, so that the stock plugin would never re-check
+/// a revoked license (nor give up when the service is blocked). The license is signed with a
+/// 2 s lease and a 1 s grace: the overrides are ignored and the model is blacklisted within the
+/// signed terms (plus one check and the poll interval as slack).
+#[test]
+fn loader_config_cannot_lengthen_the_signed_lease_or_grace() {
+    let mut f = Fixture::new();
+    let config = f.config(
+        "loader.json",
+        r#""lease_seconds_override":315360000,"grace_seconds":315360000,"blacklist_recheck_seconds":60"#,
+    );
+    let plugin = Plugin::new(Some(&config)).unwrap();
+    let lic = f.sell_with_lease(&f.w.master, 2, 1);
+    assert_eq!((lic.body().lease_seconds, lic.body().grace_seconds), (2, 1));
+    let base = f.version_dir(
+        "models/m",
+        1,
+        Some(&f.w.package),
+        Some(&lic),
+        Some(&f.w.customer),
+    );
+    let l = plugin.load("m", &base, 1, OPTIONS);
+    assert_eq!(l.status, MODEL_TYPE_IR, "{}", l.error);
+    // Renewed every 2 s: still OK after several leases.
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    assert_eq!(plugin.status("m", 1), OK);
+
+    // The service blocked: blacklisted once the signed lease and grace are over (the last
+    // renewal was at most 2 s ago; expiry + 1 s grace, retried every 2 s), not in 10 years.
+    f.stop_service();
+    let down = std::time::Instant::now();
+    assert!(
+        eventually(8, || plugin.status("m", 1) == MODEL_BLACKLISTED),
+        "not blacklisted within the signed lease + grace while the service is down"
+    );
+    assert!(
+        down.elapsed() <= std::time::Duration::from_secs(6),
+        "blacklisted only after {:?}",
+        down.elapsed()
+    );
+    f.start_service();
+    assert!(
+        eventually(8, || plugin.status("m", 1) == OK),
+        "not restored after the service came back"
+    );
+
+    // Revoked: blacklisted at the next check, within the signed 2 s lease (+ slack).
+    f.w.revoke(lic.body().license_guid);
+    let revoked = std::time::Instant::now();
+    assert!(
+        eventually(8, || plugin.status("m", 1) == MODEL_BLACKLISTED),
+        "a revoked model stayed loaded past the signed lease"
+    );
+    assert!(
+        revoked.elapsed() <= std::time::Duration::from_secs(5),
+        "blacklisted only after {:?}",
+        revoked.elapsed()
+    );
+    assert_eq!(plugin.unload("m", 1), OK);
+}
+
 #[test]
 fn concurrent_loads_of_two_models_and_fast_unload() {
     let f = Fixture::new();

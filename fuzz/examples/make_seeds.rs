@@ -298,6 +298,7 @@ fn main() -> R<()> {
                     instance_limit,
                 },
                 lease_seconds: 3600,
+                grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
                 services,
                 created: now_rfc3339(),
             },

@@ -251,11 +251,27 @@ impl Fixture {
 
     /// Sells and registers a license for `master` (like World::sell, for another package).
     pub fn sell_for(&self, master: &Signed<MasterLicense>) -> Signed<CustomerLicense> {
+        self.sell_with_lease(
+            master,
+            60,
+            ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
+        )
+    }
+
+    /// Sells and registers a perpetual license for `master` signed with the given lease and
+    /// grace period (seconds).
+    pub fn sell_with_lease(
+        &self,
+        master: &Signed<MasterLicense>,
+        lease_seconds: u32,
+        grace_seconds: u32,
+    ) -> Signed<CustomerLicense> {
         let config = Signed::sign(
             LicenseConfig {
                 name: "test".into(),
                 policy: perpetual(),
-                lease_seconds: 60,
+                lease_seconds,
+                grace_seconds,
                 services: vec![ServiceEndpoint {
                     url: self.url.clone(),
                     pins: vec![self.w.server_pin()],

@@ -68,6 +68,7 @@ fn protected_and_sold(
                 instance_limit: None,
             },
             lease_seconds: 600,
+            grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
             services: vec![ServiceEndpoint {
                 url: "https://127.0.0.1:8443".into(),
                 pins: vec![Pin([1; 32])],

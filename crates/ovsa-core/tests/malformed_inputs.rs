@@ -97,6 +97,7 @@ fn fixture() -> &'static Fixture {
                     instance_limit: Some(2),
                 },
                 lease_seconds: 3600,
+                grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
                 services: vec![ServiceEndpoint {
                     url: "https://lic.example:8443".into(),
                     pins: vec![Pin([0x11; 32])],

@@ -322,6 +322,7 @@ fn shop() -> Shop {
                 instance_limit: Some(1),
             },
             lease_seconds: 600,
+            grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
             services: vec![ServiceEndpoint {
                 url: "https://127.0.0.1:8443".into(),
                 pins: vec![Pin([1; 32])],
@@ -637,4 +638,57 @@ fn protect_rejects_bad_inputs_and_leaves_no_partial_output() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(names.is_empty(), "{names:?}");
+}
+
+#[test]
+fn grace_seconds_is_signed_and_licenses_without_it_verify_unchanged() {
+    use ovsa_core::license::policy::DEFAULT_GRACE_SECONDS;
+    let s = shop();
+    // The default grace is not serialized: the body is exactly what a license sold before the
+    // field existed holds, its bytes verify and its grace is the default.
+    let old = sale_of(&s).license;
+    assert!(old.body_json().get("grace_seconds").is_none());
+    let bytes = old.to_bytes().unwrap();
+    let parsed = Signed::<CustomerLicense>::from_bytes(&bytes).unwrap();
+    assert_eq!(parsed.body().grace_seconds, DEFAULT_GRACE_SECONDS);
+    assert_eq!(parsed.digest(), old.digest());
+    // Parsing then re-serializing such a body gives back the same canonical JSON.
+    assert_eq!(
+        &serde_json::to_value(parsed.body()).unwrap(),
+        old.body_json()
+    );
+    let cfg_bytes = s.config.to_bytes().unwrap();
+    assert!(s.config.body_json().get("grace_seconds").is_none());
+    let cfg = Signed::<LicenseConfig>::from_bytes(&cfg_bytes).unwrap();
+    assert_eq!(cfg.body().grace_seconds, DEFAULT_GRACE_SECONDS);
+
+    // A config's grace is copied into the license, signed: raising it breaks the signature.
+    let mut body = s.config.body().clone();
+    body.grace_seconds = 1;
+    body.lease_seconds = 2;
+    let config = Signed::sign(body, &s.isv).unwrap();
+    let sale = sell(&SaleRequest {
+        isv: &s.isv,
+        master: &s.master,
+        config: &config,
+        tcb: &s.tcb,
+        customer: s.customer.certificate(),
+        service: s.service.certificate(),
+    })
+    .unwrap();
+    assert_eq!(sale.license.body().grace_seconds, 1);
+    assert_eq!(sale.license.body().lease_seconds, 2);
+    let text = String::from_utf8(sale.license.to_bytes().unwrap()).unwrap();
+    assert!(text.contains("\"grace_seconds\": 1,"), "{text}");
+    let forged = text.replace("\"grace_seconds\": 1,", "\"grace_seconds\": 86400,");
+    assert!(matches!(
+        Signed::<CustomerLicense>::from_bytes(forged.as_bytes()),
+        Err(Error::BadSignature { .. })
+    ));
+
+    // Out-of-range grace is refused when signing.
+    let mut body = s.config.body().clone();
+    body.grace_seconds = 86_401;
+    let e = Signed::sign(body, &s.isv).unwrap_err().to_string();
+    assert!(e.contains("grace period of 86401 s is out of range"), "{e}");
 }

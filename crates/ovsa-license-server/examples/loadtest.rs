@@ -183,6 +183,7 @@ fn main() {
                 instance_limit: None,
             },
             lease_seconds: 600,
+            grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
             services: vec![ServiceEndpoint {
                 url: format!("https://127.0.0.1:{port}"),
                 pins: vec![Pin(server_ks.certificate().spki_pin())],

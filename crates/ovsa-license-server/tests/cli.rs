@@ -101,6 +101,7 @@ fn registrations(d: &Path, names: &[&str], customer: &Certificate) -> Vec<String
                 instance_limit: None,
             },
             lease_seconds: 60,
+            grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
             services: vec![ServiceEndpoint {
                 url: "https://127.0.0.1:1".into(),
                 pins: vec![Pin([0; 32])],

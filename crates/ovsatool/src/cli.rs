@@ -282,9 +282,14 @@ pub struct LicgenArgs {
     /// Maximum number of distinct attested machines.
     #[arg(long, value_name = "N")]
     pub instance_limit: Option<u32>,
-    /// Seconds between license re-checks (60..=86400).
+    /// Seconds between license re-checks (1..=86400; 60 or more for production): the longest a
+    /// runtime serves a revoked license. A customer's loader config can only shorten it.
     #[arg(long, value_name = "SECONDS", default_value_t = ovsa_core::license::policy::DEFAULT_LEASE_SECONDS)]
     pub lease: u32,
+    /// Seconds past an expired lease that a runtime which cannot reach the license service
+    /// keeps serving (0..=86400). A customer's loader config can only shorten it.
+    #[arg(long, value_name = "SECONDS", default_value_t = ovsa_core::license::policy::DEFAULT_GRACE_SECONDS)]
+    pub grace_seconds: u32,
     /// License service URL, https://HOST:PORT. Repeat it for fallback addresses of the same
     /// service (tried in order when one is unreachable; all pinned to --server-cert's key).
     #[arg(long, value_name = "URL", required = true)]

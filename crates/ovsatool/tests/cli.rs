@@ -675,6 +675,36 @@ fn licgen_date_window_and_fallback_servers() {
     let args = licgen(&["--perpetual", "--server", "https://[::1]junk"]);
     let err = fails(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("after the IPv6 address"), "{err}");
+
+    // The signed lease and grace period: defaults (grace not written), explicit, out of range.
+    let args = licgen(&["--perpetual", "--server", "https://h:1"]);
+    let out = ok(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("\"lease_seconds\": 3600"), "{out}");
+    assert!(!out.contains("grace_seconds"), "{out}");
+    let args = licgen(&[
+        "--perpetual",
+        "--lease",
+        "2",
+        "--grace-seconds",
+        "1",
+        "--server",
+        "https://h:1",
+    ]);
+    let out = ok(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("\"lease_seconds\": 2"), "{out}");
+    assert!(out.contains("\"grace_seconds\": 1"), "{out}");
+    let args = licgen(&[
+        "--perpetual",
+        "--grace-seconds",
+        "86401",
+        "--server",
+        "https://h:1",
+    ]);
+    let err = fails(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("grace period of 86401 s is out of range 0..=86400"),
+        "{err}"
+    );
 }
 
 /// Files in a directory (names), sorted, hidden ones included.

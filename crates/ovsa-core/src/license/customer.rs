@@ -12,7 +12,9 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::master::{check_package, require_same_key, MasterLicense};
-use super::policy::{LicenseConfig, Policy, ServiceEndpoint};
+use super::policy::{
+    default_grace_seconds, is_default_grace_seconds, LicenseConfig, Policy, ServiceEndpoint,
+};
 use super::tcb::TcbReference;
 use super::wrap::{self, WrappedKey};
 use crate::encoding::{b64, b64_secret, hex32, now_rfc3339};
@@ -86,8 +88,17 @@ pub struct CustomerLicense {
     pub customer_certificate: Vec<u8>,
     /// The limits (enforced by the license service).
     pub policy: Policy,
-    /// Seconds between re-checks.
+    /// Seconds between re-checks: the longest a runtime serves without a successful check.
     pub lease_seconds: u32,
+    /// How long past an expired lease a runtime keeps serving while the license service is
+    /// unreachable, seconds. Absent in licenses sold before the field:
+    /// [`super::policy::DEFAULT_GRACE_SECONDS`] (and not serialized when it is the default, so
+    /// those licenses verify unchanged).
+    #[serde(
+        default = "default_grace_seconds",
+        skip_serializing_if = "is_default_grace_seconds"
+    )]
+    pub grace_seconds: u32,
     /// License services and their pins.
     pub services: Vec<ServiceEndpoint>,
     /// Expected measurements.
@@ -105,6 +116,7 @@ impl Artifact for CustomerLicense {
     fn validate(&self) -> Result<()> {
         self.policy.validate()?;
         super::policy::validate_lease(self.lease_seconds)?;
+        super::policy::validate_grace(self.grace_seconds)?;
         self.services
             .iter()
             .try_for_each(ServiceEndpoint::validate)?;
@@ -295,6 +307,7 @@ pub fn sell(req: &SaleRequest<'_>) -> Result<Sale> {
             customer_certificate: req.customer.der().to_vec(),
             policy: config.policy.clone(),
             lease_seconds: config.lease_seconds,
+            grace_seconds: config.grace_seconds,
             services: config.services.clone(),
             tcb: req.tcb.body().clone(),
             wrapped_model_key: wrapped,

@@ -7,12 +7,31 @@ use crate::encoding::{hex32, parse_rfc3339};
 use crate::envelope::Artifact;
 use crate::error::{Error, Result};
 
-/// Shortest lease (re-check interval) in seconds.
-pub const MIN_LEASE_SECONDS: u32 = 60;
+/// Shortest lease (re-check interval) in seconds. Short leases multiply the license service's
+/// load (one attestation per loaded model per lease); 60 s or more suits production.
+pub const MIN_LEASE_SECONDS: u32 = 1;
 /// Longest lease in seconds.
 pub const MAX_LEASE_SECONDS: u32 = 86_400;
 /// Default lease in seconds.
 pub const DEFAULT_LEASE_SECONDS: u32 = 3_600;
+/// Longest grace period in seconds (how long past an expired lease a runtime that cannot reach
+/// the license service keeps serving).
+pub const MAX_GRACE_SECONDS: u32 = 86_400;
+/// Default grace period in seconds: also the grace of licenses signed before the field existed.
+pub const DEFAULT_GRACE_SECONDS: u32 = 300;
+
+/// Serde default of `grace_seconds` ([`DEFAULT_GRACE_SECONDS`]).
+pub(crate) fn default_grace_seconds() -> u32 {
+    DEFAULT_GRACE_SECONDS
+}
+
+/// Whether `grace_seconds` is the default, which is not serialized: a license or config signed
+/// before the field existed re-serializes to exactly the bytes that were signed, and one with
+/// the default grace stays readable by runtimes that predate the field.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+pub(crate) fn is_default_grace_seconds(grace: &u32) -> bool {
+    *grace == DEFAULT_GRACE_SECONDS
+}
 
 /// How long a license is valid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +198,13 @@ pub struct LicenseConfig {
     pub policy: Policy,
     /// Seconds between license re-checks by the runtime.
     pub lease_seconds: u32,
+    /// How long past an expired lease the runtime keeps serving while the license service is
+    /// unreachable, seconds. Absent in configs made before the field: [`DEFAULT_GRACE_SECONDS`].
+    #[serde(
+        default = "default_grace_seconds",
+        skip_serializing_if = "is_default_grace_seconds"
+    )]
+    pub grace_seconds: u32,
     /// License services, in order of preference.
     pub services: Vec<ServiceEndpoint>,
     /// Creation time, RFC 3339.
@@ -192,6 +218,7 @@ impl Artifact for LicenseConfig {
     fn validate(&self) -> Result<()> {
         self.policy.validate()?;
         validate_lease(self.lease_seconds)?;
+        validate_grace(self.grace_seconds)?;
         if self.services.is_empty() {
             return Err(Error::malformed(
                 "license config",
@@ -208,7 +235,18 @@ pub fn validate_lease(lease: u32) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidInput(format!(
-            "lease of {lease} s is out of range {MIN_LEASE_SECONDS}..={MAX_LEASE_SECONDS} s (1 minute to 24 hours)"
+            "lease of {lease} s is out of range {MIN_LEASE_SECONDS}..={MAX_LEASE_SECONDS} s (1 second to 24 hours)"
+        )))
+    }
+}
+
+/// Checks a grace period.
+pub fn validate_grace(grace: u32) -> Result<()> {
+    if grace <= MAX_GRACE_SECONDS {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "grace period of {grace} s is out of range 0..={MAX_GRACE_SECONDS} s (up to 24 hours)"
         )))
     }
 }

@@ -258,6 +258,7 @@ impl World {
                 name: "test".into(),
                 policy,
                 lease_seconds: 60,
+                grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
                 services: vec![ServiceEndpoint {
                     url: self.url(),
                     pins: pins.unwrap_or_else(|| vec![self.server_pin()]),

@@ -53,6 +53,7 @@ pub fn run(a: &LicgenArgs) -> CliResult<()> {
             instance_limit: a.instance_limit,
         },
         lease_seconds: a.lease,
+        grace_seconds: a.grace_seconds,
         services: a
             .server
             .iter()
