@@ -114,6 +114,7 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
             name: a.name.clone(),
             vtpm,
             host,
+            host_max_age_seconds: None,
             created: now_rfc3339(),
         },
         &isv,
