@@ -480,7 +480,10 @@ mod tests {
         }
         assert_eq!(Reason::ClientCertificateMismatch.http_status(), 401);
         assert_eq!(Reason::HostEvidenceStale.as_str(), "host_evidence_stale");
-        assert_eq!(Reason::HostEvidenceReplayed.as_str(), "host_evidence_replayed");
+        assert_eq!(
+            Reason::HostEvidenceReplayed.as_str(),
+            "host_evidence_replayed"
+        );
         assert_eq!(Reason::HostEvidenceReplayed.http_status(), 403);
     }
 }

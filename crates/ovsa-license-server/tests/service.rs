@@ -457,7 +457,11 @@ fn reset_swtpm(tpm: &Swtpm) {
     s.write_all(&startup).unwrap();
     let mut rsp = [0u8; 10];
     s.read_exact(&mut rsp).unwrap();
-    assert_eq!(&rsp[6..10], &[0, 0, 0, 0], "TPM2_Startup(CLEAR): {rsp:02x?}");
+    assert_eq!(
+        &rsp[6..10],
+        &[0, 0, 0, 0],
+        "TPM2_Startup(CLEAR): {rsp:02x?}"
+    );
 }
 
 /// Host evidence expires and cannot be replayed across a host reboot: with
@@ -470,8 +474,8 @@ fn host_evidence_expires_and_is_not_replayed_across_a_host_reset() {
     use ovsa_client::{enroll_host_ak, TpmAttester};
     use ovsa_core::envelope::Signed;
     use ovsa_tpm::host::{
-        read_host_evidence, read_host_evidence_blob, write_host_evidence,
-        write_host_evidence_blob, HostQuoteOptions,
+        read_host_evidence, read_host_evidence_blob, write_host_evidence, write_host_evidence_blob,
+        HostQuoteOptions,
     };
 
     const MAX_AGE: u64 = 2;

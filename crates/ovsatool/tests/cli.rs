@@ -453,7 +453,10 @@ fn inspect_fails_on_tampering_and_cli_errors_are_clear() {
     let args = tcb_age("3600");
     ok(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
     let signed = std::fs::read_to_string(d.join("age3600.tcb")).unwrap();
-    assert!(signed.contains("\"host_max_age_seconds\": 3600"), "{signed}");
+    assert!(
+        signed.contains("\"host_max_age_seconds\": 3600"),
+        "{signed}"
+    );
     let err = fails(
         d,
         &[

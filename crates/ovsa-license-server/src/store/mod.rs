@@ -300,7 +300,11 @@ impl HostSeen {
 
     /// The answer from the highest reset count before this sighting and the earliest first
     /// sighting of this quote or a later one of the same reset.
-    pub fn sighting(&self, highest: Option<i64>, first_seen: Option<i64>) -> StoreResult<HostSighting> {
+    pub fn sighting(
+        &self,
+        highest: Option<i64>,
+        first_seen: Option<i64>,
+    ) -> StoreResult<HostSighting> {
         let highest_reset_count = highest
             .map(|h| {
                 u32::try_from(h).map_err(|_| {

@@ -23,8 +23,8 @@ use zeroize::Zeroizing;
 
 use super::codec::{self, RawActivation, RawAudit, RawLicense, RawSession};
 use super::{
-    Activation, AuditEntry, AuditFilter, HostSeen, LicenseRecord, OpenMode, SessionRecord, StoreError,
-    StoreResult, SCHEMA_VERSION,
+    Activation, AuditEntry, AuditFilter, HostSeen, LicenseRecord, OpenMode, SessionRecord,
+    StoreError, StoreResult, SCHEMA_VERSION,
 };
 use crate::relying_party::{Decision, UsageState};
 use ovsa_core::attest::HostSighting;
@@ -469,7 +469,12 @@ impl PgStore {
         let first_seen: Option<i64> = tx
             .query_one(
                 &first,
-                &[&seen.ek, &seen.reset_count, &seen.restart_count, &seen.clock],
+                &[
+                    &seen.ek,
+                    &seen.reset_count,
+                    &seen.restart_count,
+                    &seen.clock,
+                ],
             )
             .await?
             .get(0);

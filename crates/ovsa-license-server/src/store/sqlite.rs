@@ -29,8 +29,8 @@ use uuid::Uuid;
 
 use super::codec::{self, check_version, RawActivation, RawAudit, RawLicense, RawSession};
 use super::{
-    Activation, AuditEntry, AuditFilter, HostSeen, LicenseRecord, OpenMode, SessionRecord, StoreError,
-    StoreResult, SCHEMA_VERSION,
+    Activation, AuditEntry, AuditFilter, HostSeen, LicenseRecord, OpenMode, SessionRecord,
+    StoreError, StoreResult, SCHEMA_VERSION,
 };
 use crate::relying_party::{Decision, UsageState};
 use ovsa_core::attest::HostSighting;
