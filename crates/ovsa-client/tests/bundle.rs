@@ -90,6 +90,7 @@ fn protected_and_sold(
             )
             .unwrap(),
             host: None,
+            host_max_age_seconds: None,
             created: now_rfc3339(),
         },
         isv,

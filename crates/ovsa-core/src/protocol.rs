@@ -214,6 +214,12 @@ pub enum Reason {
     PcrMismatch,
     /// The host evidence is missing or does not verify.
     HostEvidenceInvalid,
+    /// The host evidence is older than the TCB reference's maximum host evidence age (first
+    /// seen by the service longer ago than that).
+    HostEvidenceStale,
+    /// The host evidence was made before a host TPM reset the service already saw evidence of
+    /// (an old host quote replayed after the host rebooted).
+    HostEvidenceReplayed,
     /// The service is overloaded; retry later.
     Busy,
     /// A server-side failure.
@@ -269,6 +275,8 @@ impl Reason {
             Reason::QuoteInvalid => "quote_invalid",
             Reason::PcrMismatch => "pcr_mismatch",
             Reason::HostEvidenceInvalid => "host_evidence_invalid",
+            Reason::HostEvidenceStale => "host_evidence_stale",
+            Reason::HostEvidenceReplayed => "host_evidence_replayed",
             Reason::Busy => "busy",
             Reason::Internal => "internal",
         }
@@ -464,10 +472,18 @@ mod tests {
             Reason::UsageLimitReached,
             Reason::PcrMismatch,
             Reason::Internal,
+            Reason::HostEvidenceStale,
+            Reason::HostEvidenceReplayed,
         ] {
             let v = serde_json::to_value(r).unwrap();
             assert_eq!(v.as_str().unwrap(), r.as_str());
         }
         assert_eq!(Reason::ClientCertificateMismatch.http_status(), 401);
+        assert_eq!(Reason::HostEvidenceStale.as_str(), "host_evidence_stale");
+        assert_eq!(
+            Reason::HostEvidenceReplayed.as_str(),
+            "host_evidence_replayed"
+        );
+        assert_eq!(Reason::HostEvidenceReplayed.http_status(), 403);
     }
 }

@@ -344,6 +344,7 @@ fn shop() -> Shop {
             )
             .unwrap(),
             host: None,
+            host_max_age_seconds: None,
             created: now_rfc3339(),
         },
         &isv,

@@ -168,6 +168,7 @@ fn main() {
             name: "loadtest".into(),
             vtpm: PcrSet::from_attest(&pcrs).unwrap(),
             host: None,
+            host_max_age_seconds: None,
             created: now_rfc3339(),
         },
         &isv,

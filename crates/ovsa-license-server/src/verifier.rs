@@ -8,8 +8,9 @@
 //! an HTTP error is the API layer's job (`api::attestation_refused`).
 
 use ovsa_core::attest::{
-    quote_qualifying_data, verify, AkBinding, AttestError, AttestationResult, Expected,
-    HostEvidence, HostPolicy, PendingCredential, VerifierConfig,
+    check_host_freshness, quote_qualifying_data, verify, AkBinding, AttestError, AttestationResult,
+    Expected, HostEvidence, HostPolicy, HostResult, HostSighting, PendingCredential,
+    VerifierConfig,
 };
 use ovsa_core::crypto::hash::sha256;
 use ovsa_core::protocol::AttestRequest;
@@ -40,10 +41,29 @@ pub struct Facts<'a> {
 }
 
 /// Whether a check against `license` needs host evidence: the deployment requires it for every
-/// license (`--require-host-evidence`), or the license's TCB reference pins host PCRs. The one
-/// place this is decided: the challenge announces it and the Verifier enforces it.
+/// license (`--require-host-evidence`), or the license's TCB reference pins host PCRs or limits
+/// the host evidence's age. The one place this is decided: the challenge announces it and the
+/// Verifier enforces it.
 pub fn host_evidence_required(deployment_requires: bool, license: &LicenseRecord) -> bool {
-    deployment_requires || license.tcb.host.is_some()
+    deployment_requires || license.tcb.host.is_some() || license.tcb.host_max_age_seconds.is_some()
+}
+
+/// The freshness check of verified host evidence (the Relying Party's half of the host checks,
+/// after the store recorded the sighting): no reset count below the highest seen for the host
+/// EK, and, when the license's TCB reference sets `host_max_age_seconds`, first seen no longer
+/// ago than that.
+pub fn check_host_evidence_freshness(
+    host: &HostResult,
+    seen: &HostSighting,
+    license: &LicenseRecord,
+    now: OffsetDateTime,
+) -> Result<(), AttestError> {
+    check_host_freshness(
+        host,
+        seen,
+        license.tcb.host_max_age_seconds,
+        u64::try_from(now.unix_timestamp()).unwrap_or(0),
+    )
 }
 
 /// SHA-256 of the host EK certificate in `req`'s host evidence, if it carries decodable host

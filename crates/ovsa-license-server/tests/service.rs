@@ -439,3 +439,118 @@ fn an_expired_challenge_is_refused() {
     // The one use is still there.
     w.check(&lic, &w.customer, &vtpm, Purpose::Load).unwrap();
 }
+
+/// Power-cycles a swtpm (CMD_INIT on its control port) and sends TPM2_Startup(CLEAR) on its
+/// command port: a TPM Reset, so its reset count grows by one.
+fn reset_swtpm(tpm: &Swtpm) {
+    use std::io::{Read, Write};
+    let ok = std::process::Command::new("swtpm_ioctl")
+        .args(["--tcp", &format!("127.0.0.1:{}", tpm.port() + 1), "-i"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "swtpm_ioctl -i");
+    // TPM_ST_NO_SESSIONS, size 12, TPM_CC_Startup, TPM_SU_CLEAR.
+    let startup = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0];
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", tpm.port())).unwrap();
+    s.write_all(&startup).unwrap();
+    let mut rsp = [0u8; 10];
+    s.read_exact(&mut rsp).unwrap();
+    assert_eq!(
+        &rsp[6..10],
+        &[0, 0, 0, 0],
+        "TPM2_Startup(CLEAR): {rsp:02x?}"
+    );
+}
+
+/// Host evidence expires and cannot be replayed across a host reboot: with
+/// `host_max_age_seconds` in the signed TCB reference, a host quote first seen longer ago than
+/// that is refused (`host_evidence_stale`); a host quote from before a host TPM reset the
+/// service has seen evidence of is refused (`host_evidence_replayed`) even within the age limit.
+/// Both refusals are audited; fresh evidence is accepted again.
+#[test]
+fn host_evidence_expires_and_is_not_replayed_across_a_host_reset() {
+    use ovsa_client::{enroll_host_ak, TpmAttester};
+    use ovsa_core::envelope::Signed;
+    use ovsa_tpm::host::{
+        read_host_evidence, read_host_evidence_blob, write_host_evidence, write_host_evidence_blob,
+        HostQuoteOptions,
+    };
+
+    const MAX_AGE: u64 = 2;
+    let w = World::sqlite();
+    let host = Swtpm::start(names::HOST);
+    let vtpm = Swtpm::start(names::VTPM);
+    let mut tcb = w.tcb_with_host(&host).body().clone();
+    tcb.host_max_age_seconds = Some(MAX_AGE);
+    let tcb = Signed::sign(tcb, &w.isv).unwrap();
+    let lic = w.sell_with_tcb(perpetual(None, None), &w.customer, None, &tcb);
+    let ak_dir = tempfile::tempdir().unwrap();
+    let opts = ovsa_client::ClientOptions::default();
+    {
+        let mut host_att = TpmAttester::open(Some(&host.tcti()), Some(ak_dir.path())).unwrap();
+        enroll_host_ak(lic.body(), &w.customer, &mut host_att, &opts, &mut |_| {})
+            .expect("host AK enrolment");
+    }
+    let quote_host = || {
+        let mut att = TpmAttester::open(Some(&host.tcti()), Some(ak_dir.path())).unwrap();
+        let opts = HostQuoteOptions {
+            host_ak: Some(att.ak().clone()),
+            ..HostQuoteOptions::default()
+        };
+        write_host_evidence(att.tpm(), &mut vtpm.open(), &opts).unwrap();
+    };
+    let reset_count = || {
+        let ev = read_host_evidence(&mut vtpm.open()).unwrap();
+        ovsa_core::attest::wire::parse_quote(&ev.quote)
+            .unwrap()
+            .clock
+            .reset_count
+    };
+
+    // Fresh evidence: accepted, and again within the age limit.
+    quote_host();
+    w.check(&lic, &w.customer, &vtpm, Purpose::Load).unwrap();
+    w.check(&lic, &w.customer, &vtpm, Purpose::Renew).unwrap();
+
+    // Older than the maximum age: stale.
+    std::thread::sleep(std::time::Duration::from_millis(1000 * MAX_AGE + 1200));
+    let e = w
+        .check(&lic, &w.customer, &vtpm, Purpose::Load)
+        .expect_err("stale host evidence accepted");
+    assert!(
+        matches!(&e, ClientError::Refused { reason: Reason::HostEvidenceStale, message } if message.contains("ovsatool host-quote")),
+        "{e}"
+    );
+
+    // Fresh evidence passes again; keep it, reset the host TPM, write and use evidence of the
+    // new reset, then put the old blob back: replayed (well within the age limit).
+    quote_host();
+    let before = reset_count();
+    let old_blob = read_host_evidence_blob(&mut vtpm.open()).unwrap();
+    w.check(&lic, &w.customer, &vtpm, Purpose::Load).unwrap();
+    reset_swtpm(&host);
+    quote_host();
+    assert_eq!(reset_count(), before + 1, "the host TPM was not reset");
+    w.check(&lic, &w.customer, &vtpm, Purpose::Load).unwrap();
+    write_host_evidence_blob(&mut vtpm.open(), &old_blob).unwrap();
+    let e = w
+        .check(&lic, &w.customer, &vtpm, Purpose::Load)
+        .expect_err("host evidence from before the host reset accepted");
+    assert!(
+        matches!(&e, ClientError::Refused { reason: Reason::HostEvidenceReplayed, message } if message.contains("reset count")),
+        "{e}"
+    );
+
+    // Both refusals are in the audit log.
+    let audit = w.audit(lic.body().license_guid);
+    for reason in [Reason::HostEvidenceStale, Reason::HostEvidenceReplayed] {
+        assert!(
+            audit
+                .iter()
+                .any(|a| a.action == "attest" && a.result == "refused" && a.reason == Some(reason)),
+            "{reason} not audited: {audit:?}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration as StdDuration, Instant};
 
 use common::{Backend, TestDb};
+use ovsa_core::attest::ClockInfo;
 use ovsa_core::license::{PcrBank, PcrSet, PcrValue, Policy, TcbReference, Validity};
 use ovsa_core::protocol::{Purpose, Reason};
 use ovsa_license_server::relying_party::{decide, Decision};
@@ -53,6 +54,7 @@ both!(
     throughput_8_concurrent,
     interrupted_check_leaves_nothing_locked,
     host_aks_per_host_ek,
+    host_evidence_seen_per_host_ek,
     read_only_open_creates_migrates_and_writes_nothing,
 );
 
@@ -123,6 +125,7 @@ fn license(policy: Policy, registered_at: OffsetDateTime) -> LicenseRecord {
             )
             .expect("PCR set"),
             host: None,
+            host_max_age_seconds: None,
             created: "2026-01-01T00:00:00Z".into(),
         },
         key_share: Zeroizing::new(random32().to_vec()),
@@ -256,6 +259,71 @@ async fn host_aks_per_host_ek(db: TestDb) {
     assert_eq!(store.host_aks(ek_a).await.unwrap(), vec![ak1, ak2]);
     // Enrolments belong to their host EK only.
     assert!(store.host_aks(ek_b).await.unwrap().is_empty());
+}
+
+fn host_clock(reset_count: u32, restart_count: u32, clock: u64) -> ClockInfo {
+    ClockInfo {
+        clock,
+        reset_count,
+        restart_count,
+        safe: true,
+    }
+}
+
+/// Host evidence sightings: first seen is kept per quote (and bounds every earlier quote of the
+/// same reset), the highest reset count per host EK is the replay floor, a later reset drops the
+/// earlier resets' rows, and host EKs are independent.
+async fn host_evidence_seen_per_host_ek(db: TestDb) {
+    let store = db.open().await;
+    let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let at = |s: i64| t0 + Duration::seconds(s);
+    let secs = |s: i64| (t0.unix_timestamp() + s) as u64;
+    let (ek_a, ek_b) = (random32(), random32());
+    let seen = |ek, c, t| {
+        let store = &store;
+        async move { store.record_host_evidence(ek, &c, t).await.unwrap() }
+    };
+    // First sighting: nothing known, first seen now.
+    let s = seen(ek_a, host_clock(5, 0, 1_000), at(0)).await;
+    assert_eq!(s.highest_reset_count, None);
+    assert_eq!(s.first_seen, secs(0));
+    // The same quote later: still first seen at t0.
+    let s = seen(ek_a, host_clock(5, 0, 1_000), at(100)).await;
+    assert_eq!((s.highest_reset_count, s.first_seen), (Some(5), secs(0)));
+    // A later quote of the same reset: its own first sighting.
+    let s = seen(ek_a, host_clock(5, 0, 90_000), at(200)).await;
+    assert_eq!((s.highest_reset_count, s.first_seen), (Some(5), secs(200)));
+    // An earlier quote of the same reset never seen before: no newer than the t0 quote.
+    let s = seen(ek_a, host_clock(5, 0, 500), at(300)).await;
+    assert_eq!(s.first_seen, secs(0));
+    // A later restart of the same reset is newer than every quote of the earlier restart.
+    let s = seen(ek_a, host_clock(5, 1, 10), at(400)).await;
+    assert_eq!(s.first_seen, secs(400));
+    let s = seen(ek_a, host_clock(5, 0, 95_000), at(500)).await;
+    assert_eq!(s.first_seen, secs(400));
+    // Another host EK is independent.
+    let s = seen(ek_b, host_clock(1, 0, 1_000), at(600)).await;
+    assert_eq!((s.highest_reset_count, s.first_seen), (None, secs(600)));
+    // The host rebooted: reset 6 is recorded and the floor rises.
+    let s = seen(ek_a, host_clock(6, 0, 2_000), at(700)).await;
+    assert_eq!((s.highest_reset_count, s.first_seen), (Some(5), secs(700)));
+    // An old reset-5 quote now reports floor 6 (a replay) and is not recorded.
+    let s = seen(ek_a, host_clock(5, 0, 1_000), at(800)).await;
+    assert_eq!(s.highest_reset_count, Some(6));
+    assert_eq!(s.first_seen, secs(800));
+    // Only the latest reset's rows remain for ek_a.
+    let rows = raw_sql(
+        &db,
+        &format!(
+            "SELECT COUNT(*) FROM host_evidence_seen WHERE host_ek_sha256 = '{}'",
+            hex::encode(ek_a)
+        ),
+    )
+    .await;
+    assert_eq!(rows, Some(1));
+    // A TPM clock beyond i64 is stored clamped, not refused.
+    let s = seen(ek_a, host_clock(6, 0, u64::MAX), at(900)).await;
+    assert_eq!((s.highest_reset_count, s.first_seen), (Some(6), secs(900)));
 }
 
 async fn revocation(db: TestDb) {
@@ -703,9 +771,9 @@ async fn read_only_open_creates_migrates_and_writes_nothing(db: TestDb) {
         Some(1)
     );
 
-    // An older schema (the last migration, host_aks, undone): read-only reports it and leaves
-    // it; Existing upgrades it.
-    raw_sql(&db, "DROP TABLE host_aks").await;
+    // An older schema (the last migration, host_evidence_seen, undone): read-only reports it and
+    // leaves it; Existing upgrades it.
+    raw_sql(&db, "DROP TABLE host_evidence_seen").await;
     raw_sql(
         &db,
         &format!("DELETE FROM schema_version WHERE version = {SCHEMA_VERSION} RETURNING version"),

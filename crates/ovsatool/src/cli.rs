@@ -354,6 +354,11 @@ pub struct TcbArgs {
     /// (the values the host quote signed).
     #[arg(long, requires = "from_tpm", conflicts_with_all = ["host_pcr", "host_pcrs_file", "host_from_tpm"])]
     pub host_evidence: bool,
+    /// Maximum age of the host evidence in seconds (1..=315360000): the license service refuses
+    /// a host quote it first saw longer ago than this (`host_evidence_stale`); setting it makes
+    /// host evidence required. Default: no limit.
+    #[arg(long, value_name = "SECONDS")]
+    pub host_max_age: Option<u64>,
     /// PCR indices read by --from-tpm / --host-from-tpm (and held by a `tpm2_pcrread -o` values
     /// file).
     #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7")]

@@ -434,6 +434,29 @@ fn inspect_fails_on_tampering_and_cli_errors_are_clear() {
         ],
     );
     assert!(err.contains("0..=23"), "{err}");
+    let tcb_age = |age: &str| {
+        vec![
+            "tcb".to_string(),
+            "--keystore".into(),
+            "isv.ks".into(),
+            "--out".into(),
+            format!("age{age}.tcb"),
+            "--vtpm-pcr".into(),
+            format!("0={}", "00".repeat(32)),
+            "--host-max-age".into(),
+            age.into(),
+        ]
+    };
+    let args = tcb_age("0");
+    let err = fails(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("--host-max-age 0"), "{err}");
+    let args = tcb_age("3600");
+    ok(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let signed = std::fs::read_to_string(d.join("age3600.tcb")).unwrap();
+    assert!(
+        signed.contains("\"host_max_age_seconds\": 3600"),
+        "{signed}"
+    );
     let err = fails(
         d,
         &[

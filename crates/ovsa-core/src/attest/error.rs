@@ -102,6 +102,33 @@ pub enum AttestError {
     /// The host AK is not in the configured allow-list of enrolled host AKs.
     #[error("host attestation key is not enrolled")]
     HostAkNotEnrolled,
+    /// The host evidence is older than the TCB reference's maximum age: the service first saw
+    /// this host quote (or a later one from the same host TPM reset) more than `max_age`
+    /// seconds ago.
+    #[error(
+        "host evidence is stale: this host quote was first seen {age} s ago, the TCB reference \
+         allows {max_age} s; write fresh host evidence (`ovsatool host-quote` on the host) and \
+         restart the VM's attestation"
+    )]
+    HostEvidenceStale {
+        /// Seconds since the service first saw this evidence (a lower bound of its age).
+        age: u64,
+        /// The TCB reference's maximum age in seconds.
+        max_age: u64,
+    },
+    /// The host quote was made before a host TPM reset the service has already seen evidence
+    /// of: an old quote replayed after the host rebooted.
+    #[error(
+        "host evidence is replayed: its host TPM reset count {reset_count} is below {highest}, \
+         already seen for this host TPM (the host rebooted since the quote was made); write \
+         fresh host evidence (`ovsatool host-quote` on the host)"
+    )]
+    HostEvidenceReplayed {
+        /// The quote's reset count.
+        reset_count: u32,
+        /// The highest reset count seen for this host EK.
+        highest: u32,
+    },
     /// A check on the host evidence failed (the inner error tells which).
     #[error("host evidence: {0}")]
     Host(Box<AttestError>),

@@ -30,8 +30,8 @@ pub use ima::{ImaError, ImaLog};
 pub use pcr::{check_reference, PcrSet};
 pub use qualify::{host_qualifying_data, quote_qualifying_data, QUOTE_DOMAIN};
 pub use verify::{
-    issue_credential, issue_host_credential, verify, verify_quote_only, AkBinding,
-    AttestationResult, Evidence, Expected, HostPolicy, HostResult, PendingCredential,
-    ReferenceValues, VerifierConfig,
+    check_host_freshness, issue_credential, issue_host_credential, verify, verify_quote_only,
+    AkBinding, AttestationResult, Evidence, Expected, HostPolicy, HostResult, HostSighting,
+    PendingCredential, ReferenceValues, VerifierConfig,
 };
 pub use wire::{ClockInfo, HashAlg, QuoteInfo};

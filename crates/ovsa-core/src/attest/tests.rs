@@ -143,3 +143,51 @@ fn pcr_set_json_shape() {
     let back: PcrSet = serde_json::from_value(j).unwrap();
     assert_eq!(back, ev.pcrs);
 }
+
+/// Host evidence freshness: a reset count below the highest seen is a replay; a quote first seen
+/// more than the maximum age ago is stale; no maximum age means no age limit.
+#[test]
+fn host_freshness_refuses_replayed_and_stale_evidence() {
+    let host = |reset_count| HostResult {
+        ek_cert_sha256: [7; 32],
+        ak_name: vec![1, 2],
+        clock: ClockInfo {
+            clock: 5_000,
+            reset_count,
+            restart_count: 0,
+            safe: true,
+        },
+        pcrs: PcrSet::new(HashAlg::Sha256),
+    };
+    let seen = |highest, first_seen| HostSighting {
+        highest_reset_count: highest,
+        first_seen,
+    };
+    // First sighting, same reset, later reset: accepted.
+    check_host_freshness(&host(3), &seen(None, 1000), Some(60), 1000).unwrap();
+    check_host_freshness(&host(3), &seen(Some(3), 1000), Some(60), 1060).unwrap();
+    check_host_freshness(&host(4), &seen(Some(3), 1000), Some(60), 1000).unwrap();
+    // Before a reset already seen: replayed, whatever the age limit.
+    let e = check_host_freshness(&host(2), &seen(Some(3), 1000), None, 1000).unwrap_err();
+    assert_eq!(
+        e,
+        AttestError::HostEvidenceReplayed {
+            reset_count: 2,
+            highest: 3
+        }
+    );
+    assert!(e.to_string().contains("replayed"), "{e}");
+    // Older than the maximum age: stale; without one, accepted forever.
+    let e = check_host_freshness(&host(3), &seen(Some(3), 1000), Some(60), 1061).unwrap_err();
+    assert_eq!(
+        e,
+        AttestError::HostEvidenceStale {
+            age: 61,
+            max_age: 60
+        }
+    );
+    assert!(e.to_string().contains("ovsatool host-quote"), "{e}");
+    check_host_freshness(&host(3), &seen(Some(3), 0), None, u64::MAX).unwrap();
+    // A service clock behind the first sighting is age 0, not an overflow.
+    check_host_freshness(&host(3), &seen(Some(3), 2000), Some(0), 1000).unwrap();
+}

@@ -330,6 +330,48 @@ fn verify_host(
     })
 }
 
+/// What the Relying Party has recorded about a host TPM's earlier evidence, read (and updated)
+/// atomically when the host evidence of [`HostResult`] is recorded. A host quote carries no
+/// wall-clock time, only the TPM's clock and reset/restart counters, so its age can only be
+/// bounded by when it (or a later quote of the same host TPM reset) was first seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostSighting {
+    /// The highest reset count recorded for this host EK *before* this evidence (`None` if the
+    /// host EK was never seen).
+    pub highest_reset_count: Option<u32>,
+    /// Seconds since the Unix epoch at which the service first saw this quote or a later quote
+    /// of the same reset (same reset count; restart count and clock not lower). The quote was
+    /// made no later than that.
+    pub first_seen: u64,
+}
+
+/// Freshness of verified host evidence against what was seen before: refuses a quote from
+/// before a host TPM reset already seen ([`AttestError::HostEvidenceReplayed`]), then, when
+/// `max_age_seconds` is set, a quote first seen more than that long ago
+/// ([`AttestError::HostEvidenceStale`]). `now` is seconds since the Unix epoch.
+pub fn check_host_freshness(
+    host: &HostResult,
+    seen: &HostSighting,
+    max_age_seconds: Option<u64>,
+    now: u64,
+) -> Result<(), AttestError> {
+    if let Some(highest) = seen.highest_reset_count {
+        if host.clock.reset_count < highest {
+            return Err(AttestError::HostEvidenceReplayed {
+                reset_count: host.clock.reset_count,
+                highest,
+            });
+        }
+    }
+    if let Some(max_age) = max_age_seconds {
+        let age = now.saturating_sub(seen.first_seen);
+        if age > max_age {
+            return Err(AttestError::HostEvidenceStale { age, max_age });
+        }
+    }
+    Ok(())
+}
+
 /// Verify evidence. Checks, in order: vTPM EK certificate chain; AK is a restricted signing key;
 /// AK bound to the EK (credential challenge or enrolment); quote structure and signature;
 /// qualifying data; PCR selection and digest; PCR values against the reference; clock sanity;

@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 /// Highest PCR index of a PC-client TPM.
 pub const MAX_PCR_INDEX: u8 = 23;
 
+/// Largest `host_max_age_seconds` of a TCB reference: ten years.
+pub const MAX_HOST_AGE_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
 /// A PCR bank (hash algorithm).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -241,6 +244,12 @@ pub struct TcbReference {
     /// Expected host TPM PCRs, when host evidence is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<PcrSet>,
+    /// Maximum age of the host evidence, in seconds: the service refuses a host quote it first
+    /// saw (it, or a later quote of the same host TPM reset) longer ago than this
+    /// (`host_evidence_stale`). Absent: no limit (and references signed without it verify
+    /// unchanged). Setting it requires host evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_max_age_seconds: Option<u64>,
     /// Creation time, RFC 3339.
     pub created: String,
 }
@@ -269,6 +278,16 @@ impl Artifact for TcbReference {
         self.vtpm.validate("TCB reference (vTPM)")?;
         if let Some(h) = &self.host {
             h.validate("TCB reference (host)")?;
+        }
+        if let Some(age) = self.host_max_age_seconds {
+            if age == 0 || age > MAX_HOST_AGE_SECONDS {
+                return Err(Error::malformed(
+                    "TCB reference",
+                    format!(
+                        "host_max_age_seconds is {age}; it must be 1..={MAX_HOST_AGE_SECONDS} (10 years)"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -303,5 +322,41 @@ mod tests {
         assert!(parse_pcr_arg("3=0xAB").is_ok());
         assert!(parse_pcr_arg("3:AB").is_err());
         assert!(parse_pcr_arg("30=AB").is_err());
+    }
+
+    /// `host_max_age_seconds` is optional and left out when absent, so a reference signed before
+    /// it existed serialises (and so verifies) byte for byte; when present it is checked.
+    #[test]
+    fn host_max_age_is_optional_and_checked() {
+        let vtpm = PcrSet::new(
+            PcrBank::Sha256,
+            vec![PcrValue {
+                index: 0,
+                value: vec![0; 32],
+            }],
+        )
+        .unwrap();
+        let mut tcb = TcbReference {
+            name: "t".into(),
+            vtpm,
+            host: None,
+            host_max_age_seconds: None,
+            created: "2026-01-01T00:00:00Z".into(),
+        };
+        let json = serde_json::to_string(&tcb).unwrap();
+        assert!(!json.contains("host_max_age_seconds"), "{json}");
+        let back: TcbReference = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, tcb);
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        tcb.host_max_age_seconds = Some(3600);
+        tcb.validate().unwrap();
+        let json = serde_json::to_string(&tcb).unwrap();
+        assert!(json.contains("\"host_max_age_seconds\":3600"), "{json}");
+        assert_eq!(serde_json::from_str::<TcbReference>(&json).unwrap(), tcb);
+        for bad in [0, MAX_HOST_AGE_SECONDS + 1] {
+            tcb.host_max_age_seconds = Some(bad);
+            let e = tcb.validate().unwrap_err().to_string();
+            assert!(e.contains("host_max_age_seconds"), "{e}");
+        }
     }
 }

@@ -13,7 +13,9 @@ use super::{
 };
 use crate::relying_party::{decide, Decision};
 use crate::store::{AuditEntry, LicenseRecord, SessionRecord};
-use crate::verifier::{host_ek_of, host_evidence_required, verify_attestation, Facts};
+use crate::verifier::{
+    check_host_evidence_freshness, host_ek_of, host_evidence_required, verify_attestation, Facts,
+};
 
 json_handler!(
     /// `POST /v1/attest`.
@@ -136,8 +138,9 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
     result
 }
 
-/// Gathers the per-call facts (the session's credential challenge, the enrolled host AKs) and
-/// runs the Verifier.
+/// Gathers the per-call facts (the session's credential challenge, the enrolled host AKs), runs
+/// the Verifier, then records verified host evidence and checks its freshness against what was
+/// seen before (`host_evidence_replayed`, `host_evidence_stale`).
 async fn verify_evidence(
     st: &AppState,
     conn: &ConnInfo,
@@ -168,7 +171,19 @@ async fn verify_evidence(
         enrolled_host_aks: enrolled.as_deref(),
         now,
     };
-    verify_attestation(&st.verifier, &facts).map_err(|e| attestation_refused(&e))
+    let verified = verify_attestation(&st.verifier, &facts).map_err(|e| attestation_refused(&e))?;
+    if let Some(host) = &verified.host {
+        // Recorded only now that the host quote's signature verified: a forged high reset count
+        // would make the host's real evidence look replayed.
+        let seen = st
+            .store
+            .record_host_evidence(host.ek_cert_sha256, &host.clock, now)
+            .await
+            .map_err(|e| ApiError::internal("recording host evidence", e))?;
+        check_host_evidence_freshness(host, &seen, license, now)
+            .map_err(|e| attestation_refused(&e))?;
+    }
+    Ok(verified)
 }
 
 fn refusal_message(reason: Reason, license: &LicenseRecord) -> String {

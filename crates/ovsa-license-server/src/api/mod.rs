@@ -150,6 +150,8 @@ pub fn attest_reason(e: &AttestError) -> Reason {
         | E::HostBindingMismatch
         | E::HostAkNotEnrolled
         | E::Host(_) => Reason::HostEvidenceInvalid,
+        E::HostEvidenceStale { .. } => Reason::HostEvidenceStale,
+        E::HostEvidenceReplayed { .. } => Reason::HostEvidenceReplayed,
         E::Crypto(_) => Reason::Internal,
         _ => Reason::QuoteInvalid,
     }

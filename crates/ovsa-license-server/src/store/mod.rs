@@ -15,6 +15,7 @@ mod codec;
 pub mod postgres;
 pub mod sqlite;
 
+use ovsa_core::attest::{ClockInfo, HostSighting};
 use ovsa_core::license::{Policy, Registration, TcbReference};
 use ovsa_core::protocol::{Purpose, Reason};
 use time::OffsetDateTime;
@@ -93,7 +94,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The schema version this build writes (migrations bring older databases up to it).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A registered license as stored.
 #[derive(Clone)]
@@ -271,6 +272,56 @@ pub struct AuditEntry {
     pub message: String,
     /// Instance (SHA-256 of the vTPM EK certificate), if known.
     pub instance_id: Option<[u8; 32]>,
+}
+
+/// One sighting of verified host evidence, in the stored representation.
+#[derive(Debug, Clone)]
+pub(crate) struct HostSeen {
+    /// Hex SHA-256 of the host EK certificate.
+    pub ek: String,
+    pub reset_count: i64,
+    pub restart_count: i64,
+    /// The quote's clock (ms), clamped to `i64::MAX`.
+    pub clock: i64,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+impl HostSeen {
+    fn new(host_ek_sha256: [u8; 32], clock: &ClockInfo, now: OffsetDateTime) -> Self {
+        HostSeen {
+            ek: hex::encode(host_ek_sha256),
+            reset_count: i64::from(clock.reset_count),
+            restart_count: i64::from(clock.restart_count),
+            clock: i64::try_from(clock.clock).unwrap_or(i64::MAX),
+            now: codec::ts(now),
+        }
+    }
+
+    /// The answer from the highest reset count before this sighting and the earliest first
+    /// sighting of this quote or a later one of the same reset.
+    pub fn sighting(
+        &self,
+        highest: Option<i64>,
+        first_seen: Option<i64>,
+    ) -> StoreResult<HostSighting> {
+        let highest_reset_count = highest
+            .map(|h| {
+                u32::try_from(h).map_err(|_| {
+                    StoreError::Corrupt(format!("host evidence reset count {h} is out of range"))
+                })
+            })
+            .transpose()?;
+        Ok(HostSighting {
+            highest_reset_count,
+            first_seen: u64::try_from(first_seen.unwrap_or(self.now)).unwrap_or(0),
+        })
+    }
+
+    /// Whether this sighting is recorded: not when it is from a reset below the highest seen.
+    pub fn is_recorded(&self, highest: Option<i64>) -> bool {
+        highest.is_none_or(|h| self.reset_count >= h)
+    }
 }
 
 /// Which audit entries to list.
@@ -468,6 +519,23 @@ impl Store {
     /// The AK Names enrolled for the host EK whose certificate hashes to `host_ek_sha256`.
     pub async fn host_aks(&self, host_ek_sha256: [u8; 32]) -> StoreResult<Vec<Vec<u8>>> {
         dispatch!(self, s => s.host_aks(host_ek_sha256).await)
+    }
+
+    /// Records verified host evidence with quote clock `clock` from the host EK whose
+    /// certificate hashes to `host_ek_sha256`, seen at `now`, and returns what was known before
+    /// (atomically): the highest reset count recorded for that host EK, and when this quote or a
+    /// later quote of the same reset was first seen (`now` if none). Evidence from a reset below
+    /// the highest is not recorded; a higher reset drops the rows of the earlier resets. Call
+    /// only with evidence whose signature verified (a forged high reset count would make the
+    /// host's real evidence look replayed).
+    pub async fn record_host_evidence(
+        &self,
+        host_ek_sha256: [u8; 32],
+        clock: &ClockInfo,
+        now: OffsetDateTime,
+    ) -> StoreResult<HostSighting> {
+        let seen = HostSeen::new(host_ek_sha256, clock, now);
+        dispatch!(self, s => s.record_host_evidence(seen).await)
     }
 
     /// Appends an audit entry.

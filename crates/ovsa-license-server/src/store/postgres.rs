@@ -23,10 +23,11 @@ use zeroize::Zeroizing;
 
 use super::codec::{self, RawActivation, RawAudit, RawLicense, RawSession};
 use super::{
-    Activation, AuditEntry, AuditFilter, LicenseRecord, OpenMode, SessionRecord, StoreError,
-    StoreResult, SCHEMA_VERSION,
+    Activation, AuditEntry, AuditFilter, HostSeen, LicenseRecord, OpenMode, SessionRecord,
+    StoreError, StoreResult, SCHEMA_VERSION,
 };
 use crate::relying_party::{Decision, UsageState};
+use ovsa_core::attest::HostSighting;
 
 /// Clients per store (per replica). With 8 concurrent checks and durable commits, more clients
 /// let PostgreSQL group-commit checks of distinct licenses (see `record_use_figures` in the
@@ -44,6 +45,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     // 2: host AKs proven (credential challenge) to live in the host TPM owning the EK.
     include_str!("migrations/postgres/0002_host_aks.sql"),
+    // 3: host evidence seen per host EK (age and replay checks).
+    include_str!("migrations/postgres/0003_host_evidence.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -94,6 +97,16 @@ const ENROLL_HOST_AK: &str =
      DO UPDATE SET license_guid = EXCLUDED.license_guid, enrolled_at = EXCLUDED.enrolled_at";
 const HOST_AKS: &str =
     "SELECT ak_name FROM host_aks WHERE host_ek_sha256 = $1 ORDER BY enrolled_at";
+const HOST_EVIDENCE_HIGHEST: &str =
+    "SELECT MAX(reset_count) FROM host_evidence_seen WHERE host_ek_sha256 = $1";
+const HOST_EVIDENCE_INSERT: &str = "INSERT INTO host_evidence_seen \
+     (host_ek_sha256, reset_count, restart_count, clock, first_seen) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+const HOST_EVIDENCE_PRUNE: &str =
+    "DELETE FROM host_evidence_seen WHERE host_ek_sha256 = $1 AND reset_count < $2";
+const HOST_EVIDENCE_FIRST_SEEN: &str = "SELECT MIN(first_seen) FROM host_evidence_seen \
+     WHERE host_ek_sha256 = $1 AND reset_count = $2 \
+     AND (restart_count > $3 OR (restart_count = $3 AND clock >= $4))";
 const PUT_SESSION: &str = concat!(
     "INSERT INTO sessions (",
     session_columns!(),
@@ -427,6 +440,46 @@ impl PgStore {
         let st = c.prepare_cached(HOST_AKS).await?;
         let rows = c.query(&st, &[&hex::encode(host_ek_sha256)]).await?;
         Ok(rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect())
+    }
+
+    /// Records verified host evidence (see [`crate::store::Store::record_host_evidence`]), in
+    /// one transaction.
+    pub(crate) async fn record_host_evidence(&self, seen: HostSeen) -> StoreResult<HostSighting> {
+        let mut c = self.client().await?;
+        let highest_st = c.prepare_cached(HOST_EVIDENCE_HIGHEST).await?;
+        let insert = c.prepare_cached(HOST_EVIDENCE_INSERT).await?;
+        let prune = c.prepare_cached(HOST_EVIDENCE_PRUNE).await?;
+        let first = c.prepare_cached(HOST_EVIDENCE_FIRST_SEEN).await?;
+        let tx = c.transaction().await?;
+        let highest: Option<i64> = tx.query_one(&highest_st, &[&seen.ek]).await?.get(0);
+        if seen.is_recorded(highest) {
+            tx.execute(
+                &insert,
+                &[
+                    &seen.ek,
+                    &seen.reset_count,
+                    &seen.restart_count,
+                    &seen.clock,
+                    &seen.now,
+                ],
+            )
+            .await?;
+            tx.execute(&prune, &[&seen.ek, &seen.reset_count]).await?;
+        }
+        let first_seen: Option<i64> = tx
+            .query_one(
+                &first,
+                &[
+                    &seen.ek,
+                    &seen.reset_count,
+                    &seen.restart_count,
+                    &seen.clock,
+                ],
+            )
+            .await?
+            .get(0);
+        tx.commit().await?;
+        seen.sighting(highest, first_seen)
     }
 
     /// Lifts a revocation.

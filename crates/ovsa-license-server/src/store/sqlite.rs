@@ -29,10 +29,11 @@ use uuid::Uuid;
 
 use super::codec::{self, check_version, RawActivation, RawAudit, RawLicense, RawSession};
 use super::{
-    Activation, AuditEntry, AuditFilter, LicenseRecord, OpenMode, SessionRecord, StoreError,
-    StoreResult, SCHEMA_VERSION,
+    Activation, AuditEntry, AuditFilter, HostSeen, LicenseRecord, OpenMode, SessionRecord,
+    StoreError, StoreResult, SCHEMA_VERSION,
 };
 use crate::relying_party::{Decision, UsageState};
+use ovsa_core::attest::HostSighting;
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +45,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_init.sql"),
     // 2: host AKs proven (credential challenge) to live in the host TPM owning the EK.
     include_str!("migrations/sqlite/0002_host_aks.sql"),
+    // 3: host evidence seen per host EK (age and replay checks).
+    include_str!("migrations/sqlite/0003_host_evidence.sql"),
 ];
 
 const LICENSE_COLUMNS: &str = "license_guid, model_guid, model_name, model_version, header_hash, \
@@ -284,6 +287,50 @@ impl SqliteStore {
             )?;
             let rows = st.query_map([ek], |r| r.get::<_, Vec<u8>>(0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Records verified host evidence (see [`crate::store::Store::record_host_evidence`]), in
+    /// one write transaction.
+    pub(crate) async fn record_host_evidence(&self, seen: HostSeen) -> StoreResult<HostSighting> {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let highest: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT MAX(reset_count) FROM host_evidence_seen WHERE host_ek_sha256 = ?1",
+                )?
+                .query_row([&seen.ek], |r| r.get(0))?;
+            if seen.is_recorded(highest) {
+                tx.prepare_cached(
+                    "INSERT INTO host_evidence_seen
+                     (host_ek_sha256, reset_count, restart_count, clock, first_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![
+                    seen.ek,
+                    seen.reset_count,
+                    seen.restart_count,
+                    seen.clock,
+                    seen.now
+                ])?;
+                tx.prepare_cached(
+                    "DELETE FROM host_evidence_seen WHERE host_ek_sha256 = ?1 AND reset_count < ?2",
+                )?
+                .execute(params![seen.ek, seen.reset_count])?;
+            }
+            let first_seen: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT MIN(first_seen) FROM host_evidence_seen
+                     WHERE host_ek_sha256 = ?1 AND reset_count = ?2
+                     AND (restart_count > ?3 OR (restart_count = ?3 AND clock >= ?4))",
+                )?
+                .query_row(
+                    params![seen.ek, seen.reset_count, seen.restart_count, seen.clock],
+                    |r| r.get(0),
+                )?;
+            tx.commit()?;
+            seen.sighting(highest, first_seen)
         })
         .await
     }

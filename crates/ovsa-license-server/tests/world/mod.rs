@@ -129,6 +129,7 @@ impl World {
                 name: "test-vm".into(),
                 vtpm: PcrSet::from_attest(&pcrs).unwrap(),
                 host: None,
+                host_max_age_seconds: None,
                 created: now_rfc3339(),
             },
             &isv,

@@ -5,7 +5,7 @@ use std::path::Path;
 use ovsa_core::encoding::now_rfc3339;
 use ovsa_core::envelope::Signed;
 use ovsa_core::fsutil::MODE_PUBLIC;
-use ovsa_core::license::tcb::{parse_pcr_arg, PcrValue};
+use ovsa_core::license::tcb::{parse_pcr_arg, PcrValue, MAX_HOST_AGE_SECONDS};
 use ovsa_core::license::{PcrBank, PcrSet, TcbReference};
 
 use crate::cli::TcbArgs;
@@ -43,6 +43,14 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
         }
     }
     check_outputs(&[named("--out", &a.out)], &inputs, a.force)?;
+    if let Some(age) = a.host_max_age {
+        if age == 0 || age > MAX_HOST_AGE_SECONDS {
+            return Err(CliError::Usage(format!(
+                "--host-max-age {age}: give the host evidence's maximum age in seconds, \
+                 1..={MAX_HOST_AGE_SECONDS} (10 years); leave it out for no limit"
+            )));
+        }
+    }
     let from_tpm = from_tpm_tcti(a);
     if from_tpm.is_some() || a.host_from_tpm.is_some() {
         super::tpm::quiet_tss_log();
@@ -114,6 +122,7 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
             name: a.name.clone(),
             vtpm,
             host,
+            host_max_age_seconds: a.host_max_age,
             created: now_rfc3339(),
         },
         &isv,
