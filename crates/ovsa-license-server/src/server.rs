@@ -62,7 +62,7 @@ pub fn raise_fd_limit() -> std::io::Result<Option<u64>> {
     let mut lim = getrlimit(Resource::Nofile);
     if lim.current != lim.maximum {
         lim.current = lim.maximum;
-        setrlimit(Resource::Nofile, lim.clone())?;
+        setrlimit(Resource::Nofile, lim)?;
     }
     Ok(getrlimit(Resource::Nofile).current)
 }
@@ -319,5 +319,40 @@ async fn purge_sessions(state: Arc<AppState>) {
             Ok(_) => {}
             Err(e) => tracing::warn!("purging sessions: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn raise_fd_limit_sets_the_soft_limit_to_the_hard_limit() {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let lim = getrlimit(Resource::Nofile);
+        if let Some(hard) = lim.maximum {
+            // Lower the soft limit (a few hundred fds are plenty for this test binary).
+            let mut low = lim;
+            low.current = Some((hard / 2).max(256).min(hard));
+            setrlimit(Resource::Nofile, low).unwrap();
+        }
+        assert_eq!(raise_fd_limit().unwrap(), lim.maximum);
+        assert_eq!(getrlimit(Resource::Nofile).current, lim.maximum);
+    }
+
+    #[test]
+    fn sources_are_ipv4_addresses_or_ipv6_slash_64s() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(source_key(v4), v4);
+        assert_eq!(source_key("::ffff:192.0.2.7".parse().unwrap()), v4);
+        assert_eq!(
+            source_key("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            source_key("2001:db8:1:2:bbbb::9".parse().unwrap())
+        );
+        assert_ne!(
+            source_key("2001:db8:1:2::1".parse().unwrap()),
+            source_key("2001:db8:1:3::1".parse().unwrap())
+        );
     }
 }
