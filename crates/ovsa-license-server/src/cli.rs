@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use ovsa_license_server::config::{
-    self, Bounded, ServeFlags, Setting, KEYSTORE_PASSPHRASE_ENV, MAX_CONNECTIONS, REQUEST_TIMEOUT,
-    SESSION_TTL,
+    self, Bounded, ServeFlags, Setting, HANDSHAKE_TIMEOUT, KEYSTORE_PASSPHRASE_ENV,
+    MAX_CONNECTIONS, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, REQUEST_TIMEOUT, SESSION_TTL,
 };
 use uuid::Uuid;
 
@@ -143,10 +143,31 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS",
           help = bounded("Seconds one request may take, body included", &REQUEST_TIMEOUT))]
     pub request_timeout: Option<u64>,
-    /// Connection limit.
-    #[arg(long, value_name = "N",
-          help = bounded("Most connections served at once", &MAX_CONNECTIONS))]
+    /// Request slots.
+    #[arg(long, value_name = "N", help = bounded(
+        "Request slots: most connections past their TLS handshake served at once",
+        &MAX_CONNECTIONS,
+    ))]
     pub max_connections: Option<u64>,
+    /// Handshake budget.
+    #[arg(long, value_name = "N", help = bounded(
+        "Most connections in their TLS handshake at once, all sources; more are closed at once",
+        &MAX_HANDSHAKES,
+    ))]
+    pub max_handshakes: Option<u64>,
+    /// Per-source handshake cap.
+    #[arg(long, value_name = "N", help = bounded(
+        "Most connections in their TLS handshake at once from one IPv4 address or IPv6 /64; \
+         more are closed at once",
+        &MAX_HANDSHAKES_PER_SOURCE,
+    ))]
+    pub max_handshakes_per_source: Option<u64>,
+    /// Handshake time limit.
+    #[arg(long, value_name = "SECONDS", help = bounded(
+        "Seconds from accepting a connection to the end of its TLS handshake",
+        &HANDSHAKE_TIMEOUT,
+    ))]
+    pub handshake_timeout: Option<u64>,
 }
 
 impl ServeArgs {
@@ -164,6 +185,9 @@ impl ServeArgs {
             session_ttl: self.session_ttl,
             request_timeout: self.request_timeout,
             max_connections: self.max_connections,
+            max_handshakes: self.max_handshakes,
+            max_handshakes_per_source: self.max_handshakes_per_source,
+            handshake_timeout: self.handshake_timeout,
         }
     }
 }

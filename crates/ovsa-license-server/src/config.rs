@@ -20,7 +20,10 @@
 //! allow_unenrolled_host_ak = false             # accept host evidence from never-enrolled host AKs
 //! session_ttl_seconds = 60
 //! request_timeout_seconds = 10
-//! max_connections = 256
+//! max_connections = 256                       # request slots (connections past their handshake)
+//! max_handshakes = 4096                        # connections in their TLS handshake, all sources
+//! max_handshakes_per_source = 64               # ... from one IPv4 address or IPv6 /64
+//! handshake_timeout_seconds = 3
 //! passphrase_file = "/etc/ovsa/server.pass"     # when tls_key is a passphrase-protected keystore
 //! ```
 //!
@@ -208,7 +211,7 @@ pub const REQUEST_TIMEOUT: Bounded = Bounded {
     max: 3_600,
     default: 10,
 };
-/// `--max-connections`: connections served at once.
+/// `--max-connections`: request slots, connections past their TLS handshake served at once.
 pub const MAX_CONNECTIONS: Bounded = Bounded {
     flag: "--max-connections",
     env: "OVSA_LS_MAX_CONNECTIONS",
@@ -216,6 +219,34 @@ pub const MAX_CONNECTIONS: Bounded = Bounded {
     min: 1,
     max: 65_536,
     default: 256,
+};
+/// `--max-handshakes`: connections in their TLS handshake at once, all sources together.
+pub const MAX_HANDSHAKES: Bounded = Bounded {
+    flag: "--max-handshakes",
+    env: "OVSA_LS_MAX_HANDSHAKES",
+    key: "max_handshakes",
+    min: 1,
+    max: 65_536,
+    default: 4_096,
+};
+/// `--max-handshakes-per-source`: connections in their TLS handshake at once from one IPv4
+/// address or IPv6 /64.
+pub const MAX_HANDSHAKES_PER_SOURCE: Bounded = Bounded {
+    flag: "--max-handshakes-per-source",
+    env: "OVSA_LS_MAX_HANDSHAKES_PER_SOURCE",
+    key: "max_handshakes_per_source",
+    min: 1,
+    max: 65_536,
+    default: 64,
+};
+/// `--handshake-timeout`: seconds from accept to the end of the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Bounded = Bounded {
+    flag: "--handshake-timeout",
+    env: "OVSA_LS_HANDSHAKE_TIMEOUT",
+    key: "handshake_timeout_seconds",
+    min: 1,
+    max: 60,
+    default: 3,
 };
 
 impl Bounded {
@@ -288,8 +319,14 @@ pub struct FileConfig {
     pub session_ttl_seconds: Option<u64>,
     /// Per-request time limit.
     pub request_timeout_seconds: Option<u64>,
-    /// Connection limit.
+    /// Request slots.
     pub max_connections: Option<u64>,
+    /// Connections in their TLS handshake, all sources.
+    pub max_handshakes: Option<u64>,
+    /// Connections in their TLS handshake from one source.
+    pub max_handshakes_per_source: Option<u64>,
+    /// TLS handshake time limit.
+    pub handshake_timeout_seconds: Option<u64>,
     /// File holding the passphrase of a protected keystore given as `tls_key`.
     pub passphrase_file: Option<PathBuf>,
     /// The registration keystore of `license add`.
@@ -674,6 +711,12 @@ pub struct ServeFlags {
     pub request_timeout: Option<u64>,
     /// `--max-connections`.
     pub max_connections: Option<u64>,
+    /// `--max-handshakes`.
+    pub max_handshakes: Option<u64>,
+    /// `--max-handshakes-per-source`.
+    pub max_handshakes_per_source: Option<u64>,
+    /// `--handshake-timeout`.
+    pub handshake_timeout: Option<u64>,
 }
 
 /// Where the TLS keystore's passphrase comes from.
@@ -733,8 +776,14 @@ pub struct ServeConfig {
     pub session_ttl: u64,
     /// Per-request time limit, seconds.
     pub request_timeout: u64,
-    /// Connection limit.
+    /// Request slots.
     pub max_connections: u64,
+    /// Connections in their TLS handshake, all sources.
+    pub max_handshakes: u64,
+    /// Connections in their TLS handshake from one source.
+    pub max_handshakes_per_source: u64,
+    /// TLS handshake time limit, seconds.
+    pub handshake_timeout: u64,
 }
 
 /// Applies command line > environment > file > default to every `serve` setting, and checks
@@ -765,6 +814,21 @@ pub fn resolve_serve(
         flags.max_connections,
         env.number(&MAX_CONNECTIONS)?,
         file.max_connections,
+    ))?;
+    let max_handshakes = MAX_HANDSHAKES.check(first(
+        flags.max_handshakes,
+        env.number(&MAX_HANDSHAKES)?,
+        file.max_handshakes,
+    ))?;
+    let max_handshakes_per_source = MAX_HANDSHAKES_PER_SOURCE.check(first(
+        flags.max_handshakes_per_source,
+        env.number(&MAX_HANDSHAKES_PER_SOURCE)?,
+        file.max_handshakes_per_source,
+    ))?;
+    let handshake_timeout = HANDSHAKE_TIMEOUT.check(first(
+        flags.handshake_timeout,
+        env.number(&HANDSHAKE_TIMEOUT)?,
+        file.handshake_timeout_seconds,
     ))?;
     let tls_cert = first(
         flags.tls_cert.clone(),
@@ -816,6 +880,9 @@ pub fn resolve_serve(
         session_ttl,
         request_timeout,
         max_connections,
+        max_handshakes,
+        max_handshakes_per_source,
+        handshake_timeout,
     })
 }
 
@@ -955,6 +1022,66 @@ mod tests {
             msg,
             "--session-ttl (OVSA_LS_SESSION_TTL, `session_ttl_seconds` in the config file) must \
              be between 1 and 86400; got 0"
+        );
+    }
+
+    #[test]
+    fn precedence_handshake_limits_each_layer_wins_over_the_ones_below() {
+        let mut flags = ServeFlags::default();
+        let mut f = file();
+        let c = serve(&flags, &Env::default(), &f);
+        assert_eq!(
+            (
+                c.max_handshakes,
+                c.max_handshakes_per_source,
+                c.handshake_timeout
+            ),
+            (4096, 64, 3)
+        );
+        f.max_handshakes = Some(100);
+        f.max_handshakes_per_source = Some(10);
+        f.handshake_timeout_seconds = Some(5);
+        let c = serve(&flags, &Env::default(), &f);
+        assert_eq!(
+            (
+                c.max_handshakes,
+                c.max_handshakes_per_source,
+                c.handshake_timeout
+            ),
+            (100, 10, 5)
+        );
+        let e = env(&[
+            ("OVSA_LS_MAX_HANDSHAKES", "200"),
+            ("OVSA_LS_MAX_HANDSHAKES_PER_SOURCE", "20"),
+            ("OVSA_LS_HANDSHAKE_TIMEOUT", "6"),
+        ]);
+        let c = serve(&flags, &e, &f);
+        assert_eq!(
+            (
+                c.max_handshakes,
+                c.max_handshakes_per_source,
+                c.handshake_timeout
+            ),
+            (200, 20, 6)
+        );
+        flags.max_handshakes = Some(300);
+        flags.max_handshakes_per_source = Some(30);
+        flags.handshake_timeout = Some(7);
+        let c = serve(&flags, &e, &f);
+        assert_eq!(
+            (
+                c.max_handshakes,
+                c.max_handshakes_per_source,
+                c.handshake_timeout
+            ),
+            (300, 30, 7)
+        );
+        flags.handshake_timeout = Some(61);
+        let msg = resolve_serve(&flags, &e, &f).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "--handshake-timeout (OVSA_LS_HANDSHAKE_TIMEOUT, `handshake_timeout_seconds` in the \
+             config file) must be between 1 and 60; got 61"
         );
     }
 

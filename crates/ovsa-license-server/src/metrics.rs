@@ -1,8 +1,12 @@
-//! Prometheus metrics (`GET /metrics`): decisions by endpoint, result and reason; latency.
+//! Prometheus metrics (`GET /metrics`): decisions by endpoint, result and reason; latency;
+//! connections closed before a request slot, by reason; TLS handshakes in progress.
+
+use std::sync::atomic::AtomicI64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -22,6 +26,54 @@ pub struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
     latency: Family<EndpointLabel, Histogram>,
+    refused_connections: Family<RefusedLabel, Counter>,
+    handshakes: Gauge<i64, AtomicI64>,
+}
+
+/// Why a connection was closed before it got a request slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedConnection {
+    /// Its source already had `--max-handshakes-per-source` connections in their handshake.
+    PerSource,
+    /// `--max-handshakes` connections were already in their handshake.
+    HandshakeBudget,
+    /// The TLS handshake did not finish within `--handshake-timeout`.
+    HandshakeTimeout,
+    /// No request slot (`--max-connections`) became free within `--handshake-timeout`.
+    RequestSlots,
+}
+
+impl RefusedConnection {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusedConnection::PerSource => "per_source",
+            RefusedConnection::HandshakeBudget => "handshake_budget",
+            RefusedConnection::HandshakeTimeout => "handshake_timeout",
+            RefusedConnection::RequestSlots => "request_slots",
+        }
+    }
+
+    /// For the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RefusedConnection::PerSource => {
+                "its source has --max-handshakes-per-source connections in their TLS handshake"
+            }
+            RefusedConnection::HandshakeBudget => {
+                "--max-handshakes connections are in their TLS handshake"
+            }
+            RefusedConnection::HandshakeTimeout => "the TLS handshake took too long",
+            RefusedConnection::RequestSlots => "no request slot became free",
+        }
+    }
+}
+
+/// Label of the refused-connections counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabel {
+    /// `per_source`, `handshake_budget`, `handshake_timeout` or `request_slots`.
+    pub reason: String,
 }
 
 /// Label of a latency histogram.
@@ -48,10 +100,24 @@ impl Default for Metrics {
             "Request handling time in seconds",
             latency.clone(),
         );
+        let refused_connections = Family::<RefusedLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed before they got a request slot, by reason",
+            refused_connections.clone(),
+        );
+        let handshakes = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "handshakes_in_progress",
+            "Connections accepted and not yet past their TLS handshake",
+            handshakes.clone(),
+        );
         Metrics {
             registry,
             decisions,
             latency,
+            refused_connections,
+            handshakes,
         }
     }
 }
@@ -71,6 +137,34 @@ impl Metrics {
                 endpoint: endpoint.into(),
             })
             .observe(seconds);
+    }
+
+    /// Counts one connection closed before it got a request slot.
+    pub fn connection_refused(&self, why: RefusedConnection) {
+        self.refused_connections
+            .get_or_create(&RefusedLabel {
+                reason: why.label().into(),
+            })
+            .inc();
+    }
+
+    /// Sets the number of connections in their TLS handshake.
+    pub fn set_handshakes_in_progress(&self, n: usize) {
+        self.handshakes.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The number of connections in their TLS handshake.
+    pub fn handshakes_in_progress(&self) -> i64 {
+        self.handshakes.get()
+    }
+
+    /// Connections closed for `why` so far.
+    pub fn connections_refused(&self, why: RefusedConnection) -> u64 {
+        self.refused_connections
+            .get_or_create(&RefusedLabel {
+                reason: why.label().into(),
+            })
+            .get()
     }
 
     /// The text exposition format.

@@ -40,10 +40,15 @@ pub async fn serve(a: ServeArgs, env: &Env, file: &FileConfig, db: &str) -> Resu
         },
         metrics: Default::default(),
     });
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let limits = Limits {
-        max_connections: usize::try_from(cfg.max_connections).unwrap_or(usize::MAX),
+        max_connections: size(cfg.max_connections),
+        max_handshakes: size(cfg.max_handshakes),
+        max_handshakes_per_source: size(cfg.max_handshakes_per_source),
+        handshake_timeout: Duration::from_secs(cfg.handshake_timeout),
         ..Limits::default()
     };
+    fd_limit(&limits);
     let running = server::start(listen, tls, state.clone(), limits)
         .await
         .map_err(|source| MainError::Listen {
@@ -59,6 +64,27 @@ pub async fn serve(a: ServeArgs, env: &Env, file: &FileConfig, db: &str) -> Resu
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// Raises the open-file limit to the hard limit (each connection, idle or not, holds a file
+/// descriptor) and warns when even that is below what the connection limits allow.
+fn fd_limit(limits: &Limits) {
+    let needed = limits
+        .max_handshakes
+        .saturating_add(limits.max_connections)
+        .saturating_add(64);
+    match server::raise_fd_limit() {
+        Ok(Some(n)) if n < u64::try_from(needed).unwrap_or(u64::MAX) => tracing::warn!(
+            "the open-file limit is {n} (hard limit), below --max-handshakes + \
+             --max-connections + 64 = {needed}: past it new connections fail at accept; raise \
+             the hard limit (LimitNOFILE= in systemd, ulimit -Hn) or lower those settings"
+        ),
+        Ok(n) => tracing::debug!(
+            "open-file limit: {}",
+            n.map_or("unlimited".into(), |n| n.to_string())
+        ),
+        Err(e) => tracing::warn!("cannot raise the open-file limit to the hard limit: {e}"),
+    }
 }
 
 /// Ctrl-C or (on Unix) SIGTERM.

@@ -5,9 +5,14 @@
 mod common;
 mod world;
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
 use ovsa_client::{ClientError, Step};
 use ovsa_core::license::{Policy, Validity};
 use ovsa_core::protocol::{Purpose, Reason};
+use ovsa_license_server::metrics::RefusedConnection;
+use ovsa_license_server::server::Limits;
 use swtpm_tests::{names, Swtpm};
 use world::{refused, World};
 
@@ -552,5 +557,202 @@ fn host_evidence_expires_and_is_not_replayed_across_a_host_reset() {
                 .any(|a| a.action == "attest" && a.result == "refused" && a.reason == Some(reason)),
             "{reason} not audited: {audit:?}"
         );
+    }
+}
+
+/// Opens `n` TCP connections to the service from the loopback address `source`, all at once, that
+/// never send a byte. Returns those that connected within 5 s and the number that did not.
+fn idle_sockets(w: &World, source: Ipv4Addr, n: usize) -> (Vec<std::net::TcpStream>, usize) {
+    let addr = w.server.as_ref().unwrap().addr;
+    w.rt.block_on(async move {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let sock = tokio::net::TcpSocket::new_v4()?;
+                    sock.bind(SocketAddr::new(source.into(), 0))?;
+                    let s = tokio::time::timeout(Duration::from_secs(5), sock.connect(addr))
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                    let s = s.into_std()?;
+                    s.set_nonblocking(false)?;
+                    Ok::<_, std::io::Error>(s)
+                })
+            })
+            .collect();
+        let (mut open, mut failed) = (Vec::new(), 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(s) => open.push(s),
+                Err(_) => failed += 1,
+            }
+        }
+        (open, failed)
+    })
+}
+
+/// Waits (up to 10 s) until the service counts `n` connections in their TLS handshake.
+fn wait_for_handshakes(w: &World, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.state.metrics.handshakes_in_progress() != n {
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} connections in their handshake, the service counts {}",
+            w.state.metrics.handshakes_in_progress()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether the service closed `s` (end of stream or reset) within `within`.
+fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    match s.read(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+/// Security issue item 3: idle TCP connections (no TLS ClientHello ever sent) hold handshake
+/// slots only, never the request slots a check needs. Before the fix, with 2,000 idle sockets the
+/// check took 9.9 s (441 of the sockets could not even connect: the accept queue was full).
+#[test]
+fn a_check_completes_within_2_s_while_2000_idle_sockets_are_open() {
+    // This process holds both ends of every socket.
+    ovsa_license_server::server::raise_fd_limit().unwrap();
+    // A long handshake timeout so that all 2,000 are certainly still held during the check.
+    let w = World::sqlite_with_limits(Limits {
+        handshake_timeout: Duration::from_secs(30),
+        ..Limits::default()
+    });
+    let vtpm = Swtpm::start(names::VTPM);
+    let lic = w.sell(perpetual(None, None), &w.customer, None);
+    // Warm-up: the first check of a process pays one-time costs (TPM keys, TLS key shares).
+    w.check(&lic, &w.customer, &vtpm, Purpose::Load).unwrap();
+    // 2,000 idle sockets from 40 loopback addresses, 50 each (under the per-source cap of 64,
+    // so every one of them holds a handshake slot).
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    let mut failed = 0;
+    for i in 0..40u8 {
+        let (open, f) = idle_sockets(&w, Ipv4Addr::new(127, 0, 1, 2 + i), 50);
+        idle.extend(open);
+        failed += f;
+    }
+    eprintln!(
+        "{} idle sockets open ({failed} did not connect) in {:?}",
+        idle.len(),
+        started.elapsed()
+    );
+    assert_eq!((idle.len(), failed), (2000, 0));
+    wait_for_handshakes(&w, 2000);
+    let t = Instant::now();
+    let r = w.check(&lic, &w.customer, &vtpm, Purpose::Load);
+    let took = t.elapsed();
+    eprintln!(
+        "check with {} idle sockets open: {took:?}: {:?}",
+        idle.len(),
+        r.as_ref().map(|_| ())
+    );
+    r.expect("the check succeeds");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // The idle sockets were held all along.
+    assert_eq!(w.state.metrics.handshakes_in_progress(), 2000);
+    drop(idle);
+    wait_for_handshakes(&w, 0);
+}
+
+/// Security issue item 3: one source cannot hold more than its cap of connections in their
+/// handshake, and all sources together not more than the budget; a connection past either is
+/// closed at once (not queued, not left to the handshake timeout), counted by reason; a check
+/// from another source still goes through while one source is at its cap.
+#[test]
+fn handshake_slots_are_capped_per_source_and_overall_and_excess_is_closed_at_once() {
+    let w = World::sqlite_with_limits(Limits {
+        max_handshakes: 16,
+        max_handshakes_per_source: 8,
+        // Long, so "closed at once" cannot be the handshake timeout.
+        handshake_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    });
+    let vtpm = Swtpm::start(names::VTPM);
+    let lic = w.sell(perpetual(None, None), &w.customer, None);
+    let (a, b, c) = (
+        Ipv4Addr::new(127, 0, 2, 1),
+        Ipv4Addr::new(127, 0, 2, 2),
+        Ipv4Addr::new(127, 0, 2, 3),
+    );
+    let (mut held_a, failed) = idle_sockets(&w, a, 8);
+    assert_eq!(failed, 0);
+    wait_for_handshakes(&w, 8);
+    // A ninth from the same source: closed at once.
+    let (mut extra, _) = idle_sockets(&w, a, 1);
+    let t = Instant::now();
+    assert!(closed_within(&mut extra[0], Duration::from_secs(10)));
+    eprintln!(
+        "ninth connection from one source closed after {:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        w.state
+            .metrics
+            .connections_refused(RefusedConnection::PerSource),
+        1
+    );
+    // Source a at its cap does not keep anyone else out: a check from 127.0.0.1 goes through.
+    w.check(&lic, &w.customer, &vtpm, Purpose::Load).unwrap();
+    // The sockets under the cap are still held (not closed by the service).
+    assert!(!closed_within(&mut held_a[0], Duration::from_millis(200)));
+    // Source b takes the rest of the budget; then a third source is closed at once.
+    let (_held_b, failed) = idle_sockets(&w, b, 8);
+    assert_eq!(failed, 0);
+    wait_for_handshakes(&w, 16);
+    let (mut extra, _) = idle_sockets(&w, c, 1);
+    assert!(closed_within(&mut extra[0], Duration::from_secs(10)));
+    assert_eq!(
+        w.state
+            .metrics
+            .connections_refused(RefusedConnection::HandshakeBudget),
+        1
+    );
+    // Slots are given back when connections close: source a may connect again, and a check works.
+    drop(held_a);
+    wait_for_handshakes(&w, 8);
+    let (mut again, failed) = idle_sockets(&w, a, 1);
+    assert_eq!(failed, 0);
+    assert!(!closed_within(&mut again[0], Duration::from_millis(200)));
+    drop(again);
+    wait_for_handshakes(&w, 8);
+    w.check(&lic, &w.customer, &vtpm, Purpose::Load).unwrap();
+    assert!(w
+        .metrics()
+        .contains("ovsa_license_connections_refused_total{reason=\"per_source\"} 1"));
+}
+
+/// A connection that never sends its ClientHello is closed at the handshake timeout, and counted.
+#[test]
+fn an_idle_connection_is_closed_at_the_handshake_timeout() {
+    let w = World::sqlite_with_limits(Limits {
+        handshake_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    });
+    let (mut s, _) = idle_sockets(&w, Ipv4Addr::new(127, 0, 3, 1), 1);
+    let t = Instant::now();
+    assert!(closed_within(&mut s[0], Duration::from_secs(20)));
+    let took = t.elapsed();
+    eprintln!("idle connection closed after {took:?}");
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    // Counted just after the socket is closed: wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w
+        .state
+        .metrics
+        .connections_refused(RefusedConnection::HandshakeTimeout)
+        != 1
+    {
+        assert!(Instant::now() < deadline, "the timeout was not counted");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -81,7 +81,18 @@ impl World {
         World::with_db_and_session_ttl(dir, &url, ttl)
     }
 
+    /// SQLite, with these network limits.
+    pub fn sqlite_with_limits(limits: Limits) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("licenses.db").display());
+        World::build(dir, &url, Duration::from_secs(30), limits)
+    }
+
     pub fn with_db_and_session_ttl(dir: tempfile::TempDir, url: &str, ttl: Duration) -> World {
+        World::build(dir, url, ttl, Limits::default())
+    }
+
+    fn build(dir: tempfile::TempDir, url: &str, ttl: Duration, limits: Limits) -> World {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -170,7 +181,7 @@ impl World {
                 "127.0.0.1:0".parse().unwrap(),
                 tls,
                 state.clone(),
-                Limits::default(),
+                limits,
             ))
             .unwrap();
         World {
