@@ -88,7 +88,7 @@ fn config(text: &str, granted_from_input: u32) {
         m.get(k)
             .map(|v| v.as_str().expect("string setting").to_owned())
     };
-    assert_eq!(c.grace_seconds, u64_of("grace_seconds").unwrap_or(300));
+    assert_eq!(c.grace_seconds, u64_of("grace_seconds"));
     assert_eq!(
         c.blacklist_recheck_seconds,
         u64_of("blacklist_recheck_seconds").unwrap_or(60)
@@ -138,7 +138,7 @@ fn config(text: &str, granted_from_input: u32) {
     assert_ne!(c.retry_seconds, Some(0));
     assert!(c.service_timeout_seconds >= 1);
     let max = ovsaruntime::config::MAX_SETTING_SECONDS;
-    assert!(c.grace_seconds <= max && c.blacklist_recheck_seconds <= max);
+    assert!(c.grace_seconds.is_none_or(|g| g <= max) && c.blacklist_recheck_seconds <= max);
     assert!(c.service_timeout_seconds <= max && c.retry_seconds.is_none_or(|r| r <= max));
     assert_ne!(c.decrypt_threads, Some(0));
     if let Some(t) = &c.tcti {
@@ -155,12 +155,22 @@ fn config(text: &str, granted_from_input: u32) {
     // lease() / retry() for any granted lease, and the lease worker's Instant arithmetic
     // (loader/lease.rs `run`: `valid_until = now + lease`, `next = now + config.retry(lease)`,
     // `now >= valid_until + grace`).
-    let grace = Duration::from_secs(c.grace_seconds);
+    // The signed terms bound both: the lease never exceeds what the license signed, and the
+    // grace is the license's or a shorter configured one.
     let now = Instant::now();
-    for granted in [0, 1, 29, 30, 31, 86_400, u32::MAX, granted_from_input] {
-        let lease = c.lease(granted);
-        let want = c.lease_seconds_override.unwrap_or(granted).max(1);
+    for (granted, signed) in [0, 1, 29, 30, 31, 86_400, u32::MAX, granted_from_input]
+        .into_iter()
+        .flat_map(|g| [1, 60, 86_400, granted_from_input.max(1)].map(|s| (g, s)))
+    {
+        let lease = c.lease(granted, signed);
+        let want = granted
+            .min(signed)
+            .min(c.lease_seconds_override.unwrap_or(u32::MAX))
+            .max(1);
         assert_eq!(lease, Duration::from_secs(u64::from(want)));
+        assert!(lease <= Duration::from_secs(u64::from(signed.max(1))));
+        let grace = c.grace(signed.min(86_400));
+        assert!(grace <= Duration::from_secs(u64::from(signed.min(86_400))));
         let retry = c.retry(lease);
         assert!(
             retry >= Duration::from_secs(1),
