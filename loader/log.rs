@@ -31,6 +31,17 @@ impl LogLevel {
     }
 }
 
+/// The line [`Logger::log`] writes: `[ovsa][<level>] <message>\n`, with the message escaped by
+/// [`ovsa_core::text::escape_controls`].
+fn format_line(level: LogLevel, message: std::fmt::Arguments<'_>) -> String {
+    let message = message.to_string();
+    format!(
+        "[ovsa][{}] {}\n",
+        level.label(),
+        ovsa_core::text::escape_controls(&message)
+    )
+}
+
 /// A per-loader logger (the level comes from the loader's own config file).
 #[derive(Debug, Clone, Copy)]
 pub struct Logger {
@@ -43,11 +54,13 @@ impl Logger {
         Logger { level }
     }
 
-    /// Prints `[ovsa][<level>] <message>` to stderr if `level` is enabled.
+    /// Prints `[ovsa][<level>] <message>` to stderr if `level` is enabled. Control characters
+    /// and bidirectional overrides in the message (model names, service URLs and errors come from
+    /// the customer's files and the service) are escaped, so one event is always one line.
     pub fn log(&self, level: LogLevel, message: std::fmt::Arguments<'_>) {
         if level != LogLevel::Off && level <= self.level {
             // One write per line so that concurrent lines do not interleave.
-            let line = format!("[ovsa][{}] {}\n", level.label(), message);
+            let line = format_line(level, message);
             let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         }
     }
@@ -70,5 +83,26 @@ impl Logger {
     /// Logs at debug level.
     pub fn debug(&self, message: std::fmt::Arguments<'_>) {
         self.log(LogLevel::Debug, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_message_is_one_line_without_raw_controls() {
+        let name = "m\n[ovsa][info] model x version 1: loaded\x1b[31m\u{202e}";
+        let line = format_line(LogLevel::Error, format_args!("model {name}: refused"));
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        assert!(line.ends_with('\n'));
+        assert!(
+            !line
+                .trim_end_matches('\n')
+                .chars()
+                .any(ovsa_core::text::is_unsafe),
+            "{line:?}"
+        );
+        assert!(line.contains("m\\n[ovsa][info]"), "{line:?}");
     }
 }

@@ -11,6 +11,7 @@
 //! - [`identity`]: keystores, X.509 certificates, chain validation.
 //! - [`envelope`]: signed-artifact envelope shared by every JSON artifact.
 //! - [`package`]: the protected model (`.dat`): signed header + AES-256-GCM chunk stream.
+//! - [`text`]: customer-controlled text made safe to print (control characters escaped).
 //! - [`license`]: master license, license policy config, TCB reference, customer license,
 //!   service registration record, and the model-key wrapping that ties them together.
 //!
@@ -28,5 +29,6 @@ pub mod identity;
 pub mod license;
 pub mod package;
 pub mod protocol;
+pub mod text;
 
 pub use error::{Error, Result};

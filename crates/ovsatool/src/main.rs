@@ -32,7 +32,10 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("ovsatool: error: {e}");
+            eprintln!(
+                "ovsatool: error: {}",
+                ovsa_core::text::escape_controls(&e.to_string())
+            );
             std::process::ExitCode::FAILURE
         }
     }

@@ -1687,3 +1687,130 @@ fn small_usability_checks() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("ignored without --encrypt"), "{err}");
 }
+
+/// Text from certificates and artifacts (here a customer subject) carrying a newline, ESC
+/// sequences, a C1 control and a bidi override cannot forge output lines or drive the terminal:
+/// `keygen`, `sale`, `inspect` and error messages print it escaped, one line per
+/// event, and `inspect`'s JSON still parses back to the exact text.
+#[test]
+fn customer_text_cannot_forge_output_lines() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    owner_setup(d);
+    random_file(&d.join("model.xml"), 300);
+    random_file(&d.join("model.bin"), 1000);
+    let forged =
+        "sold license 00000000-0000-0000-0000-000000000000 for 'm' version 1 to 'CN=forged'";
+    let subject = format!("CN=evil\n{forged}\x1b[31m\u{9b}2J\u{202e}gnp.exe");
+    // No raw control character or bidi override (a newline only ends a line).
+    let clean = |what: &str, out: &str| {
+        assert!(
+            !out.chars().any(|c| (c.is_control() && c != '\n')
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')),
+            "{what}: raw control characters in {out:?}"
+        );
+        assert_eq!(
+            out.lines().filter(|l| l.contains("CN=forged")).count(),
+            out.matches("CN=forged").count(),
+            "{what}: {out}"
+        );
+    };
+    let made = ok(
+        d,
+        &["keygen", "--keystore", "evil.ks", "--subject", &subject],
+    );
+    clean("keygen", &made);
+    assert_eq!(made.lines().count(), 2, "{made}");
+    assert!(made.contains("CN=evil\\nsold license"), "{made}");
+    let protected = ok(
+        d,
+        &[
+            "controlAccess",
+            "--keystore",
+            "isv.ks",
+            "--name",
+            "m",
+            "--version",
+            "1",
+            "--out",
+            "m.dat",
+            "--master-license",
+            "m.masterlic",
+            "model.xml",
+            "model.bin",
+        ],
+    );
+    clean("controlAccess", &protected);
+    let sold = ok(
+        d,
+        &[
+            "sale",
+            "--registration-cert",
+            "reg.ks.crt",
+            "--keystore",
+            "isv.ks",
+            "--master-license",
+            "m.masterlic",
+            "--config",
+            "30day.config",
+            "--tcb",
+            "vm.tcb",
+            "--customer-cert",
+            "evil.ks.crt",
+            "--out",
+            "m.lic",
+            "--registration",
+            "m.reg",
+        ],
+    );
+    clean("sale", &sold);
+    assert_eq!(sold.lines().count(), 3, "{sold}");
+    assert!(
+        sold.lines()
+            .next()
+            .unwrap()
+            .contains("\\x1b[31m\\x9b2J\\u{202e}gnp.exe"),
+        "{sold}"
+    );
+    for file in ["m.lic", "evil.ks.crt"] {
+        let out = ok(d, &["inspect", file]);
+        clean(file, &out);
+        assert!(out.contains("\\u001b"), "{file}: {out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let text = v.to_string();
+        assert!(
+            text.contains("\\u001b") && v.to_string().contains("\\n"),
+            "{file}: {text}"
+        );
+    }
+    let lic: serde_json::Value = serde_json::from_str(&ok(d, &["inspect", "m.lic"])).unwrap();
+    let sold_to = lic["details"]["customer"]["subject"].as_str().unwrap();
+    assert!(sold_to.starts_with("CN=evil\nsold license"), "{lic}");
+    assert!(
+        sold_to.ends_with("\x1b[31m\u{9b}2J\u{202e}gnp.exe"),
+        "{lic}"
+    );
+    let cert: serde_json::Value =
+        serde_json::from_str(&ok(d, &["inspect", "evil.ks.crt"])).unwrap();
+    assert!(
+        cert["details"]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("\u{9b}2J\u{202e}gnp.exe"),
+        "{cert}"
+    );
+    // Error messages quoting the user's text are one line too.
+    let err = fails(
+        d,
+        &[
+            "keygen",
+            "--keystore",
+            "x.ks",
+            "--subject",
+            "CN=a, Q\n\x1b[31m=b",
+        ],
+    );
+    clean("keygen error", &err);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("Q\\n\\x1b[31M"), "{err}");
+}

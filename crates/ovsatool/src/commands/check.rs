@@ -28,7 +28,8 @@ impl Steps {
         if self.json {
             self.lines.push(line);
         } else {
-            say!("{line}");
+            // Step lines quote service URLs, names and errors from the customer's files.
+            say!("{}", ovsa_core::text::escape_controls(&line));
         }
         Ok(())
     }
@@ -65,14 +66,14 @@ pub fn run(a: &CheckArgs) -> CliResult<ExitCode> {
         Err(e) => {
             out.insert("result".into(), json!("failed"));
             out.insert("error".into(), json!(e.to_string()));
-            eprintln!("ovsatool: error: {e}");
+            eprintln!(
+                "ovsatool: error: {}",
+                ovsa_core::text::escape_controls(&e.to_string())
+            );
             ExitCode::FAILURE
         }
     };
-    say!(
-        "{}",
-        serde_json::to_string_pretty(&Value::Object(out)).unwrap_or_default()
-    );
+    say!("{}", ovsa_core::text::to_json_text(&Value::Object(out)));
     Ok(code)
 }
 
@@ -191,7 +192,7 @@ fn run_steps(a: &CheckArgs, steps: &mut Steps) -> CliResult<ExitCode> {
             if json_mode {
                 live.push(line);
             } else {
-                let _ = writeln!(out, "{line}");
+                let _ = writeln!(out, "{}", ovsa_core::text::escape_controls(&line));
             }
         },
     );

@@ -11,6 +11,7 @@ use ovsa_core::license::{
 };
 use ovsa_core::package::format::MAGIC;
 use ovsa_core::package::{Package, PackageHeader};
+use ovsa_core::text::escape_controls;
 use serde_json::{json, Value};
 
 use crate::cli::InspectArgs;
@@ -37,10 +38,16 @@ pub fn run(a: &InspectArgs) -> CliResult<ExitCode> {
         "problems": report.problems,
         "details": report.details,
     });
-    say!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    // The JSON keeps every character of what the artifact says, with control characters and
+    // bidirectional overrides as \u escapes (safe on a terminal).
+    say!("{}", ovsa_core::text::to_json_text(&out));
     if !verified {
         for p in &report.problems {
-            eprintln!("ovsatool: {}: {p}", a.file.display());
+            eprintln!(
+                "ovsatool: {}: {}",
+                escape_controls(&a.file.display().to_string()),
+                escape_controls(p)
+            );
         }
     }
     Ok(if verified {
@@ -68,7 +75,11 @@ fn inspect_file(path: &Path, anchors: &[Certificate]) -> CliResult<Report> {
         Some(MasterLicense::TYPE) => inspect_signed::<MasterLicense>(&bytes, anchors),
         Some(LicenseConfig::TYPE) => inspect_signed::<LicenseConfig>(&bytes, anchors),
         Some(TcbReference::TYPE) => inspect_signed::<TcbReference>(&bytes, anchors),
-        Some(CustomerLicense::TYPE) => inspect_signed::<CustomerLicense>(&bytes, anchors),
+        Some(CustomerLicense::TYPE) => {
+            let mut r = inspect_signed::<CustomerLicense>(&bytes, anchors);
+            show_customer(&mut r.details);
+            r
+        }
         Some(Registration::TYPE) => {
             let mut r = inspect_signed::<Registration>(&bytes, anchors);
             // Version 1 carried the share in clear: never print it, even from such a file.
@@ -263,6 +274,22 @@ fn inspect_certificate(bytes: &[u8], anchors: &[Certificate]) -> Report {
             }],
             details: Value::Null,
         },
+    }
+}
+
+/// Shows who a customer license was sold to: its `customer_certificate` decoded (subject,
+/// issuer, validity, fingerprint) beside the base64, as `customer` in the details.
+fn show_customer(v: &mut Value) {
+    let cert = [
+        "/body/customer_certificate",
+        "/unverified_body/customer_certificate",
+    ]
+    .iter()
+    .find_map(|at| v.pointer(at).and_then(Value::as_str))
+    .and_then(|s| ovsa_core::encoding::b64::decode(s).ok())
+    .and_then(|der| Certificate::from_der(&der).ok());
+    if let (Some(c), Some(obj)) = (cert, v.as_object_mut()) {
+        obj.insert("customer".into(), cert_json(&c));
     }
 }
 

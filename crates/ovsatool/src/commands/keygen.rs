@@ -75,8 +75,8 @@ pub fn run(a: &KeygenArgs) -> CliResult<()> {
         ])?;
         say!(
             "imported certificate '{}' (issuer '{}') into {}",
-            ks.certificate().subject(),
-            ks.certificate().issuer(),
+            ovsa_core::text::escape_controls(ks.certificate().subject()),
+            ovsa_core::text::escape_controls(ks.certificate().issuer()),
             a.ks.keystore.display()
         );
         return Ok(());
@@ -127,7 +127,7 @@ pub fn run(a: &KeygenArgs) -> CliResult<()> {
         "created {} ({}, '{}'{}), {} and {}",
         a.ks.keystore.display(),
         alg.name(),
-        ks.certificate().subject(),
+        ovsa_core::text::escape_controls(ks.certificate().subject()),
         if matches!(protection, KeystoreProtection::Passphrase(_)) {
             ", passphrase-protected"
         } else {

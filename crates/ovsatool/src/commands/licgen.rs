@@ -67,10 +67,7 @@ pub fn run(a: &LicgenArgs) -> CliResult<()> {
     let signed = Signed::sign(config, &isv)?;
     signed.save(&a.out, MODE_PUBLIC, a.force)?;
     say!("wrote license config {}", a.out.display());
-    say!(
-        "{}",
-        serde_json::to_string_pretty(signed.body_json()).unwrap_or_default()
-    );
+    say!("{}", ovsa_core::text::to_json_text(signed.body_json()));
     Ok(())
 }
 

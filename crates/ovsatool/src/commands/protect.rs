@@ -66,8 +66,8 @@ pub fn run(a: &ProtectArgs) -> CliResult<()> {
     let h = protected.header.body();
     say!(
         "protected '{}' version {} ({} files, {} bytes) into {} in {:.2} s ({:.0} MiB/s)",
-        h.model_name,
-        h.model_version,
+        ovsa_core::text::escape_controls(&h.model_name),
+        ovsa_core::text::escape_controls(&h.model_version),
         h.files.len(),
         total,
         a.out.display(),

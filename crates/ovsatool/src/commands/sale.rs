@@ -1,6 +1,7 @@
 //! `ovsatool sale`.
 
 use ovsa_core::envelope::Signed;
+use ovsa_core::text::escape_controls;
 use std::io::Write;
 
 use ovsa_core::fsutil::{commit_all, AtomicFile, MODE_PUBLIC, MODE_SECRET};
@@ -80,9 +81,9 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
     say!(
         "sold license {} for '{}' version {} to '{}'",
         l.license_guid,
-        l.model_name,
-        l.model_version,
-        customer.subject()
+        escape_controls(&l.model_name),
+        escape_controls(&l.model_version),
+        escape_controls(customer.subject())
     );
     say!(
         "customer license:      {} (give to the customer)",
@@ -91,7 +92,7 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
     say!(
         "service registration:  {} (import into the license service; its key share is sealed to {})",
         a.registration.display(),
-        service.subject()
+        escape_controls(service.subject())
     );
     Ok(())
 }

@@ -129,10 +129,7 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
     )?;
     signed.save(&a.out, MODE_PUBLIC, a.force)?;
     say!("wrote TCB reference {}", a.out.display());
-    say!(
-        "{}",
-        serde_json::to_string_pretty(signed.body_json()).unwrap_or_default()
-    );
+    say!("{}", ovsa_core::text::to_json_text(signed.body_json()));
     Ok(())
 }
 

@@ -100,9 +100,9 @@ pub fn host_enroll(a: &HostEnrollArgs) -> CliResult<()> {
     )?;
     say!(
         "host AK {} enrolled with {} for host EK {} (kept in {}; pass --ak-cache-dir {} to host-quote)",
-        enrolled.response.ak_name,
-        enrolled.service_url,
-        enrolled.response.host_ek_sha256,
+        ovsa_core::text::escape_controls(&enrolled.response.ak_name),
+        ovsa_core::text::escape_controls(&enrolled.service_url),
+        ovsa_core::text::escape_controls(&enrolled.response.host_ek_sha256),
         a.ak_cache_dir.display(),
         a.ak_cache_dir.display()
     );
@@ -158,7 +158,7 @@ otherwise; run `ovsatool host-enroll --ak-cache-dir {}` (same directory), then h
         .unwrap_or_else(|_| "<unparsed>".into());
     say!(
         "host evidence written to the vTPM's NV (host EK '{}', {} PCRs of {}, quote bound to the vTPM's EK certificate)",
-        host_ek,
+        ovsa_core::text::escape_controls(&host_ek),
         ev.pcrs.values.len(),
         ev.pcrs.bank
     );
