@@ -32,6 +32,112 @@ const KNOWN: [&str; 12] = [
 /// and small enough that the lease worker's `Instant` arithmetic can never overflow.
 pub const MAX_SETTING_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
+/// Why the loader config was refused. Each message names the setting (and, from
+/// [`LoaderConfig::load`], the file); a cause is part of the message and is not also the
+/// [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read (missing, unreadable).
+    #[error("loader config file '{}': {detail}", .path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        detail: String,
+    },
+    /// The file is not a regular file, or is too large.
+    #[error("loader config file '{}': not a regular file of at most {max} bytes", .path.display())]
+    NotRegularFile {
+        /// The config file.
+        path: PathBuf,
+        /// The size limit in bytes.
+        max: u64,
+    },
+    /// The file's content is refused ([`LoaderConfig::parse`]).
+    #[error("loader config file '{}': {error}", .path.display())]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong with the content.
+        error: Box<ConfigError>,
+    },
+    /// `ak_cache_dir` cannot be created.
+    #[error("loader config file '{}': cannot create ak_cache_dir '{}': {detail}", .path.display(), .dir.display())]
+    AkCacheDir {
+        /// The config file.
+        path: PathBuf,
+        /// The directory (resolved against the config file's directory).
+        dir: PathBuf,
+        /// The I/O error.
+        detail: String,
+    },
+    /// A `trusted_isv_certs` file is missing or not a certificate.
+    #[error("loader config file '{}': trusted_isv_certs: {error}", .path.display())]
+    TrustedIsvCert {
+        /// The config file.
+        path: PathBuf,
+        /// Why the certificate is unusable (names its file).
+        error: ovsa_core::Error,
+    },
+    /// The content is not JSON.
+    #[error("invalid JSON: {detail}")]
+    Json {
+        /// The JSON parser's message.
+        detail: String,
+    },
+    /// The content is JSON, but not an object.
+    #[error("must be a JSON object")]
+    NotObject,
+    /// A key is not a known setting (a typo must not fall back to a default).
+    #[error("unknown setting '{key}' (known: {})", KNOWN.join(", "))]
+    UnknownSetting {
+        /// The key.
+        key: String,
+    },
+    /// A setting's value has the wrong JSON type.
+    #[error("'{key}' must be {expected}, got {got}")]
+    WrongType {
+        /// The setting.
+        key: String,
+        /// The expected type ("a string", ...).
+        expected: &'static str,
+        /// The value given (JSON).
+        got: String,
+    },
+    /// A value that passed the type check is still refused (e.g. an unknown `log_level`).
+    #[error("invalid setting: {detail}")]
+    Invalid {
+        /// The deserializer's message.
+        detail: String,
+    },
+    /// A duration setting exceeds [`MAX_SETTING_SECONDS`].
+    #[error("{key} must be at most {max} (10 years)")]
+    TooLarge {
+        /// The setting.
+        key: &'static str,
+        /// Its value.
+        value: u64,
+        /// The largest accepted value.
+        max: u64,
+    },
+    /// A setting is 0 but must be at least 1.
+    #[error("{key} must be at least 1")]
+    Zero {
+        /// The setting.
+        key: &'static str,
+    },
+    /// `service_url` is not an acceptable URL.
+    #[error("service_url: {error}")]
+    ServiceUrl {
+        /// Why.
+        error: ovsa_core::Error,
+    },
+    /// `tcti` is empty.
+    #[error("tcti must not be empty (omit it to use env TCTI)")]
+    EmptyTcti,
+}
+
 /// The loader's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,34 +228,38 @@ impl Default for LoaderConfig {
 
 impl LoaderConfig {
     /// Reads the config file; `None` or an empty path means all defaults.
-    pub fn load(path: Option<&str>) -> Result<Self, String> {
+    pub fn load(path: Option<&str>) -> Result<Self, ConfigError> {
         let path = match path {
             None => return Ok(LoaderConfig::default()),
             Some(p) if p.trim().is_empty() => return Ok(LoaderConfig::default()),
             Some(p) => Path::new(p),
         };
-        let what = || format!("loader config file '{}'", path.display());
-        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", what()))?;
+        let read = |e: std::io::Error| ConfigError::Read {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        };
+        let meta = std::fs::metadata(path).map_err(read)?;
         if !meta.is_file() || meta.len() > MAX_CONFIG_LEN {
-            return Err(format!(
-                "{}: not a regular file of at most {MAX_CONFIG_LEN} bytes",
-                what()
-            ));
+            return Err(ConfigError::NotRegularFile {
+                path: path.to_path_buf(),
+                max: MAX_CONFIG_LEN,
+            });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", what()))?;
-        let mut config = Self::parse(&text).map_err(|e| format!("{}: {e}", what()))?;
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        let mut config = Self::parse(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            error: Box::new(e),
+        })?;
         if let Some(dir) = config.ak_cache_dir.take() {
             let dir = if dir.is_relative() {
                 path.parent().unwrap_or(Path::new(".")).join(dir)
             } else {
                 dir
             };
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                format!(
-                    "{}: cannot create ak_cache_dir '{}': {e}",
-                    what(),
-                    dir.display()
-                )
+            std::fs::create_dir_all(&dir).map_err(|e| ConfigError::AkCacheDir {
+                path: path.to_path_buf(),
+                dir: dir.clone(),
+                detail: e.to_string(),
             })?;
             config.ak_cache_dir = Some(dir);
         }
@@ -162,18 +272,23 @@ impl LoaderConfig {
             };
             let key = ovsa_core::identity::Certificate::load(&file)
                 .and_then(|c| c.public_key())
-                .map_err(|e| format!("{}: trusted_isv_certs: {e}", what()))?;
+                .map_err(|error| ConfigError::TrustedIsvCert {
+                    path: path.to_path_buf(),
+                    error,
+                })?;
             config.trusted_isv_keys.push(key);
         }
         Ok(config)
     }
 
     /// Parses and validates config JSON (paths are not touched).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+            serde_json::from_str(text).map_err(|e| ConfigError::Json {
+                detail: e.to_string(),
+            })?;
         let Some(object) = value.as_object() else {
-            return Err("must be a JSON object".into());
+            return Err(ConfigError::NotObject);
         };
         for (key, v) in object {
             let expected = match key.as_str() {
@@ -186,12 +301,7 @@ impl LoaderConfig {
                 | "service_timeout_seconds"
                 | "load_timeout_seconds"
                 | "decrypt_threads" => "a non-negative integer",
-                _ => {
-                    return Err(format!(
-                        "unknown setting '{key}' (known: {})",
-                        KNOWN.join(", ")
-                    ))
-                }
+                _ => return Err(ConfigError::UnknownSetting { key: key.clone() }),
             };
             let ok = match expected {
                 "a string" => v.is_string(),
@@ -201,16 +311,22 @@ impl LoaderConfig {
                 _ => v.is_u64(),
             };
             if !ok {
-                return Err(format!("'{key}' must be {expected}, got {v}"));
+                return Err(ConfigError::WrongType {
+                    key: key.clone(),
+                    expected,
+                    got: v.to_string(),
+                });
             }
         }
         let config: LoaderConfig =
-            serde_json::from_value(value).map_err(|e| format!("invalid setting: {e}"))?;
+            serde_json::from_value(value).map_err(|e| ConfigError::Invalid {
+                detail: e.to_string(),
+            })?;
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
         for (name, value) in [
             ("grace_seconds", self.grace_seconds),
             ("retry_seconds", self.retry_seconds),
@@ -224,33 +340,34 @@ impl LoaderConfig {
             ),
             ("load_timeout_seconds", Some(self.load_timeout_seconds)),
         ] {
-            if value.is_some_and(|v| v > MAX_SETTING_SECONDS) {
-                return Err(format!(
-                    "{name} must be at most {MAX_SETTING_SECONDS} (10 years)"
-                ));
+            if let Some(value) = value.filter(|v| *v > MAX_SETTING_SECONDS) {
+                return Err(ConfigError::TooLarge {
+                    key: name,
+                    value,
+                    max: MAX_SETTING_SECONDS,
+                });
             }
         }
-        if self.lease_seconds_override == Some(0) {
-            return Err("lease_seconds_override must be at least 1".into());
-        }
-        if self.retry_seconds == Some(0) {
-            return Err("retry_seconds must be at least 1".into());
-        }
-        if self.service_timeout_seconds == 0 {
-            return Err("service_timeout_seconds must be at least 1".into());
-        }
-        if self.load_timeout_seconds == 0 {
-            return Err("load_timeout_seconds must be at least 1".into());
-        }
-        if self.decrypt_threads == Some(0) {
-            return Err("decrypt_threads must be at least 1".into());
+        for (key, zero) in [
+            (
+                "lease_seconds_override",
+                self.lease_seconds_override == Some(0),
+            ),
+            ("retry_seconds", self.retry_seconds == Some(0)),
+            ("service_timeout_seconds", self.service_timeout_seconds == 0),
+            ("load_timeout_seconds", self.load_timeout_seconds == 0),
+            ("decrypt_threads", self.decrypt_threads == Some(0)),
+        ] {
+            if zero {
+                return Err(ConfigError::Zero { key });
+            }
         }
         if let Some(url) = &self.service_url {
             ovsa_core::license::policy::validate_url(url)
-                .map_err(|e| format!("service_url: {e}"))?;
+                .map_err(|error| ConfigError::ServiceUrl { error })?;
         }
         if matches!(&self.tcti, Some(t) if t.trim().is_empty()) {
-            return Err("tcti must not be empty (omit it to use env TCTI)".into());
+            return Err(ConfigError::EmptyTcti);
         }
         Ok(())
     }
@@ -384,7 +501,9 @@ mod tests {
         let c = LoaderConfig::load(Some(cfg.to_str().unwrap())).unwrap();
         assert_eq!(c.trusted_isv_keys, vec![ks.key().public_key()]);
         std::fs::write(&cfg, r#"{"trusted_isv_certs":["missing.crt"]}"#).unwrap();
-        let e = LoaderConfig::load(Some(cfg.to_str().unwrap())).unwrap_err();
+        let e = LoaderConfig::load(Some(cfg.to_str().unwrap()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.crt"), "{e}");
     }
 
@@ -412,12 +531,15 @@ mod tests {
         }
         assert!(LoaderConfig::load(Some("/nonexistent/ovsa.json"))
             .unwrap_err()
+            .to_string()
             .contains("/nonexistent/ovsa.json"));
         assert!(LoaderConfig::parse(r#"{"grace_seconds":"10"}"#)
             .unwrap_err()
+            .to_string()
             .contains("'grace_seconds' must be a non-negative integer"));
         assert!(LoaderConfig::parse(r#"{"tctl":"x"}"#)
             .unwrap_err()
+            .to_string()
             .contains("unknown setting 'tctl'"));
         assert!(LoaderConfig::load(Some("")).is_ok());
         assert!(LoaderConfig::load(None).is_ok());

@@ -95,29 +95,27 @@ pub(crate) fn resolve_artifacts(request: &Request<'_>) -> Result<Artifacts, Load
         options_json,
         ..
     } = *request;
-    let opts = options::parse(options_json).map_err(LoadError)?;
+    let opts = options::parse(options_json).map_err(|error| LoadError::Options { error })?;
     if base_path.is_empty() {
-        return Err(LoadError("the base path is empty".into()));
+        return Err(LoadError::EmptyBasePath);
     }
     let version_dir = Path::new(base_path).join(version.to_string());
     if !version_dir.is_dir() {
-        let why = if Path::new(base_path).is_dir() {
-            "has no such version directory"
-        } else {
-            "does not exist or is not a directory"
-        };
-        return Err(LoadError(format!(
-            "base path '{base_path}' {why}: version {version} must be the directory '{}' \
-             holding the .dat and .lic files (check the model's base_path)",
-            version_dir.display()
-        )));
+        return Err(LoadError::NoVersionDir {
+            base_path: base_path.to_string(),
+            version,
+            base_path_exists: Path::new(base_path).is_dir(),
+            version_dir,
+        });
     }
     let caf = &opts.controlled_access_file;
-    let resolve = |key: &str, name: &str| options::resolve(&version_dir, key, name);
+    let resolve = |key: &str, name: &str| {
+        options::resolve(&version_dir, key, name).map_err(|error| LoadError::Options { error })
+    };
     let files = Artifacts {
-        package: resolve("controlled_access_file", &format!("{caf}.dat")).map_err(LoadError)?,
-        license: resolve("controlled_access_file", &format!("{caf}.lic")).map_err(LoadError)?,
-        keystore: resolve("keystore", &opts.keystore).map_err(LoadError)?,
+        package: resolve("controlled_access_file", &format!("{caf}.dat"))?,
+        license: resolve("controlled_access_file", &format!("{caf}.lic"))?,
+        keystore: resolve("keystore", &opts.keystore)?,
     };
     for (what, key, p) in [
         ("model package", "controlled_access_file", &files.package),
@@ -125,12 +123,12 @@ pub(crate) fn resolve_artifacts(request: &Request<'_>) -> Result<Artifacts, Load
         ("keystore", "keystore", &files.keystore),
     ] {
         if !p.is_file() {
-            return Err(LoadError(format!(
-                "{what} '{}' not found (custom_loader_options '{key}'; relative names \
-                 resolve inside the version directory '{}')",
-                p.display(),
-                version_dir.display()
-            )));
+            return Err(LoadError::NotFound {
+                what,
+                key,
+                path: p.clone(),
+                version_dir,
+            });
         }
     }
     Ok(files)
@@ -162,26 +160,25 @@ pub(crate) fn open_bundle(
         passphrase.as_deref(),
         &mut |_| {},
     )
-    .map_err(|e| LoadError(e.to_string()))?;
+    .map_err(|error| LoadError::Bundle { error })?;
     let header = bundle.package.header();
     check_identity(shared, request, &files.package, header.body())?;
     if !shared.config.trusted_isv_keys.is_empty() {
         let signer = header.signer();
         let key = signer
             .public_key()
-            .map_err(|e| LoadError(format!("model package signer: {e}")))?;
+            .map_err(|error| LoadError::Signer { error })?;
         if !shared.config.trusted_isv_keys.contains(&key) {
-            return Err(LoadError(format!(
-                "model package '{}' is signed by '{}', which is not in trusted_isv_certs",
-                files.package.display(),
-                signer.subject()
-            )));
+            return Err(LoadError::UntrustedSigner {
+                package: files.package.clone(),
+                signer: signer.subject().to_string(),
+            });
         }
     }
     let format = header
         .body()
         .format()
-        .map_err(|e| LoadError(format!("model package: {e}")))?;
+        .map_err(|error| LoadError::Package { error })?;
     let CustomerBundle {
         package,
         license,
@@ -210,14 +207,12 @@ fn check_identity(
         && label.bytes().all(|b| b.is_ascii_digit())
         && label.parse::<u64>().ok() == u64::try_from(version).ok();
     if !same_version {
-        return Err(LoadError(format!(
-            "model package '{}' is version '{label}' of model '{}', but the host asked for \
-             version {version}: a package (and its license) only serves the version it was \
-             protected as; put it in the version directory {label}, or protect the model \
-             as version {version}",
-            dat.display(),
-            header.model_name
-        )));
+        return Err(LoadError::VersionMismatch {
+            package: dat.to_path_buf(),
+            model: header.model_name.clone(),
+            package_version: label.to_string(),
+            requested: version,
+        });
     }
     if header.model_name != name {
         shared.log.warning(format_args!(
@@ -248,11 +243,11 @@ pub(crate) fn release_key(
             if e.is_license_refusal() || state.is_blacklisted() {
                 shared.blacklist(state);
             }
-            LoadError(format!("license check: {e}"))
+            LoadError::Check { error: e }
         })?;
     let key = license
         .unwrap_model_key(keystore, released.share.as_ref())
-        .map_err(|e| LoadError(format!("model key: {e}")))?;
+        .map_err(|error| LoadError::ModelKey { error })?;
     Ok((key, released))
 }
 
@@ -276,11 +271,9 @@ pub(crate) fn decrypt_into(
     let package = &opened.package;
     let header = package.header().body();
     let size = |kind: FileKind| -> Result<(usize, usize), LoadError> {
-        let i = header
-            .find(kind)
-            .ok_or_else(|| LoadError(format!("model package has no {kind:?} file")))?;
-        let size = usize::try_from(header.files[i].size)
-            .map_err(|_| LoadError("model file too large for memory".into()))?;
+        let i = header.find(kind).ok_or(LoadError::MissingFile { kind })?;
+        let size = header.files[i].size;
+        let size = usize::try_from(size).map_err(|_| LoadError::TooLarge { size })?;
         Ok((i, size))
     };
     let (model_kind, weights_kind, model_type) = match opened.format {
@@ -296,7 +289,7 @@ pub(crate) fn decrypt_into(
     let start = Instant::now();
     let (model_buf, weights_buf) = out
         .allocate(model_size, weights.map(|(_, s)| s))
-        .map_err(|e| LoadError(format!("output buffers: {e}")))?;
+        .map_err(|detail| LoadError::Buffers { detail })?;
     let allocated = start.elapsed();
     let start = Instant::now();
     let decrypted = package
@@ -308,7 +301,7 @@ pub(crate) fn decrypt_into(
     if let Err(e) = decrypted {
         model_buf.zeroize();
         weights_buf.zeroize();
-        return Err(LoadError(format!("model package: {e}")));
+        return Err(LoadError::Package { error: e });
     }
     Ok(Decrypted {
         model_type,

@@ -140,6 +140,7 @@ pub unsafe extern "C" fn ovsa_loader_new(
                 OvsaStatus::OK
             }
             Err(e) => {
+                let e = e.to_string();
                 eprintln!("[ovsa][error] {e}");
                 set_error(e);
                 OvsaStatus::INTERNAL_ERROR
@@ -266,7 +267,7 @@ pub unsafe extern "C" fn ovsa_loader_load_model(
             Ok(ModelType::Ir) => OvsaStatus::MODEL_TYPE_IR,
             Ok(ModelType::Onnx) => OvsaStatus::MODEL_TYPE_ONNX,
             Err(e) => {
-                set_error(e.0);
+                set_error(e.to_string());
                 OvsaStatus::MODEL_LOAD_ERROR
             }
         };

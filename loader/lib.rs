@@ -30,5 +30,6 @@ mod state;
 mod types;
 mod worker;
 
-pub use config::LoaderConfig;
+pub use config::{ConfigError, LoaderConfig};
 pub use loader::{BlacklistStatus, LoadError, Loader, ModelType, OutputBuffers, VecBuffers};
+pub use options::OptionsError;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::config::LoaderConfig;
+use crate::config::{ConfigError, LoaderConfig};
 use crate::fetch::{self, Fetched, Request};
 use crate::state::{Shared, VersionState};
 use crate::worker::{self, Worker};
@@ -46,7 +46,7 @@ impl Loader {
     }
 
     /// A loader configured by `config_path` (`None`/empty: defaults).
-    pub fn from_config_file(config_path: Option<&str>) -> Result<Self, String> {
+    pub fn from_config_file(config_path: Option<&str>) -> Result<Self, ConfigError> {
         Ok(Loader::new(LoaderConfig::load(config_path)?))
     }
 
@@ -113,10 +113,10 @@ impl Loader {
         started: Instant,
     ) -> Result<(ModelType, String), LoadError> {
         if name.is_empty() {
-            return Err(LoadError("the model name is empty".into()));
+            return Err(LoadError::EmptyName);
         }
         if version < 0 {
-            return Err(LoadError(format!("invalid model version {version}")));
+            return Err(LoadError::InvalidVersion { version });
         }
         let key: Key = (name.to_string(), version);
         let (state, cancelled) = self.begin_load(&key)?;
@@ -134,9 +134,7 @@ impl Loader {
         }))
         .unwrap_or_else(|_| {
             out.wipe();
-            Err(LoadError(
-                "internal error while loading (a bug: please report it); buffers wiped".into(),
-            ))
+            Err(LoadError::Internal)
         });
         let decrypted = result.is_ok();
         let finished = self.finish_load(key, state, cancelled, result);
@@ -154,11 +152,7 @@ impl Loader {
             Some(Entry {
                 activity: Activity::Loading { .. },
                 ..
-            }) => {
-                return Err(LoadError(
-                    "a load of this version is already in progress".into(),
-                ))
-            }
+            }) => return Err(LoadError::InProgress),
             Some(entry) => {
                 if let Activity::Loaded { worker } =
                     std::mem::replace(&mut entry.activity, Activity::Unloaded)
@@ -222,9 +216,7 @@ impl Loader {
                 }
                 Ok((model_type, breakdown))
             }
-            Ok(_) => Err(LoadError(
-                "the version was unloaded while it was loading; buffers wiped".into(),
-            )),
+            Ok(_) => Err(LoadError::UnloadedWhileLoading),
             Err(e) => {
                 if ours {
                     if state.is_blacklisted() {

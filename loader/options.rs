@@ -12,17 +12,69 @@ pub struct LoadOptions {
     pub controlled_access_file: String,
 }
 
+/// Why the options (or a path in them) were refused. The messages name the option and say what
+/// to change; a cause is part of the message and not also the [`std::error::Error::source`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// The options are not JSON.
+    #[error("custom_loader_options is not valid JSON: {detail}")]
+    Json {
+        /// The JSON parser's message.
+        detail: String,
+    },
+    /// The options are JSON, but not an object.
+    #[error("custom_loader_options must be a JSON object, got {got}")]
+    NotObject {
+        /// What they are instead ("an array", ...).
+        got: &'static str,
+    },
+    /// A value is not a string.
+    #[error("custom_loader_options value of '{key}' must be a string, got {got}")]
+    NotString {
+        /// The option.
+        key: String,
+        /// What its value is instead.
+        got: &'static str,
+    },
+    /// A required option is empty.
+    #[error("custom_loader_options '{key}' is empty")]
+    Empty {
+        /// The option.
+        key: &'static str,
+    },
+    /// A required option is missing.
+    #[error("custom_loader_options lacks '{key}' (required: keystore, controlled_access_file)")]
+    Missing {
+        /// The option.
+        key: &'static str,
+    },
+    /// A relative path in an option leaves the version directory.
+    #[error(
+        "custom_loader_options '{key}' ('{given}') leaves the version directory '{}': \
+         relative names resolve inside base_path/<version>/ only; use a plain name there, \
+         or an absolute path for a file elsewhere",
+        .version_dir.display()
+    )]
+    LeavesVersionDir {
+        /// The option.
+        key: String,
+        /// Its value.
+        given: String,
+        /// The version directory.
+        version_dir: PathBuf,
+    },
+}
+
 /// Parses the options JSON: an object whose values are all strings, with `keystore` and
 /// `controlled_access_file` present and non-empty. Other keys (`loader_name`, ...) are ignored.
-pub fn parse(json: &str) -> Result<LoadOptions, String> {
-    let value: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| format!("custom_loader_options is not valid JSON: {e}"))?;
-    let object = value.as_object().ok_or_else(|| {
-        format!(
-            "custom_loader_options must be a JSON object, got {}",
-            kind(&value)
-        )
+pub fn parse(json: &str) -> Result<LoadOptions, OptionsError> {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| OptionsError::Json {
+        detail: e.to_string(),
     })?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| OptionsError::NotObject { got: kind(&value) })?;
     let mut strings = BTreeMap::new();
     for (key, v) in object {
         match v.as_str() {
@@ -30,20 +82,18 @@ pub fn parse(json: &str) -> Result<LoadOptions, String> {
                 strings.insert(key.as_str(), s);
             }
             None => {
-                return Err(format!(
-                    "custom_loader_options value of '{key}' must be a string, got {}",
-                    kind(v)
-                ))
+                return Err(OptionsError::NotString {
+                    key: key.clone(),
+                    got: kind(v),
+                })
             }
         }
     }
-    let required = |key: &str| -> Result<String, String> {
+    let required = |key: &'static str| -> Result<String, OptionsError> {
         match strings.get(key) {
             Some(s) if !s.is_empty() => Ok((*s).to_string()),
-            Some(_) => Err(format!("custom_loader_options '{key}' is empty")),
-            None => Err(format!(
-                "custom_loader_options lacks '{key}' (required: keystore, controlled_access_file)"
-            )),
+            Some(_) => Err(OptionsError::Empty { key }),
+            None => Err(OptionsError::Missing { key }),
         }
     };
     Ok(LoadOptions {
@@ -66,18 +116,17 @@ fn kind(v: &serde_json::Value) -> &'static str {
 /// Resolves the option `key`'s path `given`: absolute paths are used as given; relative ones
 /// resolve inside the version directory only (never against the working directory), and may not
 /// leave it (`..` is refused). The file's existence is checked by the caller.
-pub fn resolve(version_dir: &Path, key: &str, given: &str) -> Result<PathBuf, String> {
+pub fn resolve(version_dir: &Path, key: &str, given: &str) -> Result<PathBuf, OptionsError> {
     let p = Path::new(given);
     if p.is_absolute() {
         return Ok(p.to_path_buf());
     }
     if p.components().any(|c| c == Component::ParentDir) {
-        return Err(format!(
-            "custom_loader_options '{key}' ('{given}') leaves the version directory '{}': \
-             relative names resolve inside base_path/<version>/ only; use a plain name there, \
-             or an absolute path for a file elsewhere",
-            version_dir.display()
-        ));
+        return Err(OptionsError::LeavesVersionDir {
+            key: key.to_string(),
+            given: given.to_string(),
+            version_dir: version_dir.to_path_buf(),
+        });
     }
     Ok(version_dir.join(p))
 }
@@ -105,7 +154,7 @@ mod tests {
                 "'keystore' is empty",
             ),
         ] {
-            let e = parse(bad).unwrap_err();
+            let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains(needle), "{bad}: {e}");
         }
     }
@@ -121,7 +170,9 @@ mod tests {
         );
         assert_eq!(resolve(d, "k", "/x/y").unwrap(), PathBuf::from("/x/y"));
         for bad in ["../../../fd", "..", "sub/../../x", "./../x"] {
-            let e = resolve(d, "controlled_access_file", bad).unwrap_err();
+            let e = resolve(d, "controlled_access_file", bad)
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains("'controlled_access_file'")
                     && e.contains("leaves the version directory"),

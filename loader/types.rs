@@ -1,5 +1,7 @@
 //! The host-facing types of a load: what it produced, how it failed, where the plaintext goes.
 
+use std::path::PathBuf;
+
 use zeroize::Zeroize;
 
 /// What a successful load produced (mirrors `ovms::CustomLoaderStatus`).
@@ -20,17 +22,153 @@ pub enum BlacklistStatus {
     Blacklisted,
 }
 
-/// A failed load: a one-line reason without secrets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadError(pub String);
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// A failed load: a one-line reason without secrets, saying what was wrong and what to do.
+///
+/// A cause (a file, package, license-service or TPM error) is part of the message and is not
+/// also returned by [`std::error::Error::source`], so an error-chain reporter prints it once.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The host passed an empty model name.
+    #[error("the model name is empty")]
+    EmptyName,
+    /// The host passed a negative version.
+    #[error("invalid model version {version}")]
+    InvalidVersion {
+        /// The version asked for.
+        version: i32,
+    },
+    /// Another load of the same version has not finished.
+    #[error("a load of this version is already in progress")]
+    InProgress,
+    /// The load panicked (a bug); the host's buffers were wiped.
+    #[error("internal error while loading (a bug: please report it); buffers wiped")]
+    Internal,
+    /// The host unloaded the version while it was loading; the buffers were wiped.
+    #[error("the version was unloaded while it was loading; buffers wiped")]
+    UnloadedWhileLoading,
+    /// The model's `custom_loader_options` are unusable.
+    #[error("{error}")]
+    Options {
+        /// What is wrong with them.
+        error: crate::options::OptionsError,
+    },
+    /// The host passed an empty base path.
+    #[error("the base path is empty")]
+    EmptyBasePath,
+    /// `<base_path>/<version>` is not a directory.
+    #[error(
+        "base path '{base_path}' {}: version {version} must be the directory '{}' \
+         holding the .dat and .lic files (check the model's base_path)",
+        if *.base_path_exists { "has no such version directory" } else { "does not exist or is not a directory" },
+        .version_dir.display()
+    )]
+    NoVersionDir {
+        /// The model's base path.
+        base_path: String,
+        /// The version asked for.
+        version: i32,
+        /// `<base_path>/<version>`.
+        version_dir: PathBuf,
+        /// Whether the base path itself is a directory.
+        base_path_exists: bool,
+    },
+    /// The package, license or keystore file is not there.
+    #[error(
+        "{what} '{}' not found (custom_loader_options '{key}'; relative names \
+         resolve inside the version directory '{}')",
+        .path.display(),
+        .version_dir.display()
+    )]
+    NotFound {
+        /// "model package", "license" or "keystore".
+        what: &'static str,
+        /// The option naming the file.
+        key: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// The version directory.
+        version_dir: PathBuf,
+    },
+    /// The package, license and keystore do not open or do not belong together (the checks
+    /// of `ovsatool check`).
+    #[error("{error}")]
+    Bundle {
+        /// The failed check.
+        error: ovsa_client::BundleError,
+    },
+    /// The package signer's key is unreadable.
+    #[error("model package signer: {error}")]
+    Signer {
+        /// Why.
+        error: ovsa_core::Error,
+    },
+    /// `trusted_isv_certs` is set and the package's signer is not in it.
+    #[error(
+        "model package '{}' is signed by '{signer}', which is not in trusted_isv_certs",
+        .package.display()
+    )]
+    UntrustedSigner {
+        /// The package file.
+        package: PathBuf,
+        /// The signer's certificate subject.
+        signer: String,
+    },
+    /// The package is not the version the host asked for.
+    #[error(
+        "model package '{}' is version '{package_version}' of model '{model}', but the host \
+         asked for version {requested}: a package (and its license) only serves the version \
+         it was protected as; put it in the version directory {package_version}, or protect \
+         the model as version {requested}",
+        .package.display()
+    )]
+    VersionMismatch {
+        /// The package file.
+        package: PathBuf,
+        /// The model name in the package.
+        model: String,
+        /// The version label in the package.
+        package_version: String,
+        /// The version the host asked for.
+        requested: i32,
+    },
+    /// The package is unusable (format, or decryption failed).
+    #[error("model package: {error}")]
+    Package {
+        /// Why.
+        error: ovsa_core::Error,
+    },
+    /// The license check (attestation, license service) failed.
+    #[error("license check: {error}")]
+    Check {
+        /// Why.
+        error: ovsa_client::ClientError,
+    },
+    /// The model key could not be unwrapped with the released share.
+    #[error("model key: {error}")]
+    ModelKey {
+        /// Why.
+        error: ovsa_core::Error,
+    },
+    /// The package lacks a file its format needs.
+    #[error("model package has no {kind:?} file")]
+    MissingFile {
+        /// The missing file.
+        kind: ovsa_core::package::FileKind,
+    },
+    /// A model file is larger than this machine's address space.
+    #[error("model file too large for memory")]
+    TooLarge {
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// The host could not provide the output buffers.
+    #[error("output buffers: {detail}")]
+    Buffers {
+        /// The host's reason.
+        detail: String,
+    },
 }
-
-impl std::error::Error for LoadError {}
 
 /// The host's output buffers. The loader asks for each buffer's exact size once, then decrypts
 /// into it; the memory belongs to the host.

@@ -445,7 +445,10 @@ fn unload_during_a_load_cancels_it_and_wipes_the_buffers() {
         loader.unload("m", 1);
         go.send(()).unwrap();
         let err = h.join().unwrap().unwrap_err();
-        assert!(err.0.contains("unloaded while it was loading"), "{err}");
+        assert!(
+            err.to_string().contains("unloaded while it was loading"),
+            "{err}"
+        );
     });
     assert!(out.wiped);
     assert!(out.inner.model.iter().all(|&b| b == 0));

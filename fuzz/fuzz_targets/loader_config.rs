@@ -52,7 +52,7 @@ fn options(text: &str) {
             .to_string();
             assert_eq!(ovsaruntime::options::parse(&again).as_ref(), Ok(o));
         }
-        (Err(e), None) => assert!(!e.is_empty(), "empty error message"),
+        (Err(e), None) => assert!(!e.to_string().is_empty(), "empty error message"),
         _ => panic!("options::parse disagrees with its documentation: {result:?} vs {expected:?}"),
     }
 }
