@@ -508,6 +508,67 @@ mod tests {
     }
 
     #[test]
+    fn errors_are_typed_and_name_the_file_once() {
+        use std::error::Error as _;
+        let e = LoaderConfig::parse(r#"{"retry_seconds":0}"#).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Zero {
+                    key: "retry_seconds"
+                }
+            ),
+            "{e:?}"
+        );
+        let e = LoaderConfig::parse(r#"{"grace_seconds":315360001}"#).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::TooLarge {
+                    key: "grace_seconds",
+                    value: 315360001,
+                    max: MAX_SETTING_SECONDS
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "grace_seconds must be at most 315360000 (10 years)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("loader.json");
+        std::fs::write(&cfg, r#"{"retry_seconds":0}"#).unwrap();
+        let e = LoaderConfig::load(Some(cfg.to_str().unwrap())).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "loader config file '{}': retry_seconds must be at least 1",
+                cfg.display()
+            )
+        );
+        assert!(
+            matches!(&e, ConfigError::Parse { path, error }
+                if path == &cfg && matches!(**error, ConfigError::Zero { key: "retry_seconds" })),
+            "{e:?}"
+        );
+        // The inner error is in the message, so it is not also the source.
+        assert!(e.source().is_none());
+        std::fs::write(&cfg, r#"{"trusted_isv_certs":["missing.crt"]}"#).unwrap();
+        let e = LoaderConfig::load(Some(cfg.to_str().unwrap())).unwrap_err();
+        assert!(matches!(e, ConfigError::TrustedIsvCert { .. }), "{e:?}");
+        assert!(e.source().is_none());
+        let e = LoaderConfig::load(Some(dir.path().to_str().unwrap())).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "loader config file '{}': not a regular file of at most 1048576 bytes",
+                dir.path().display()
+            )
+        );
+    }
+
+    #[test]
     fn rejects_bad_configs() {
         for bad in [
             "{\"retry_seconds\":9223372036854775807}",

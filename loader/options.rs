@@ -160,6 +160,28 @@ mod tests {
     }
 
     #[test]
+    fn errors_are_typed() {
+        use std::error::Error as _;
+        let e = parse(r#"{"keystore":"k"}"#).unwrap_err();
+        assert_eq!(
+            e,
+            OptionsError::Missing {
+                key: "controlled_access_file"
+            }
+        );
+        let e = parse("{").unwrap_err();
+        assert!(matches!(e, OptionsError::Json { .. }), "{e:?}");
+        assert!(e.source().is_none());
+        let e = resolve(Path::new("/m/1"), "keystore", "../k.ks").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "custom_loader_options 'keystore' ('../k.ks') leaves the version directory '/m/1': \
+             relative names resolve inside base_path/<version>/ only; use a plain name there, \
+             or an absolute path for a file elsewhere"
+        );
+    }
+
+    #[test]
     fn resolves_inside_the_version_dir_only() {
         let d = Path::new("/models/m/1");
         assert_eq!(resolve(d, "k", "a.dat").unwrap(), d.join("a.dat"));

@@ -211,3 +211,117 @@ impl OutputBuffers for VecBuffers {
         self.weights.zeroize();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::path::Path;
+
+    use super::*;
+
+    /// Every message of a chain, as an error-chain reporter (anyhow, eyre) prints it.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(s) = next {
+            out.push(s.to_string());
+            next = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn messages_are_unchanged_and_causes_print_once() {
+        let dir = Path::new("/models/m/7");
+        let cases = [
+            (LoadError::EmptyName, "the model name is empty".to_string()),
+            (
+                LoadError::InvalidVersion { version: -1 },
+                "invalid model version -1".into(),
+            ),
+            (
+                LoadError::NoVersionDir {
+                    base_path: "/models/m".into(),
+                    version: 7,
+                    version_dir: dir.into(),
+                    base_path_exists: true,
+                },
+                "base path '/models/m' has no such version directory: version 7 must be the \
+                 directory '/models/m/7' holding the .dat and .lic files (check the model's \
+                 base_path)"
+                    .into(),
+            ),
+            (
+                LoadError::NoVersionDir {
+                    base_path: "/models/m".into(),
+                    version: 7,
+                    version_dir: dir.into(),
+                    base_path_exists: false,
+                },
+                "base path '/models/m' does not exist or is not a directory: version 7 must be \
+                 the directory '/models/m/7' holding the .dat and .lic files (check the model's \
+                 base_path)"
+                    .into(),
+            ),
+            (
+                LoadError::NotFound {
+                    what: "keystore",
+                    key: "keystore",
+                    path: dir.join("c.ks"),
+                    version_dir: dir.into(),
+                },
+                "keystore '/models/m/7/c.ks' not found (custom_loader_options 'keystore'; \
+                 relative names resolve inside the version directory '/models/m/7')"
+                    .into(),
+            ),
+            (
+                LoadError::VersionMismatch {
+                    package: dir.join("m.dat"),
+                    model: "test".into(),
+                    package_version: "1".into(),
+                    requested: 7,
+                },
+                "model package '/models/m/7/m.dat' is version '1' of model 'test', but the host \
+                 asked for version 7: a package (and its license) only serves the version it \
+                 was protected as; put it in the version directory 1, or protect the model as \
+                 version 7"
+                    .into(),
+            ),
+            (
+                LoadError::Options {
+                    error: crate::options::OptionsError::Missing { key: "keystore" },
+                },
+                "custom_loader_options lacks 'keystore' (required: keystore, \
+                 controlled_access_file)"
+                    .into(),
+            ),
+            (
+                LoadError::Check {
+                    error: ovsa_client::ClientError::Protocol("bad frame".into()),
+                },
+                "license check: license service protocol error: bad frame".into(),
+            ),
+            (
+                LoadError::ModelKey {
+                    error: ovsa_core::Error::malformed("share", "wrong length"),
+                },
+                format!(
+                    "model key: {}",
+                    ovsa_core::Error::malformed("share", "wrong length")
+                ),
+            ),
+            (
+                LoadError::Buffers {
+                    detail: "the host could not allocate 9 bytes for the model".into(),
+                },
+                "output buffers: the host could not allocate 9 bytes for the model".into(),
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+            // The cause is in the message; it is not also the source (printed twice).
+            assert!(e.source().is_none(), "{e}");
+            assert_eq!(chain(&e), [text]);
+        }
+    }
+}
