@@ -144,7 +144,10 @@ impl Driver {
         loop {
             let mut line = String::new();
             let n = self.stdout.read_line(&mut line).unwrap();
-            assert!(n > 0, "the driver died during '{command}' after {lines:?}");
+            if n == 0 {
+                let status = self.child.wait();
+                panic!("the driver died ({status:?}) during '{command}' after {lines:?}");
+            }
             let line = line.trim_end().to_string();
             if line == "done" {
                 return lines;
