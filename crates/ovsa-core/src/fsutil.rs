@@ -262,26 +262,45 @@ pub fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>> {
 /// Like [`read_limited`], naming what the file should have been in the error
 /// (`"{path} is larger than 1 MiB; a certificate is far smaller: is it the right file?"`).
 pub fn read_limited_as(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    if let Ok(meta) = file.metadata() {
-        if meta.is_dir() {
-            return Err(Error::InvalidInput(format!(
-                "{} is a directory; expected a {what} file",
-                path.display()
-            )));
-        }
-    }
-    let mut out = Vec::new();
-    let limit64 = u64::try_from(limit).unwrap_or(u64::MAX);
-    file.take(limit64.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| Error::io(path, e))?;
-    if out.len() > limit {
-        return Err(Error::InvalidInput(format!(
+    read_bounded(path, limit).map_err(|e| match e {
+        BoundedReadError::Io(e) => Error::io(path, e),
+        BoundedReadError::Directory => Error::InvalidInput(format!(
+            "{} is a directory; expected a {what} file",
+            path.display()
+        )),
+        BoundedReadError::TooLarge => Error::InvalidInput(format!(
             "{} is larger than {}; a {what} is far smaller: is it the right file?",
             path.display(),
             human_size(limit)
-        )));
+        )),
+    })
+}
+
+/// Why [`read_bounded`] refused a file; callers word the message for their own flag or setting.
+#[derive(Debug)]
+pub enum BoundedReadError {
+    /// Opening or reading failed.
+    Io(std::io::Error),
+    /// The path is a directory.
+    Directory,
+    /// The file holds more than the limit (only `limit + 1` bytes were read to tell).
+    TooLarge,
+}
+
+/// Reads a whole file of at most `limit` bytes without ever reading more than `limit + 1`: the
+/// one bounded reader behind every non-model input (`/dev/zero` or a huge file fails at once).
+pub fn read_bounded(path: &Path, limit: usize) -> std::result::Result<Vec<u8>, BoundedReadError> {
+    let file = std::fs::File::open(path).map_err(BoundedReadError::Io)?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(BoundedReadError::Directory);
+    }
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(cap)
+        .read_to_end(&mut out)
+        .map_err(BoundedReadError::Io)?;
+    if out.len() > limit {
+        return Err(BoundedReadError::TooLarge);
     }
     Ok(out)
 }

@@ -33,7 +33,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -135,28 +134,18 @@ pub const MAX_PASSPHRASE_FILE: usize = 4096;
 /// files larger than `limit` bytes (so `/dev/zero` or a wrong multi-gigabyte file fails at once,
 /// with a message naming the setting and the file).
 pub fn read_input(path: &Path, setting: &str, limit: usize) -> Result<Vec<u8>, ConfigError> {
-    let file =
-        std::fs::File::open(path).map_err(|e| ConfigError::input(setting, path, e.to_string()))?;
-    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(ConfigError::input(
-            setting,
-            path,
-            "is a directory, not a file",
-        ));
-    }
-    let mut out = Vec::new();
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    file.take(cap)
-        .read_to_end(&mut out)
-        .map_err(|e| ConfigError::input(setting, path, e.to_string()))?;
-    if out.len() > limit {
-        return Err(ConfigError::input(
+    use ovsa_core::fsutil::{read_bounded, BoundedReadError};
+    read_bounded(path, limit).map_err(|e| match e {
+        BoundedReadError::Io(e) => ConfigError::input(setting, path, e.to_string()),
+        BoundedReadError::Directory => {
+            ConfigError::input(setting, path, "is a directory, not a file")
+        }
+        BoundedReadError::TooLarge => ConfigError::input(
             setting,
             path,
             format!("is larger than {limit} bytes; is it the right file?"),
-        ));
-    }
-    Ok(out)
+        ),
+    })
 }
 
 /// Reads a keystore passphrase from the first line of `path` (`--passphrase-file`).
