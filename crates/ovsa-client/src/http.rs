@@ -15,13 +15,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::ClientError;
+use crate::socket::NoSigpipeStream;
 
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
 
 /// One TLS connection to a license service.
 pub struct Connection {
-    stream: StreamOwned<ClientConnection, TcpStream>,
+    stream: StreamOwned<ClientConnection, NoSigpipeStream>,
     url: String,
     authority: String,
     prefix: String,
@@ -91,7 +92,7 @@ impl Connection {
             .map_err(|e| unreachable(format!("invalid server name {host}: {e}")))?;
         let conn = ClientConnection::new(config, name).map_err(|e| unreachable(e.to_string()))?;
         let mut c = Connection {
-            stream: StreamOwned::new(conn, tcp),
+            stream: StreamOwned::new(conn, NoSigpipeStream::new(tcp)),
             url: url.to_string(),
             authority: if port == 443 {
                 host
@@ -116,7 +117,7 @@ impl Connection {
     /// left before the deadline; fails once the deadline has passed.
     fn arm(&self, what: &str) -> Result<(), ClientError> {
         let t = budget(&self.url, self.timeout, self.deadline, what)?;
-        let sock = &self.stream.sock;
+        let sock = self.stream.sock.get_ref();
         sock.set_read_timeout(Some(t))
             .and_then(|()| sock.set_write_timeout(Some(t)))
             .map_err(|e| ClientError::Unreachable {

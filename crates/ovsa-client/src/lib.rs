@@ -13,6 +13,7 @@ pub mod bundle;
 pub mod error;
 pub mod flow;
 pub mod http;
+pub mod socket;
 pub mod tls;
 
 pub use attester::{Attester, TpmAttester};
