@@ -569,6 +569,7 @@ impl World {
             },
             activated_secret: secret.to_vec(),
             ephemeral_public_key: epk,
+            lease_id: None,
         }
     }
 
