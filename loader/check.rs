@@ -5,12 +5,18 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ovsa_client::{check_license, ClientError, ClientOptions, Released, Step, TpmAttester};
+use ovsa_client::{
+    check_license_lease, release_lease, ClientError, ClientOptions, Released, Step, TpmAttester,
+};
 use ovsa_core::identity::Keystore;
 use ovsa_core::license::CustomerLicense;
 use ovsa_core::protocol::Purpose;
 
 use crate::state::Shared;
+
+/// How long an unload's release of its lease may take, at most (it runs on its own thread and
+/// never delays or fails the unload).
+const RELEASE_DEADLINE: Duration = Duration::from_secs(2);
 
 impl Shared {
     /// One license check through the TPM (serialized with every other TPM user of this loader),
@@ -23,22 +29,10 @@ impl Shared {
         license: &CustomerLicense,
         keystore: &Arc<Keystore>,
         purpose: Purpose,
+        lease_id: Option<uuid::Uuid>,
         deadline: Instant,
     ) -> Result<Released, ClientError> {
-        // A configured service URL replaces the license's; the license's pins stay in force.
-        let mut license = license.clone();
-        if let Some(url) = &shared.config.service_url {
-            let mut pins: Vec<_> = license
-                .services
-                .iter()
-                .flat_map(|s| s.pins.clone())
-                .collect();
-            pins.dedup();
-            license.services = vec![ovsa_core::license::ServiceEndpoint {
-                url: url.clone(),
-                pins,
-            }];
-        }
+        let license = shared.effective_license(license);
         let stage = Arc::new(AtomicU8::new(STAGE_TPM_LOCK));
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let spawned = {
@@ -47,7 +41,7 @@ impl Shared {
                 .name("ovsa-check".into())
                 .spawn(move || {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        shared.check_now(&license, &keystore, purpose, deadline, &stage)
+                        shared.check_now(&license, &keystore, purpose, lease_id, deadline, &stage)
                     }))
                     .unwrap_or_else(|_| {
                         Err(ClientError::Protocol(
@@ -76,11 +70,78 @@ impl Shared {
         }
     }
 
+    /// Ends `lease_id` at the license service (`/v1/release`: the machine's seat is free once
+    /// it holds no other lease), best effort: on a detached thread, within
+    /// [`RELEASE_DEADLINE`], no TPM work. A failure is only logged: the lease then lapses at the
+    /// service after the signed lease + grace. Never blocks the caller.
+    pub(crate) fn release_in_background(
+        shared: &Arc<Shared>,
+        label: String,
+        license: &CustomerLicense,
+        keystore: &Arc<Keystore>,
+        lease_id: uuid::Uuid,
+    ) {
+        let license = shared.effective_license(license);
+        let (thread_shared, keystore) = (shared.clone(), keystore.clone());
+        let spawned = std::thread::Builder::new()
+            .name("ovsa-release".into())
+            .spawn(move || {
+                let shared = thread_shared;
+                let timeout = RELEASE_DEADLINE.min(Duration::from_secs(
+                    shared.config.service_timeout_seconds.max(1),
+                ));
+                let opts = ClientOptions {
+                    timeout,
+                    deadline: Some(Instant::now() + timeout),
+                };
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    release_lease(&license, &keystore, lease_id, &opts)
+                }));
+                match result {
+                    Ok(Ok(_)) => shared.log.debug(format_args!(
+                        "{label}: seat released at the license service"
+                    )),
+                    Ok(Err(e)) => shared.log.warning(format_args!(
+                        "{label}: could not release the seat at the license service (it lapses \
+                         after the lease and grace period): {e}"
+                    )),
+                    Err(_) => shared.log.warning(format_args!(
+                        "{label}: internal error while releasing the seat (a bug: please report it)"
+                    )),
+                }
+            });
+        if let Err(e) = spawned {
+            shared.log.warning(format_args!(
+                "cannot start the thread releasing a seat ({e}); it lapses at the license service"
+            ));
+        }
+    }
+
+    /// The license with a configured service URL in place of the license's (the license's
+    /// pins stay in force).
+    fn effective_license(&self, license: &CustomerLicense) -> CustomerLicense {
+        let mut license = license.clone();
+        if let Some(url) = &self.config.service_url {
+            let mut pins: Vec<_> = license
+                .services
+                .iter()
+                .flat_map(|s| s.pins.clone())
+                .collect();
+            pins.dedup();
+            license.services = vec![ovsa_core::license::ServiceEndpoint {
+                url: url.clone(),
+                pins,
+            }];
+        }
+        license
+    }
+
     fn check_now(
         &self,
         license: &CustomerLicense,
         keystore: &Keystore,
         purpose: Purpose,
+        lease_id: Option<uuid::Uuid>,
         deadline: Instant,
         stage: &AtomicU8,
     ) -> Result<Released, ClientError> {
@@ -96,11 +157,12 @@ impl Shared {
             return Err(ClientError::Deadline(self.deadline_message(STAGE_TPM_OPEN)));
         }
         stage.store(STAGE_CONNECT, Ordering::Release);
-        check_license(
+        check_license_lease(
             license,
             keystore,
             &mut attester,
             purpose,
+            lease_id,
             &ClientOptions {
                 timeout: Duration::from_secs(self.config.service_timeout_seconds),
                 deadline: Some(deadline),

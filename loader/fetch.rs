@@ -53,7 +53,22 @@ pub(crate) fn fetch_and_decrypt(
     let opened = open_bundle(shared, request, &files)?;
     let local = local.elapsed();
     let (key, released) = release_key(shared, request, &opened, state)?;
-    let decrypted = decrypt_into(shared, &opened, &key, out)?;
+    let decrypted = match decrypt_into(shared, &opened, &key, out) {
+        Ok(d) => d,
+        Err(e) => {
+            // The service granted a seat this load will not use: give it back.
+            if let Some(lease_id) = released.response.lease_id {
+                Shared::release_in_background(
+                    shared,
+                    format!("model {} version {}", request.name, request.version),
+                    opened.license.body(),
+                    &opened.keystore,
+                    lease_id,
+                );
+            }
+            return Err(e);
+        }
+    };
     let terms = Terms::of(opened.license.body());
     let granted = released.response.lease_seconds;
     let lease = shared.config.lease(granted, terms.lease_seconds);
@@ -74,6 +89,7 @@ pub(crate) fn fetch_and_decrypt(
             keystore: opened.keystore,
             terms,
             lease,
+            lease_id: released.response.lease_id,
         },
         breakdown,
     })
@@ -238,8 +254,8 @@ pub(crate) fn release_key(
     let license = opened.license.body();
     let keystore = &opened.keystore;
     let deadline = load_deadline(&shared.config, request.started);
-    let released =
-        Shared::check(shared, license, keystore, Purpose::Load, deadline).map_err(|e| {
+    let released = Shared::check(shared, license, keystore, Purpose::Load, None, deadline)
+        .map_err(|e| {
             if e.is_license_refusal() || state.is_blacklisted() {
                 shared.blacklist(state);
             }

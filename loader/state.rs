@@ -81,4 +81,7 @@ pub(crate) struct Granted {
     pub(crate) terms: crate::lease::Terms,
     /// The first lease ([`LoaderConfig::lease`]: granted, signed, override).
     pub(crate) lease: Duration,
+    /// The service's lease id holding this machine's seat: renewals name it, the unload
+    /// releases it (absent from services that predate seats).
+    pub(crate) lease_id: Option<uuid::Uuid>,
 }

@@ -79,6 +79,19 @@ pub(crate) fn spawn(
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 run(&shared, &label, &state, &granted, &stop)
             }));
+            // Unloaded (or retired): give the seat back, best effort, on another thread with a
+            // short deadline; the unload itself never waits for it.
+            if stop.is_stopped() {
+                if let Some(lease_id) = granted.lease_id {
+                    Shared::release_in_background(
+                        &shared,
+                        label.clone(),
+                        &granted.license,
+                        &granted.keystore,
+                        lease_id,
+                    );
+                }
+            }
             if result.is_err() {
                 shared.blacklist(&state);
                 shared
@@ -111,6 +124,7 @@ fn run(shared: &Arc<Shared>, label: &str, state: &VersionState, granted: &Grante
             &granted.license,
             &granted.keystore,
             Purpose::Renew,
+            granted.lease_id,
             deadline,
         );
         if stop.is_stopped() {

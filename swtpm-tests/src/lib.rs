@@ -390,14 +390,50 @@ impl Swtpm {
             .prefix("ovsa-swtpm-")
             .tempdir()
             .expect("tempdir");
-        for e in std::fs::read_dir(&tpl).expect("template dir") {
-            let e = e.expect("template entry");
-            if e.file_type().map(|t| t.is_file()).unwrap_or(false)
-                && e.file_name().to_string_lossy().starts_with("tpm2-")
-            {
-                std::fs::copy(e.path(), dir.path().join(e.file_name())).expect("copy state");
+        copy_state(&tpl, dir.path());
+        Self::serve(name, ca, dir)
+    }
+
+    /// A second swtpm serving a copy of this one's state directory, as host root clones a vTPM:
+    /// same EK (same seeds and EK certificate), started with `TPM2_Startup(CLEAR)`, so its reset
+    /// count is one above what the original's state held when copied.
+    pub fn clone_state(&self) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("ovsa-swtpm-clone-")
+            .tempdir()
+            .expect("tempdir");
+        copy_state(self.dir.path(), dir.path());
+        Self::serve(&self.name, self.ca.clone(), dir)
+    }
+
+    /// Stops this swtpm (no orderly TPM shutdown, as a VM power-off) and starts a new one on the
+    /// same state directory with `TPM2_Startup(CLEAR)`: the reset count goes up, as at a reboot.
+    /// The port changes.
+    pub fn reboot(&mut self) {
+        self.stop();
+        if let Some(pid) = self.pid.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
+        let _ = std::fs::remove_file(self.dir.path().join("pid"));
+        let dir = std::mem::replace(
+            &mut self.dir,
+            tempfile::Builder::new()
+                .prefix("ovsa-swtpm-moved-")
+                .tempdir()
+                .expect("tempdir"),
+        );
+        let mut fresh = Self::serve(&self.name, self.ca.clone(), dir);
+        std::mem::swap(self, &mut fresh);
+        // `fresh` now holds the placeholder directory and the stopped process's port.
+        fresh.pid = None;
+        fresh.port = 0;
+    }
+
+    /// Starts swtpm on `dir` (holding `tpm2-*` state files).
+    fn serve(name: &str, ca: Arc<TestCa>, dir: tempfile::TempDir) -> Self {
         // A free pair is released just before swtpm binds it, so another process may take it
         // in between, or a TIME_WAIT socket may stop swtpm (which binds without SO_REUSEADDR):
         // swtpm then exits at once and the next pair is tried.
@@ -467,8 +503,31 @@ impl Swtpm {
     }
 }
 
+/// Copies the `tpm2-*` state files of `from` into `to`.
+fn copy_state(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).expect("state dir") {
+        let e = e.expect("state entry");
+        if e.file_type().map(|t| t.is_file()).unwrap_or(false)
+            && e.file_name().to_string_lossy().starts_with("tpm2-")
+        {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy state");
+        }
+    }
+}
+
 impl Drop for Swtpm {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Swtpm {
+    /// Stops the process (control channel, else SIGKILL).
+    fn stop(&self) {
+        if self.port == 0 {
+            // The placeholder left by `reboot`: no process.
+            return;
+        }
         let stopped = Command::new("swtpm_ioctl")
             .arg("--tcp")
             .arg(format!("127.0.0.1:{}", self.port + 1))

@@ -10,8 +10,10 @@ use ovsa_core::identity::Keystore;
 use ovsa_core::license::{CustomerLicense, KeyShare};
 use ovsa_core::protocol::{
     AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, HostAkChallengeRequest,
-    HostAkChallengeResponse, HostAkEnrollRequest, HostAkEnrollResponse, Purpose, RuntimeEphemeral,
+    HostAkChallengeResponse, HostAkEnrollRequest, HostAkEnrollResponse, Purpose, ReleaseRequest,
+    ReleaseResponse, RuntimeEphemeral,
 };
+use uuid::Uuid;
 
 use crate::attester::Attester;
 use crate::error::ClientError;
@@ -84,7 +86,9 @@ pub enum Step {
     },
 }
 
-/// Runs one check for `license` with the customer's keystore and TPM.
+/// Runs one check for `license` with the customer's keystore and TPM. A load starts a new
+/// lease (`response.lease_id`, which holds the machine's seat); for a renewal that keeps a
+/// lease, use [`check_license_lease`].
 pub fn check_license(
     license: &CustomerLicense,
     customer: &Keystore,
@@ -93,8 +97,42 @@ pub fn check_license(
     opts: &ClientOptions,
     observe: &mut dyn FnMut(&Step),
 ) -> Result<Released, ClientError> {
+    check_license_lease(license, customer, attester, purpose, None, opts, observe)
+}
+
+/// [`check_license`] naming the lease a renewal keeps (`lease_id` from the load's response;
+/// ignored by the service for loads).
+pub fn check_license_lease(
+    license: &CustomerLicense,
+    customer: &Keystore,
+    attester: &mut dyn Attester,
+    purpose: Purpose,
+    lease_id: Option<Uuid>,
+    opts: &ClientOptions,
+    observe: &mut dyn FnMut(&Step),
+) -> Result<Released, ClientError> {
     let (conn, connect) = connect_any(license, customer, opts, observe)?;
-    attest_on(conn, license, attester, purpose, connect, observe)
+    attest_on(conn, license, attester, purpose, lease_id, connect, observe)
+}
+
+/// Ends a lease (`POST /v1/release`, after unloading a model): the machine's seat is free once
+/// it holds no other live lease of the license. No TPM work. `Ok(false)`: the service knew no
+/// such lease (already released, or lapsed and purged).
+pub fn release_lease(
+    license: &CustomerLicense,
+    customer: &Keystore,
+    lease_id: Uuid,
+    opts: &ClientOptions,
+) -> Result<bool, ClientError> {
+    let (mut conn, _) = connect_any(license, customer, opts, &mut |_| {})?;
+    let response: ReleaseResponse = conn.post_json(
+        "/v1/release",
+        &ReleaseRequest {
+            license_guid: license.license_guid,
+            lease_id,
+        },
+    )?;
+    Ok(response.released)
 }
 
 /// Connects (pinned mutual TLS 1.3 as `customer`) to the first reachable service of `license`.
@@ -181,6 +219,7 @@ fn attest_on(
     license: &CustomerLicense,
     attester: &mut dyn Attester,
     purpose: Purpose,
+    lease_id: Option<Uuid>,
     connect: Duration,
     observe: &mut dyn FnMut(&Step),
 ) -> Result<Released, ClientError> {
@@ -245,6 +284,7 @@ fn attest_on(
             },
             activated_secret: activated.to_vec(),
             ephemeral_public_key: ephemeral.public_key().to_vec(),
+            lease_id: lease_id.filter(|_| purpose == Purpose::Renew),
         },
     )?;
     t.service += s.elapsed();

@@ -20,5 +20,6 @@ pub use attester::{Attester, TpmAttester};
 pub use bundle::{BundleError, BundleFiles, BundleStep, CustomerBundle};
 pub use error::ClientError;
 pub use flow::{
-    check_license, enroll_host_ak, ClientOptions, HostAkEnrolled, Released, Step, Timings,
+    check_license, check_license_lease, enroll_host_ak, release_lease, ClientOptions,
+    HostAkEnrolled, Released, Step, Timings,
 };

@@ -91,6 +91,29 @@ pub struct AttestRequest {
     /// share is sealed to it.
     #[serde(with = "b64")]
     pub ephemeral_public_key: Vec<u8>,
+    /// Renewals: the lease (seat holder) being kept, as returned by the load's
+    /// [`AttestResponse::lease_id`]. Absent for loads (a load starts a new lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<Uuid>,
+}
+
+/// `POST /v1/release`: a loaded model was unloaded; its lease no longer holds a seat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The license.
+    pub license_guid: Uuid,
+    /// The lease to end ([`AttestResponse::lease_id`] of the load).
+    pub lease_id: Uuid,
+}
+
+/// Response to a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseResponse {
+    /// Whether a live or lapsed lease was found and ended (`false`: unknown, or already
+    /// released; releasing is idempotent).
+    pub released: bool,
 }
 
 /// `POST /v1/host-ak/challenge`: the host admin (`ovsatool host-enroll`, authenticated as the
@@ -175,6 +198,10 @@ pub struct AttestResponse {
     /// When the license ends (RFC 3339), if it has a time limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
+    /// The lease that holds this machine's seat: send it with every renewal
+    /// ([`AttestRequest::lease_id`]) and to `/v1/release` on unload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<Uuid>,
 }
 
 /// Why a request was refused. Stable identifiers: runtimes and monitoring match on them.
@@ -198,8 +225,14 @@ pub enum Reason {
     LicenseNotYetValid,
     /// The usage limit is reached.
     UsageLimitReached,
-    /// The instance limit is reached and this machine is a new one.
+    /// The instance limit is reached: the license's live seats are all held by other machines.
     InstanceLimitReached,
+    /// Another live holder of the same vTPM (same EK) exists at an earlier TPM reset: this TPM
+    /// looks like a copy (clone) of a vTPM that is still in use.
+    TpmCloneSuspected,
+    /// The TPM's clock or reset/restart counters went back compared with what this vTPM (EK)
+    /// already showed: a copied or rolled-back vTPM state.
+    TpmClockRegressed,
     /// No such session: never issued, already used (replay), or expired and purged.
     UnknownSession,
     /// The session expired before the attestation arrived.
@@ -268,6 +301,8 @@ impl Reason {
             Reason::LicenseNotYetValid => "license_not_yet_valid",
             Reason::UsageLimitReached => "usage_limit_reached",
             Reason::InstanceLimitReached => "instance_limit_reached",
+            Reason::TpmCloneSuspected => "tpm_clone_suspected",
+            Reason::TpmClockRegressed => "tpm_clock_regressed",
             Reason::UnknownSession => "unknown_session",
             Reason::SessionExpired => "session_expired",
             Reason::UntrustedEk => "untrusted_ek",
@@ -474,6 +509,8 @@ mod tests {
             Reason::Internal,
             Reason::HostEvidenceStale,
             Reason::HostEvidenceReplayed,
+            Reason::TpmCloneSuspected,
+            Reason::TpmClockRegressed,
         ] {
             let v = serde_json::to_value(r).unwrap();
             assert_eq!(v.as_str().unwrap(), r.as_str());

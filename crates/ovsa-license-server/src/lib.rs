@@ -14,4 +14,5 @@ pub mod server;
 pub mod store;
 pub mod text;
 pub mod tls;
+pub mod tpm_clock;
 pub mod verifier;

@@ -36,6 +36,10 @@ pub struct Facts<'a> {
     /// The host AKs enrolled for the host EK of the evidence, or `None` if any restricted AK is
     /// accepted (the operator allowed unenrolled host AKs).
     pub enrolled_host_aks: Option<&'a [Vec<u8>]>,
+    /// The vTPM's clock high-water mark lowered by the skew window
+    /// ([`crate::tpm_clock::previous_clock_floor`]), if this EK was seen before: a quote at or
+    /// below it within the same reset is refused ([`AttestError::ClockRegressed`]).
+    pub previous_clock: Option<ovsa_core::attest::ClockInfo>,
     /// Now.
     pub now: OffsetDateTime,
 }
@@ -98,7 +102,7 @@ pub fn verify_attestation(
             required: facts.host_evidence_required,
             enrolled_aks: facts.enrolled_host_aks,
         },
-        previous_clock: None,
+        previous_clock: facts.previous_clock,
         now: u64::try_from(facts.now.unix_timestamp()).unwrap_or(0),
     };
     verify(policy, &req.evidence, &expected)

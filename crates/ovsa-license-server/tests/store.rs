@@ -15,8 +15,8 @@ use ovsa_core::license::{PcrBank, PcrSet, PcrValue, Policy, TcbReference, Validi
 use ovsa_core::protocol::{Purpose, Reason};
 use ovsa_license_server::relying_party::{decide, Decision};
 use ovsa_license_server::store::{
-    AuditEntry, AuditFilter, LicenseRecord, OpenMode, SessionRecord, Store, StoreError,
-    SCHEMA_VERSION,
+    AuditEntry, AuditFilter, ClockMark, LicenseRecord, OpenMode, SeatRequest, SessionRecord, Store,
+    StoreError, SCHEMA_VERSION,
 };
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -108,6 +108,7 @@ fn license(policy: Policy, registered_at: OffsetDateTime) -> LicenseRecord {
         isv_cert_sha256: random32(),
         policy,
         lease_seconds: 600,
+        grace_seconds: 300,
         tcb: TcbReference {
             name: "test-vm".into(),
             vtpm: PcrSet::new(
@@ -171,6 +172,21 @@ fn session(license_guid: Uuid, expires_at: OffsetDateTime) -> SessionRecord {
     }
 }
 
+/// A new lease of `instance` whose quote's clock is later than every earlier one of this test
+/// binary (one TPM reset, a clock that only moves forward).
+fn seat(instance: [u8; 32]) -> SeatRequest {
+    static CLOCK: AtomicU64 = AtomicU64::new(1_000);
+    SeatRequest {
+        instance_id: instance,
+        lease_id: Uuid::new_v4(),
+        clock: ClockMark {
+            reset_count: 1,
+            restart_count: 0,
+            clock: CLOCK.fetch_add(10, Ordering::Relaxed),
+        },
+    }
+}
+
 /// One check with the real Relying Party.
 async fn check(
     store: &Store,
@@ -180,7 +196,7 @@ async fn check(
     now: OffsetDateTime,
 ) -> Option<Decision> {
     store
-        .record_use(guid, instance, now, &|s| decide(s, purpose, now))
+        .record_use(guid, &seat(instance), now, &|s| decide(s, purpose, now))
         .await
         .expect("record_use")
 }
@@ -427,6 +443,7 @@ async fn usage_limit_reached_exactly_at_n(db: TestDb) {
                 uses,
                 first_use,
                 not_after,
+                ..
             } => {
                 assert_eq!(uses, n);
                 assert_eq!(secs(first_use), secs(now + Duration::seconds(1)));
@@ -771,9 +788,11 @@ async fn read_only_open_creates_migrates_and_writes_nothing(db: TestDb) {
         Some(1)
     );
 
-    // An older schema (the last migration, host_evidence_seen, undone): read-only reports it and
-    // leaves it; Existing upgrades it.
-    raw_sql(&db, "DROP TABLE host_evidence_seen").await;
+    // An older schema (the last migration, seats and TPM clocks, undone): read-only reports it
+    // and leaves it; Existing upgrades it.
+    raw_sql(&db, "DROP TABLE seat_leases").await;
+    raw_sql(&db, "DROP TABLE tpm_clocks").await;
+    raw_sql(&db, "ALTER TABLE licenses DROP COLUMN grace_seconds").await;
     raw_sql(
         &db,
         &format!("DELETE FROM schema_version WHERE version = {SCHEMA_VERSION} RETURNING version"),
@@ -912,7 +931,7 @@ async fn interrupted_check_leaves_nothing_locked(db: TestDb) {
     let store = Arc::clone(&r1);
     let crashed = tokio::spawn(async move {
         store
-            .record_use(guid, random32(), now, &|_| {
+            .record_use(guid, &seat(random32()), now, &|_| {
                 panic!("decide interrupted (expected)")
             })
             .await
@@ -1027,7 +1046,7 @@ async fn postgres_server_errors_are_described_without_detail() {
     let e = store
         .record_use(
             lic.license_guid,
-            random32(),
+            &seat(random32()),
             OffsetDateTime::now_utc(),
             &|s| decide(s, Purpose::Load, OffsetDateTime::now_utc()),
         )
@@ -1092,8 +1111,8 @@ impl Target {
         let now = OffsetDateTime::now_utc();
         let decide = |s: &_| decide(s, Purpose::Load, now);
         match self {
-            Target::Store(s) => s.record_use(guid, vm, now, &decide).await,
-            Target::Pg(p) => p.record_use(guid, vm, now, &decide).await,
+            Target::Store(s) => s.record_use(guid, &seat(vm), now, &decide).await,
+            Target::Pg(p) => p.record_use(guid, &seat(vm), now, &decide).await,
         }
         .expect("record_use")
         .expect("known license")

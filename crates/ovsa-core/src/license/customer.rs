@@ -151,6 +151,14 @@ pub struct Registration {
     pub policy: Policy,
     /// Lease length to hand out.
     pub lease_seconds: u32,
+    /// The license's grace period (as signed into the customer license): a seat stays live for
+    /// `lease_seconds + grace_seconds` after its last successful check. Absent in registrations
+    /// made before the field: [`super::policy::DEFAULT_GRACE_SECONDS`].
+    #[serde(
+        default = "default_grace_seconds",
+        skip_serializing_if = "is_default_grace_seconds"
+    )]
+    pub grace_seconds: u32,
     /// Expected measurements.
     pub tcb: TcbReference,
     /// The secret share released after successful attestation, sealed to the license service's
@@ -326,6 +334,7 @@ pub fn sell(req: &SaleRequest<'_>) -> Result<Sale> {
             customer_certificate: req.customer.der().to_vec(),
             policy: config.policy.clone(),
             lease_seconds: config.lease_seconds,
+            grace_seconds: config.grace_seconds,
             tcb: req.tcb.body().clone(),
             sealed_share,
             issued,

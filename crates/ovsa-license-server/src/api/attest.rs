@@ -12,7 +12,8 @@ use super::{
     ConnInfo,
 };
 use crate::relying_party::{decide, Decision};
-use crate::store::{AuditEntry, LicenseRecord, SessionRecord};
+use crate::store::{AuditEntry, ClockMark, LicenseRecord, SeatRequest, SessionRecord};
+use crate::tpm_clock::previous_clock_floor;
 use crate::verifier::{
     check_host_evidence_freshness, host_ek_of, host_evidence_required, verify_attestation, Facts,
 };
@@ -90,14 +91,22 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
                 )
             }
         };
+        // A load starts a lease named by its session id; a renewal keeps the lease it names
+        // (a client that names none starts a new lease on the same seat).
+        let lease_id = match purpose {
+            Purpose::Renew => req.lease_id.unwrap_or(session.session_id),
+            Purpose::Load | Purpose::EnrollHostAk => session.session_id,
+        };
+        let seat = SeatRequest {
+            instance_id: verified.ek_cert_sha256,
+            lease_id,
+            clock: ClockMark::from(&verified.clock),
+        };
         let decision = st
             .store
-            .record_use(
-                session.license_guid,
-                verified.ek_cert_sha256,
-                now,
-                &|state| decide(state, purpose, now),
-            )
+            .record_use(session.license_guid, &seat, now, &|state| {
+                decide(state, purpose, now)
+            })
             .await
             .map_err(|e| ApiError::internal("recording use", e))?
             .ok_or_else(|| ApiError::new(Reason::UnknownLicense, "license was removed"))?;
@@ -114,6 +123,7 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
                 uses,
                 usage_limit: license.policy.usage_limit,
                 not_after: not_after.map(format_rfc3339),
+                lease_id: Some(lease_id),
             }),
         }
     }
@@ -130,15 +140,30 @@ async fn attest(st: &AppState, conn: &ConnInfo, body: &[u8]) -> Result<AttestRes
         },
         &result,
         |r| match r.share {
-            Some(_) => ("granted", format!("key share released; uses {}", r.uses)),
-            None => ("granted", format!("lease renewed; uses {}", r.uses)),
+            Some(_) => (
+                "granted",
+                format!(
+                    "key share released; uses {}; lease {}",
+                    r.uses,
+                    lease_text(r)
+                ),
+            ),
+            None => (
+                "granted",
+                format!("lease renewed; uses {}; lease {}", r.uses, lease_text(r)),
+            ),
         },
     )
     .await;
     result
 }
 
-/// Gathers the per-call facts (the session's credential challenge, the enrolled host AKs), runs
+fn lease_text(r: &AttestResponse) -> String {
+    r.lease_id.map(|l| l.to_string()).unwrap_or_default()
+}
+
+/// Gathers the per-call facts (the session's credential challenge, the enrolled host AKs, the
+/// vTPM's clock high-water mark), runs
 /// the Verifier, then records verified host evidence and checks its freshness against what was
 /// seen before (`host_evidence_replayed`, `host_evidence_stale`).
 async fn verify_evidence(
@@ -161,6 +186,14 @@ async fn verify_evidence(
         ),
         _ => None,
     };
+    // Advisory here (read outside the transaction; the store's transaction re-checks it
+    // atomically): a quote whose clock went back is refused before any seat is looked at.
+    let previous_clock = st
+        .store
+        .tpm_clock(session.ek_cert_sha256)
+        .await
+        .map_err(|e| ApiError::internal("loading the TPM clock high-water mark", e))?
+        .map(previous_clock_floor);
     let facts = Facts {
         nonce: &session.nonce,
         pending: &pending,
@@ -169,6 +202,7 @@ async fn verify_evidence(
         tls_exporter: &conn.exporter,
         host_evidence_required: host_evidence_required(st.settings.require_host_evidence, license),
         enrolled_host_aks: enrolled.as_deref(),
+        previous_clock,
         now,
     };
     let verified = verify_attestation(&st.verifier, &facts).map_err(|e| attestation_refused(&e))?;
@@ -197,9 +231,23 @@ fn refusal_message(reason: Reason, license: &LicenseRecord) -> String {
             license.policy.usage_limit.unwrap_or_default()
         ),
         Reason::InstanceLimitReached => format!(
-            "license {guid} is already active on {} machines, its instance limit",
-            license.policy.instance_limit.unwrap_or_default()
+            "license {guid} is in use on {} machines, its instance limit: unload the model \
+             elsewhere (or wait until that machine's lease of {} s + grace {} s lapses)",
+            license.policy.instance_limit.unwrap_or_default(),
+            license.lease_seconds,
+            license.grace_seconds
         ),
+        Reason::TpmCloneSuspected => format!(
+            "this vTPM (same EK) is still in use for license {guid} or another license at an \
+             earlier TPM reset: a copy (clone) of a vTPM in use is refused; after a reboot \
+             without a clean unload, retry once the earlier boot's leases lapse (lease {} s + \
+             grace {} s)",
+            license.lease_seconds, license.grace_seconds
+        ),
+        Reason::TpmClockRegressed => "the vTPM's clock or reset/restart counters are behind \
+             what this vTPM (same EK) already showed: a copied or rolled-back vTPM state is \
+             refused"
+            .to_string(),
         other => format!("refused: {other}"),
     }
 }

@@ -22,6 +22,7 @@ macro_rules! json_handler {
 mod attest;
 mod challenge;
 mod host_ak;
+mod release;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -152,6 +153,7 @@ pub fn attest_reason(e: &AttestError) -> Reason {
         | E::Host(_) => Reason::HostEvidenceInvalid,
         E::HostEvidenceStale { .. } => Reason::HostEvidenceStale,
         E::HostEvidenceReplayed { .. } => Reason::HostEvidenceReplayed,
+        E::ClockRegressed => Reason::TpmClockRegressed,
         E::Crypto(_) => Reason::Internal,
         _ => Reason::QuoteInvalid,
     }
@@ -223,6 +225,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/attest", post(attest::handle))
         .route("/v1/host-ak/challenge", post(host_ak::challenge))
         .route("/v1/host-ak/enroll", post(host_ak::enroll))
+        .route("/v1/release", post(release::handle))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -233,7 +236,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn not_found() -> ApiError {
     ApiError::new(
         Reason::MalformedRequest,
-        "no such endpoint: the API is POST /v1/challenge, POST /v1/attest, GET /healthz, GET /metrics",
+        "no such endpoint: the API is POST /v1/challenge, POST /v1/attest, POST /v1/release, GET /healthz, GET /metrics",
     )
 }
 

@@ -10,9 +10,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::relying_party::UsageState;
+use crate::relying_party::{SeatState, UsageState};
 use crate::store::{
-    Activation, AuditEntry, LicenseRecord, SessionRecord, StoreError, StoreResult, SCHEMA_VERSION,
+    Activation, AuditEntry, ClockMark, Lease, LicenseRecord, SessionRecord, StoreError,
+    StoreResult, SCHEMA_VERSION,
 };
 
 /// Unix seconds.
@@ -89,22 +90,80 @@ fn from_name<T: DeserializeOwned>(s: String, what: &str) -> StoreResult<T> {
         .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-/// Builds the Relying Party's view from the locked license row and activation counts.
-pub fn usage_state(
-    policy: &str,
-    revoked_at: Option<i64>,
-    first_use: Option<i64>,
-    uses: i64,
-    instance_count: i64,
-    instance_known: i64,
-) -> StoreResult<UsageState> {
+/// The locked license row as `record_use` reads it.
+pub struct RawUsage {
+    pub policy: String,
+    pub revoked_at: Option<i64>,
+    pub first_use: Option<i64>,
+    pub uses: i64,
+    pub lease_seconds: i64,
+    pub grace_seconds: i64,
+}
+
+/// What `record_use` reads about seats and the EK's counters.
+pub struct RawSeats {
+    /// Distinct machines with a live lease of the license.
+    pub live_seats: i64,
+    /// Live leases of the license held by this machine.
+    pub held_here: i64,
+    /// Live leases of this EK on any license, other than the one renewed.
+    pub other_live_leases: i64,
+    /// The EK's high-water mark (reset, restart, clock).
+    pub mark: Option<(i64, i64, i64)>,
+}
+
+fn to_u32(v: i64, what: &str) -> StoreResult<u32> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} is out of range")))
+}
+
+/// A stored high-water mark.
+pub fn clock_mark(reset: i64, restart: i64, clock: i64) -> StoreResult<ClockMark> {
+    Ok(ClockMark {
+        reset_count: to_u32(reset, "TPM reset count")?,
+        restart_count: to_u32(restart, "TPM restart count")?,
+        clock: to_u64(clock, "TPM clock")?,
+    })
+}
+
+/// A high-water mark as columns (reset, restart, clock); a clock beyond `i64::MAX` ms (292
+/// million years) is clamped.
+pub fn mark_columns(m: &ClockMark) -> (i64, i64, i64) {
+    (
+        i64::from(m.reset_count),
+        i64::from(m.restart_count),
+        i64::try_from(m.clock).unwrap_or(i64::MAX),
+    )
+}
+
+/// Builds the Relying Party's view from the locked license row and the seat reads.
+pub fn usage_state(u: RawUsage, seats: RawSeats, quote: ClockMark) -> StoreResult<UsageState> {
     Ok(UsageState {
-        policy: json(policy, "license policy")?,
-        revoked_at: opt_ts(revoked_at, "revoked_at")?,
-        first_use: opt_ts(first_use, "first_use")?,
-        uses: to_u64(uses, "uses")?,
-        instance_known: instance_known > 0,
-        instance_count: to_u64(instance_count, "instance count")?,
+        policy: json(&u.policy, "license policy")?,
+        revoked_at: opt_ts(u.revoked_at, "revoked_at")?,
+        first_use: opt_ts(u.first_use, "first_use")?,
+        uses: to_u64(u.uses, "uses")?,
+        seats: SeatState {
+            lease_seconds: to_u32(u.lease_seconds, "lease_seconds")?,
+            grace_seconds: to_u32(u.grace_seconds, "grace_seconds")?,
+            live_seats: to_u64(seats.live_seats, "live seats")?,
+            holds_seat: seats.held_here > 0,
+            quote,
+            mark: seats
+                .mark
+                .map(|(a, b, c)| clock_mark(a, b, c))
+                .transpose()?,
+            other_live_leases: to_u64(seats.other_live_leases, "live leases")?,
+        },
+    })
+}
+
+/// A `seat_leases` row (without the license GUID): lease id, instance, reset count, expiry.
+pub fn lease(lease_id: &str, instance: &str, reset: i64, expires_at: i64) -> StoreResult<Lease> {
+    Ok(Lease {
+        lease_id: guid(lease_id, "lease_id")?,
+        instance_id: hex32(instance, "lease instance_id")?,
+        reset_count: to_u32(reset, "lease reset count")?,
+        expires_at: from_ts(expires_at, "lease expires_at")?,
     })
 }
 
@@ -120,6 +179,7 @@ pub struct RawLicense {
     pub isv_cert_sha256: String,
     pub policy: String,
     pub lease_seconds: i64,
+    pub grace_seconds: i64,
     pub tcb: String,
     pub key_share: Zeroizing<Vec<u8>>,
     pub issued: String,
@@ -143,6 +203,7 @@ impl RawLicense {
             isv_cert_sha256: hex::encode(r.isv_cert_sha256),
             policy: to_json(&r.policy, "license policy")?,
             lease_seconds: i64::from(r.lease_seconds),
+            grace_seconds: i64::from(r.grace_seconds),
             tcb: to_json(&r.tcb, "TCB reference")?,
             key_share: r.key_share.clone(),
             issued: r.issued.clone(),
@@ -171,6 +232,7 @@ impl RawLicense {
                     self.lease_seconds
                 ))
             })?,
+            grace_seconds: to_u32(self.grace_seconds, "grace_seconds")?,
             tcb: json(&self.tcb, "TCB reference")?,
             key_share: self.key_share,
             issued: self.issued,

@@ -7,8 +7,9 @@
 //! loss use PostgreSQL with its default `fsync=on`.
 //!
 //! Every policy-relevant update happens in [`Store::record_use`], one transaction per check:
-//! read the license row and this instance's activation under a lock, ask the Relying Party's
-//! pure [`crate::relying_party::decide`], write the outcome. Concurrent checks, on one replica or
+//! read the license row under a lock, then its live seats and the vTPM's clock high-water mark,
+//! ask the Relying Party's pure [`crate::relying_party::decide`], write the outcome (use count,
+//! activation, the lease holding the seat, the new high-water mark). Concurrent checks, on one replica or
 //! many, are serialised by the database, so a use count can never be spent twice.
 
 mod codec;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::relying_party::{Decision, UsageState};
+pub use crate::tpm_clock::ClockMark;
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +96,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The schema version this build writes (migrations bring older databases up to it).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// A registered license as stored.
 #[derive(Clone)]
@@ -119,6 +121,8 @@ pub struct LicenseRecord {
     pub policy: Policy,
     /// Lease length.
     pub lease_seconds: u32,
+    /// Grace period (a seat stays live for lease + grace after its last check).
+    pub grace_seconds: u32,
     /// Reference measurements.
     pub tcb: TcbReference,
     /// The secret share.
@@ -165,6 +169,7 @@ impl LicenseRecord {
             isv_cert_sha256,
             policy: reg.policy.clone(),
             lease_seconds: reg.lease_seconds,
+            grace_seconds: reg.grace_seconds,
             tcb: reg.tcb.clone(),
             key_share: Zeroizing::new(share.as_bytes().to_vec()),
             issued: reg.issued.clone(),
@@ -187,6 +192,30 @@ pub struct Activation {
     pub last_seen: OffsetDateTime,
     /// Successful checks (loads and renewals).
     pub checks: u64,
+}
+
+/// The seat one check takes (a load) or keeps (a renewal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatRequest {
+    /// SHA-256 of the vTPM EK certificate: the machine.
+    pub instance_id: [u8; 32],
+    /// The lease: the load's session id, named again by each renewal.
+    pub lease_id: Uuid,
+    /// The verified quote's counters.
+    pub clock: ClockMark,
+}
+
+/// A live lease of a license (see [`Store::leases`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The lease id.
+    pub lease_id: Uuid,
+    /// The machine holding it.
+    pub instance_id: [u8; 32],
+    /// The TPM reset count (boot) it was taken or last renewed in.
+    pub reset_count: u32,
+    /// Until when it is live without a renewal.
+    pub expires_at: OffsetDateTime,
 }
 
 /// A pending attestation session (challenge issued, attestation not yet received).
@@ -491,17 +520,37 @@ impl Store {
         dispatch!(self, s => s.purge_sessions(now).await)
     }
 
-    /// Applies one check atomically: loads the license's usage state and this instance's
-    /// activation under a lock, calls `decide`, and on [`Decision::Grant`] writes the new use
-    /// count, first use and activation. Returns `Ok(None)` if the license is unknown.
+    /// Applies one check atomically: locks the license row, reads its usage, its live seats
+    /// and the EK's clock high-water mark, calls `decide`, and on [`Decision::Grant`] writes the
+    /// new use count, first use, activation, the lease (`seat.lease_id`, live until the grant's
+    /// expiry) and the new high-water mark; a new reset epoch ends the EK's leases of earlier
+    /// resets, and lapsed leases of the license are purged. Returns `Ok(None)` if the license
+    /// is unknown.
     pub async fn record_use(
         &self,
         guid: Uuid,
-        instance_id: [u8; 32],
+        seat: &SeatRequest,
         now: OffsetDateTime,
         decide: &(dyn Fn(&UsageState) -> Decision + Sync),
     ) -> StoreResult<Option<Decision>> {
-        dispatch!(self, s => s.record_use(guid, instance_id, now, decide).await)
+        dispatch!(self, s => s.record_use(guid, seat, now, decide).await)
+    }
+
+    /// Ends a lease (`/v1/release`): its seat is free once the machine holds no other live
+    /// lease of the license. `false` if there was no such lease (idempotent).
+    pub async fn release_lease(&self, guid: Uuid, lease_id: Uuid) -> StoreResult<bool> {
+        dispatch!(self, s => s.release_lease(guid, lease_id).await)
+    }
+
+    /// The live leases of a license at `now`.
+    pub async fn leases(&self, guid: Uuid, now: OffsetDateTime) -> StoreResult<Vec<Lease>> {
+        dispatch!(self, s => s.leases(guid, now).await)
+    }
+
+    /// The highest TPM counters seen for the vTPM whose EK certificate hashes to
+    /// `instance_id` (the Verifier's `previous_clock` fact), if it was seen.
+    pub async fn tpm_clock(&self, instance_id: [u8; 32]) -> StoreResult<Option<ClockMark>> {
+        dispatch!(self, s => s.tpm_clock(instance_id).await)
     }
 
     /// Records that `ak_name` answered a credential challenge under the host TPM EK whose

@@ -8,9 +8,11 @@
 //! - Migrations run at connect inside one transaction holding a transaction-scoped advisory lock,
 //!   so replicas starting together apply them once, in order.
 //! - [`PgStore::record_use`] locks the license row (`SELECT ... FOR UPDATE`) in a `READ COMMITTED`
-//!   transaction: concurrent checks of one license, from any replica, queue on that row lock. The
-//!   activation count is read by a later statement of the same transaction, so it sees everything
-//!   the previous lock holder committed. Dropping the future mid-way rolls the transaction back.
+//!   transaction: concurrent checks of one license, from any replica, queue on that row lock; then
+//!   the vTPM EK's clock high-water mark row (checks of one EK on several licenses queue there).
+//!   The live seats are counted by later statements of the same transaction, so they see
+//!   everything the previous lock holders committed. Dropping the future mid-way rolls the
+//!   transaction back.
 //! - No TLS: the database is expected on loopback or a private link (`NoTls`).
 
 use std::time::Duration;
@@ -21,10 +23,10 @@ use tokio_postgres::{Config, NoTls, Row};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::codec::{self, RawActivation, RawAudit, RawLicense, RawSession};
+use super::codec::{self, RawActivation, RawAudit, RawLicense, RawSeats, RawSession, RawUsage};
 use super::{
-    Activation, AuditEntry, AuditFilter, HostSeen, LicenseRecord, OpenMode, SessionRecord,
-    StoreError, StoreResult, SCHEMA_VERSION,
+    Activation, AuditEntry, AuditFilter, ClockMark, HostSeen, Lease, LicenseRecord, OpenMode,
+    SeatRequest, SessionRecord, StoreError, StoreResult, SCHEMA_VERSION,
 };
 use crate::relying_party::{Decision, UsageState};
 use ovsa_core::attest::HostSighting;
@@ -47,6 +49,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0002_host_aks.sql"),
     // 3: host evidence seen per host EK (age and replay checks).
     include_str!("migrations/postgres/0003_host_evidence.sql"),
+    // 4: live seats (leases) and per-EK TPM clock high-water marks.
+    include_str!("migrations/postgres/0004_seats.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -55,7 +59,7 @@ macro_rules! license_columns {
     () => {
         "license_guid, model_guid, model_name, model_version, header_hash, license_digest, \
          customer_cert, isv_cert_sha256, policy, lease_seconds, tcb, key_share, issued, \
-         registered_at, revoked_at, first_use, uses"
+         registered_at, revoked_at, first_use, uses, grace_seconds"
     };
 }
 macro_rules! session_columns {
@@ -73,7 +77,7 @@ macro_rules! audit_columns {
 const ADD_LICENSE: &str = concat!(
     "INSERT INTO licenses (",
     license_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
      ON CONFLICT (license_guid) DO NOTHING"
 );
 const GET_LICENSE: &str = concat!(
@@ -117,10 +121,34 @@ const TAKE_SESSION: &str = concat!(
     session_columns!()
 );
 const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at < $1";
-const LOCK_LICENSE: &str = "SELECT policy, revoked_at, first_use, uses FROM licenses \
-     WHERE license_guid = $1 FOR UPDATE";
-const COUNT_INSTANCES: &str = "SELECT COUNT(*), COUNT(*) FILTER (WHERE instance_id = $2) \
-     FROM activations WHERE license_guid = $1";
+const LOCK_LICENSE: &str = "SELECT policy, revoked_at, first_use, uses, lease_seconds, \
+     grace_seconds FROM licenses WHERE license_guid = $1 FOR UPDATE";
+const LOCK_TPM_CLOCK: &str = "SELECT reset_count, restart_count, clock FROM tpm_clocks \
+     WHERE instance_id = $1 FOR UPDATE";
+const TPM_CLOCK: &str =
+    "SELECT reset_count, restart_count, clock FROM tpm_clocks WHERE instance_id = $1";
+const COUNT_SEATS: &str = "SELECT COUNT(DISTINCT instance_id), \
+     COUNT(*) FILTER (WHERE instance_id = $2) \
+     FROM seat_leases WHERE license_guid = $1 AND expires_at > $3";
+const COUNT_OTHER_LEASES: &str = "SELECT COUNT(*) FROM seat_leases \
+     WHERE instance_id = $1 AND expires_at > $2 AND NOT (license_guid = $3 AND lease_id = $4)";
+const END_OLDER_EPOCHS: &str =
+    "DELETE FROM seat_leases WHERE instance_id = $1 AND reset_count < $2";
+const PURGE_LAPSED: &str = "DELETE FROM seat_leases WHERE license_guid = $1 AND expires_at <= $2";
+const UPSERT_LEASE: &str = "INSERT INTO seat_leases \
+     (license_guid, lease_id, instance_id, reset_count, taken_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (license_guid, lease_id) DO UPDATE SET \
+     instance_id = EXCLUDED.instance_id, reset_count = EXCLUDED.reset_count, \
+     expires_at = EXCLUDED.expires_at";
+const UPSERT_TPM_CLOCK: &str = "INSERT INTO tpm_clocks \
+     (instance_id, reset_count, restart_count, clock, seen_at) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (instance_id) DO UPDATE SET reset_count = EXCLUDED.reset_count, \
+     restart_count = EXCLUDED.restart_count, clock = EXCLUDED.clock, seen_at = EXCLUDED.seen_at \
+     WHERE (EXCLUDED.reset_count, EXCLUDED.restart_count, EXCLUDED.clock) \
+     > (tpm_clocks.reset_count, tpm_clocks.restart_count, tpm_clocks.clock)";
+const RELEASE_LEASE: &str = "DELETE FROM seat_leases WHERE license_guid = $1 AND lease_id = $2";
+const LIVE_LEASES: &str = "SELECT lease_id, instance_id, reset_count, expires_at FROM seat_leases \
+     WHERE license_guid = $1 AND expires_at > $2 ORDER BY taken_at, lease_id";
 const SET_USES: &str = "UPDATE licenses SET uses = $2, first_use = COALESCE(first_use, $3) \
      WHERE license_guid = $1";
 const UPSERT_ACTIVATION: &str =
@@ -354,6 +382,7 @@ impl PgStore {
                     &r.revoked_at,
                     &r.first_use,
                     &r.uses,
+                    &r.grace_seconds,
                 ],
             )
             .await?;
@@ -547,58 +576,152 @@ impl PgStore {
     pub async fn record_use(
         &self,
         guid: Uuid,
-        instance_id: [u8; 32],
+        seat: &SeatRequest,
         now: OffsetDateTime,
         decide: &(dyn Fn(&UsageState) -> Decision + Sync),
     ) -> StoreResult<Option<Decision>> {
         let guid = guid.to_string();
-        let instance = hex::encode(instance_id);
+        let instance = hex::encode(seat.instance_id);
+        let lease = seat.lease_id.to_string();
         let now = codec::ts(now);
         let mut c = self.client().await?;
         let lock = c.prepare_cached(LOCK_LICENSE).await?;
-        let count = c.prepare_cached(COUNT_INSTANCES).await?;
+        let lock_clock = c.prepare_cached(LOCK_TPM_CLOCK).await?;
+        let count_seats = c.prepare_cached(COUNT_SEATS).await?;
+        let count_other = c.prepare_cached(COUNT_OTHER_LEASES).await?;
         let set_uses = c.prepare_cached(SET_USES).await?;
         let upsert = c.prepare_cached(UPSERT_ACTIVATION).await?;
+        let end_older = c.prepare_cached(END_OLDER_EPOCHS).await?;
+        let purge = c.prepare_cached(PURGE_LAPSED).await?;
+        let upsert_lease = c.prepare_cached(UPSERT_LEASE).await?;
+        let upsert_clock = c.prepare_cached(UPSERT_TPM_CLOCK).await?;
         let tx = c.transaction().await?;
-        // Pipelined: the count runs after the lock is granted, with a fresh snapshot.
-        let (lock_args, count_args): ([&SqlParam; 1], [&SqlParam; 2]) =
-            ([&guid], [&guid, &instance]);
+        // Pipelined, executed in order: the license row lock first (checks of one license queue
+        // here), then the EK's high-water mark row (checks of one EK on different licenses queue
+        // there; always in this order, so no deadlock), then the counts, each with a snapshot
+        // taken after both locks were granted.
+        let lock_args: [&SqlParam; 1] = [&guid];
+        let clock_args: [&SqlParam; 1] = [&instance];
+        let seats_args: [&SqlParam; 3] = [&guid, &instance, &now];
+        let other_args: [&SqlParam; 4] = [&instance, &now, &guid, &lease];
         // `join!` then `?` in order: after a failure PostgreSQL rejects the rest of the
         // transaction, and the first statement's error is the one worth reporting.
-        let (license, counts) = tokio::join!(
+        let (license, mark, seats, other) = tokio::join!(
             tx.query_opt(&lock, &lock_args),
-            tx.query_one(&count, &count_args),
+            tx.query_opt(&lock_clock, &clock_args),
+            tx.query_one(&count_seats, &seats_args),
+            tx.query_one(&count_other, &other_args),
         );
-        let (license, counts) = (license?, counts?);
+        let (license, mark, seats, other) = (license?, mark?, seats?, other?);
         let Some(license) = license else {
             return Ok(None);
         };
+        let mark = match mark {
+            Some(m) => Some((m.try_get(0)?, m.try_get(1)?, m.try_get(2)?)),
+            None => None,
+        };
         let state = codec::usage_state(
-            &license.try_get::<_, String>(0)?,
-            license.try_get(1)?,
-            license.try_get(2)?,
-            license.try_get(3)?,
-            counts.try_get(0)?,
-            counts.try_get(1)?,
+            RawUsage {
+                policy: license.try_get(0)?,
+                revoked_at: license.try_get(1)?,
+                first_use: license.try_get(2)?,
+                uses: license.try_get(3)?,
+                lease_seconds: license.try_get(4)?,
+                grace_seconds: license.try_get(5)?,
+            },
+            RawSeats {
+                live_seats: seats.try_get(0)?,
+                held_here: seats.try_get(1)?,
+                other_live_leases: other.try_get(0)?,
+                mark,
+            },
+            seat.clock,
         )?;
         let decision = decide(&state);
         if let Decision::Grant {
-            uses, first_use, ..
+            uses,
+            first_use,
+            seat: grant,
+            ..
         } = &decision
         {
             let uses = codec::to_i64(*uses, "uses")?;
             let first_use = codec::ts(*first_use);
+            let expires_at = codec::ts(grant.expires_at);
+            let reset = i64::from(seat.clock.reset_count);
+            let (m_reset, m_restart, m_clock) = codec::mark_columns(&grant.mark);
             let set_args: [&SqlParam; 3] = [&guid, &uses, &first_use];
             let upsert_args: [&SqlParam; 3] = [&guid, &instance, &now];
-            let (set, upserted) = tokio::join!(
+            let end_args: [&SqlParam; 2] = [&instance, &reset];
+            let purge_args: [&SqlParam; 2] = [&guid, &now];
+            let lease_args: [&SqlParam; 6] = [&guid, &lease, &instance, &reset, &now, &expires_at];
+            let clock_args: [&SqlParam; 5] = [&instance, &m_reset, &m_restart, &m_clock, &now];
+            let end_older_epochs = async {
+                if grant.new_epoch {
+                    tx.execute(&end_older, &end_args).await.map(drop)
+                } else {
+                    Ok(())
+                }
+            };
+            let (set, upserted, ended, purged, leased, clocked) = tokio::join!(
                 tx.execute(&set_uses, &set_args),
                 tx.execute(&upsert, &upsert_args),
+                end_older_epochs,
+                tx.execute(&purge, &purge_args),
+                tx.execute(&upsert_lease, &lease_args),
+                tx.execute(&upsert_clock, &clock_args),
             );
             set?;
             upserted?;
+            ended?;
+            purged?;
+            leased?;
+            clocked?;
         }
         tx.commit().await?;
         Ok(Some(decision))
+    }
+
+    /// Ends a lease; `false` if unknown.
+    pub async fn release_lease(&self, guid: Uuid, lease_id: Uuid) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(RELEASE_LEASE).await?;
+        let n = c
+            .execute(&st, &[&guid.to_string(), &lease_id.to_string()])
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The live leases of a license.
+    pub async fn leases(&self, guid: Uuid, now: OffsetDateTime) -> StoreResult<Vec<Lease>> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(LIVE_LEASES).await?;
+        c.query(&st, &[&guid.to_string(), &codec::ts(now)])
+            .await?
+            .iter()
+            .map(|r| {
+                codec::lease(
+                    &r.try_get::<_, String>(0)?,
+                    &r.try_get::<_, String>(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                )
+            })
+            .collect()
+    }
+
+    /// The EK's clock high-water mark.
+    pub async fn tpm_clock(&self, instance_id: [u8; 32]) -> StoreResult<Option<ClockMark>> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(TPM_CLOCK).await?;
+        match c.query_opt(&st, &[&hex::encode(instance_id)]).await? {
+            Some(r) => Ok(Some(codec::clock_mark(
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+            )?)),
+            None => Ok(None),
+        }
     }
 
     /// Appends an audit entry.
@@ -676,6 +799,7 @@ fn license_row(r: &Row) -> Result<RawLicense, tokio_postgres::Error> {
         revoked_at: r.try_get(14)?,
         first_use: r.try_get(15)?,
         uses: r.try_get(16)?,
+        grace_seconds: r.try_get(17)?,
     })
 }
 

@@ -27,10 +27,12 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
-use super::codec::{self, check_version, RawActivation, RawAudit, RawLicense, RawSession};
+use super::codec::{
+    self, check_version, RawActivation, RawAudit, RawLicense, RawSeats, RawSession, RawUsage,
+};
 use super::{
-    Activation, AuditEntry, AuditFilter, HostSeen, LicenseRecord, OpenMode, SessionRecord,
-    StoreError, StoreResult, SCHEMA_VERSION,
+    Activation, AuditEntry, AuditFilter, ClockMark, HostSeen, Lease, LicenseRecord, OpenMode,
+    SeatRequest, SessionRecord, StoreError, StoreResult, SCHEMA_VERSION,
 };
 use crate::relying_party::{Decision, UsageState};
 use ovsa_core::attest::HostSighting;
@@ -47,11 +49,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0002_host_aks.sql"),
     // 3: host evidence seen per host EK (age and replay checks).
     include_str!("migrations/sqlite/0003_host_evidence.sql"),
+    // 4: live seats (leases) and per-EK TPM clock high-water marks.
+    include_str!("migrations/sqlite/0004_seats.sql"),
 ];
 
 const LICENSE_COLUMNS: &str = "license_guid, model_guid, model_name, model_version, header_hash, \
      license_digest, customer_cert, isv_cert_sha256, policy, lease_seconds, tcb, key_share, issued, \
-     registered_at, revoked_at, first_use, uses";
+     registered_at, revoked_at, first_use, uses, grace_seconds";
 
 const SESSION_COLUMNS: &str = "session_id, license_guid, purpose, nonce, client_cert_sha256, \
      ek_cert_sha256, ak_name, credential_secret, expires_at";
@@ -166,7 +170,7 @@ impl SqliteStore {
             let n = c.execute(
                 &format!(
                     "INSERT INTO licenses ({LICENSE_COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
                      ON CONFLICT (license_guid) DO NOTHING"
                 ),
                 params![
@@ -187,6 +191,7 @@ impl SqliteStore {
                     raw.revoked_at,
                     raw.first_use,
                     raw.uses,
+                    raw.grace_seconds,
                 ],
             )?;
             if n == 0 {
@@ -412,40 +417,52 @@ impl SqliteStore {
     pub async fn record_use(
         &self,
         guid: Uuid,
-        instance_id: [u8; 32],
+        seat: &SeatRequest,
         now: OffsetDateTime,
         decide: &(dyn Fn(&UsageState) -> Decision + Sync),
     ) -> StoreResult<Option<Decision>> {
         let guard = self.hold().await;
-        let guid_s = guid.to_string();
-        let instance = hex::encode(instance_id);
-        // Phase 1: take the write lock and read the state.
-        let (guard, state) = {
-            let (guid_s, instance) = (guid_s.clone(), instance.clone());
-            tokio::task::spawn_blocking(move || {
-                let r = read_usage(&guard, &guid_s, &instance);
-                (guard, r)
-            })
-            .await
-            .map_err(task_error)?
+        let keys = Keys {
+            guid: guid.to_string(),
+            instance: hex::encode(seat.instance_id),
+            lease: seat.lease_id.to_string(),
+            now: codec::ts(now),
         };
+        let quote = seat.clock;
+        // Phase 1: take the write lock and read the state.
+        let (guard, keys, state) = tokio::task::spawn_blocking(move || {
+            let r = read_usage(&guard, &keys);
+            (guard, keys, r)
+        })
+        .await
+        .map_err(task_error)?;
         let state = match state {
-            Ok(Some(state)) => state,
+            Ok(Some((usage, seats))) => codec::usage_state(usage, seats, quote)?,
             Ok(None) => return Ok(None),
             Err(e) => return Err(e),
         };
         // The connection stays held (and the transaction open) while the Relying Party decides.
+        // (An error above drops the guard, which rolls the transaction back.)
         let decision = decide(&state);
         // Phase 2: write the outcome and commit.
         let write = match &decision {
             Decision::Grant {
-                uses, first_use, ..
-            } => Some((codec::to_i64(*uses, "uses")?, codec::ts(*first_use))),
+                uses,
+                first_use,
+                seat,
+                ..
+            } => Some(GrantWrite {
+                uses: codec::to_i64(*uses, "uses")?,
+                first_use: codec::ts(*first_use),
+                expires_at: codec::ts(seat.expires_at),
+                mark: codec::mark_columns(&seat.mark),
+                new_epoch: seat.new_epoch,
+                reset: i64::from(quote.reset_count),
+            }),
             Decision::Refuse(_) => None,
         };
-        let now = codec::ts(now);
         tokio::task::spawn_blocking(move || {
-            let r = write_usage(&guard, &guid_s, &instance, now, write);
+            let r = write_usage(&guard, &keys, write);
             if r.is_err() {
                 // Best effort: `reset` on the next use rolls back if this fails too.
                 let _ = guard.execute_batch("ROLLBACK");
@@ -455,6 +472,65 @@ impl SqliteStore {
         .await
         .map_err(task_error)??;
         Ok(Some(decision))
+    }
+
+    /// Ends a lease; `false` if unknown.
+    pub async fn release_lease(&self, guid: Uuid, lease_id: Uuid) -> StoreResult<bool> {
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM seat_leases WHERE license_guid = ?1 AND lease_id = ?2",
+                )?
+                .execute(params![guid.to_string(), lease_id.to_string()])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    /// The live leases of a license.
+    pub async fn leases(&self, guid: Uuid, now: OffsetDateTime) -> StoreResult<Vec<Lease>> {
+        let now = codec::ts(now);
+        self.run(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT lease_id, instance_id, reset_count, expires_at FROM seat_leases \
+                 WHERE license_guid = ?1 AND expires_at > ?2 ORDER BY taken_at, lease_id",
+            )?;
+            let rows = st.query_map(params![guid.to_string(), now], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            rows.map(|r| {
+                let (l, i, rc, e) = r?;
+                codec::lease(&l, &i, rc, e)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// The EK's clock high-water mark.
+    pub async fn tpm_clock(&self, instance_id: [u8; 32]) -> StoreResult<Option<ClockMark>> {
+        let instance = hex::encode(instance_id);
+        self.run(move |c| {
+            c.prepare_cached(
+                "SELECT reset_count, restart_count, clock FROM tpm_clocks WHERE instance_id = ?1",
+            )?
+            .query_row([instance], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()?
+            .map(|(a, b, c)| codec::clock_mark(a, b, c))
+            .transpose()
+        })
+        .await
     }
 
     /// Appends an audit entry.
@@ -685,38 +761,83 @@ fn license_row(r: &Row<'_>) -> rusqlite::Result<RawLicense> {
         revoked_at: r.get(14)?,
         first_use: r.get(15)?,
         uses: r.get(16)?,
+        grace_seconds: r.get(17)?,
     })
 }
 
-/// Phase 1 of `record_use`: begins the write transaction and reads the usage state. Leaves the
-/// transaction open only when it returns `Ok(Some(_))`.
-fn read_usage(conn: &Connection, guid: &str, instance: &str) -> StoreResult<Option<UsageState>> {
+/// The keys of one `record_use`, as stored.
+struct Keys {
+    guid: String,
+    instance: String,
+    lease: String,
+    now: i64,
+}
+
+/// What a grant writes.
+struct GrantWrite {
+    uses: i64,
+    first_use: i64,
+    expires_at: i64,
+    mark: (i64, i64, i64),
+    new_epoch: bool,
+    reset: i64,
+}
+
+/// Phase 1 of `record_use`: begins the write transaction and reads the usage state, the live
+/// seats and the EK's high-water mark. Leaves the transaction open only when it returns
+/// `Ok(Some(_))`.
+fn read_usage(conn: &Connection, k: &Keys) -> StoreResult<Option<(RawUsage, RawSeats)>> {
     reset(conn)?;
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let r = (|| {
         let lic = conn
             .prepare_cached(
-                "SELECT policy, revoked_at, first_use, uses FROM licenses WHERE license_guid = ?1",
+                "SELECT policy, revoked_at, first_use, uses, lease_seconds, grace_seconds \
+                 FROM licenses WHERE license_guid = ?1",
             )?
-            .query_row([guid], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
+            .query_row([&k.guid], |r| {
+                Ok(RawUsage {
+                    policy: r.get(0)?,
+                    revoked_at: r.get(1)?,
+                    first_use: r.get(2)?,
+                    uses: r.get(3)?,
+                    lease_seconds: r.get(4)?,
+                    grace_seconds: r.get(5)?,
+                })
             })
             .optional()?;
-        let Some((policy, revoked_at, first_use, uses)) = lic else {
+        let Some(usage) = lic else {
             return Ok(None);
         };
-        let (count, known): (i64, i64) = conn
+        let (live_seats, held_here): (i64, i64) = conn
             .prepare_cached(
-                "SELECT COUNT(*), COUNT(*) FILTER (WHERE instance_id = ?2) FROM activations \
-                 WHERE license_guid = ?1",
+                "SELECT COUNT(DISTINCT instance_id), COUNT(*) FILTER (WHERE instance_id = ?2) \
+                 FROM seat_leases WHERE license_guid = ?1 AND expires_at > ?3",
             )?
-            .query_row([guid, instance], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        codec::usage_state(&policy, revoked_at, first_use, uses, count, known).map(Some)
+            .query_row(params![k.guid, k.instance, k.now], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let other_live_leases: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM seat_leases WHERE instance_id = ?1 AND expires_at > ?2 \
+                 AND NOT (license_guid = ?3 AND lease_id = ?4)",
+            )?
+            .query_row(params![k.instance, k.now, k.guid, k.lease], |r| r.get(0))?;
+        let mark = conn
+            .prepare_cached(
+                "SELECT reset_count, restart_count, clock FROM tpm_clocks WHERE instance_id = ?1",
+            )?
+            .query_row([&k.instance], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        Ok(Some((
+            usage,
+            RawSeats {
+                live_seats,
+                held_here,
+                other_live_leases,
+                mark,
+            },
+        )))
     })();
     if !matches!(r, Ok(Some(_))) {
         let _ = conn.execute_batch("ROLLBACK");
@@ -724,27 +845,60 @@ fn read_usage(conn: &Connection, guid: &str, instance: &str) -> StoreResult<Opti
     r
 }
 
-/// Phase 2 of `record_use`: on a grant, writes `(uses, first_use)` and the activation; commits.
-fn write_usage(
-    conn: &Connection,
-    guid: &str,
-    instance: &str,
-    now: i64,
-    grant: Option<(i64, i64)>,
-) -> StoreResult<()> {
-    if let Some((uses, first_use)) = grant {
+/// Phase 2 of `record_use`: on a grant, writes `(uses, first_use)`, the activation, the lease
+/// and the EK's high-water mark, ends the EK's leases of earlier resets on a new epoch and
+/// purges the license's lapsed leases; commits.
+fn write_usage(conn: &Connection, k: &Keys, grant: Option<GrantWrite>) -> StoreResult<()> {
+    if let Some(g) = grant {
         conn.prepare_cached(
             "UPDATE licenses SET uses = ?2, first_use = COALESCE(first_use, ?3) \
              WHERE license_guid = ?1",
         )?
-        .execute(params![guid, uses, first_use])?;
+        .execute(params![k.guid, g.uses, g.first_use])?;
         conn.prepare_cached(
             "INSERT INTO activations (license_guid, instance_id, first_seen, last_seen, checks) \
              VALUES (?1, ?2, ?3, ?3, 1) \
              ON CONFLICT (license_guid, instance_id) \
              DO UPDATE SET last_seen = excluded.last_seen, checks = checks + 1",
         )?
-        .execute(params![guid, instance, now])?;
+        .execute(params![k.guid, k.instance, k.now])?;
+        if g.new_epoch {
+            conn.prepare_cached(
+                "DELETE FROM seat_leases WHERE instance_id = ?1 AND reset_count < ?2",
+            )?
+            .execute(params![k.instance, g.reset])?;
+        }
+        conn.prepare_cached(
+            "DELETE FROM seat_leases WHERE license_guid = ?1 AND expires_at <= ?2",
+        )?
+        .execute(params![k.guid, k.now])?;
+        conn.prepare_cached(
+            "INSERT INTO seat_leases \
+             (license_guid, lease_id, instance_id, reset_count, taken_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (license_guid, lease_id) DO UPDATE SET \
+             instance_id = excluded.instance_id, reset_count = excluded.reset_count, \
+             expires_at = excluded.expires_at",
+        )?
+        .execute(params![
+            k.guid,
+            k.lease,
+            k.instance,
+            g.reset,
+            k.now,
+            g.expires_at
+        ])?;
+        let (reset, restart, clock) = g.mark;
+        conn.prepare_cached(
+            "INSERT INTO tpm_clocks (instance_id, reset_count, restart_count, clock, seen_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (instance_id) DO UPDATE SET reset_count = excluded.reset_count, \
+             restart_count = excluded.restart_count, clock = excluded.clock, \
+             seen_at = excluded.seen_at \
+             WHERE (excluded.reset_count, excluded.restart_count, excluded.clock) \
+             > (tpm_clocks.reset_count, tpm_clocks.restart_count, tpm_clocks.clock)",
+        )?
+        .execute(params![k.instance, reset, restart, clock, k.now])?;
     }
     conn.execute_batch("COMMIT")?;
     Ok(())

@@ -495,6 +495,19 @@ impl World {
         c.post_json("/v1/attest", &req)
     }
 
+    /// Runs challenge + quote for a load on a new connection, without sending the attestation:
+    /// send the request on the returned connection (the quote is bound to it).
+    pub fn prepare_load(
+        &self,
+        lic: &Signed<CustomerLicense>,
+        vtpm: &Swtpm,
+    ) -> (Connection, AttestRequest) {
+        let mut att = TpmAttester::open(Some(&vtpm.tcti()), None).unwrap();
+        let mut c = self.connect(&self.customer);
+        let req = self.attest_request(&mut c, lic, &mut att, Tamper::None);
+        (c, req)
+    }
+
     /// Runs challenge + attest, then sends the identical attest request again.
     pub fn attest_twice(
         &self,
@@ -569,6 +582,7 @@ impl World {
             },
             activated_secret: secret.to_vec(),
             ephemeral_public_key: epk,
+            lease_id: None,
         }
     }
 
