@@ -250,6 +250,12 @@ pub struct TcbReference {
     /// unchanged). Setting it requires host evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_max_age_seconds: Option<u64>,
+    /// The vTPMs allowed to attest for a license sold with this reference: EKs under these CAs
+    /// or these enrolled EKs (set per customer by `ovsatool sale --ek-ca/--ek-cert`). Absent: any
+    /// vTPM whose EK chains to a CA the license service trusts (references and licenses signed
+    /// before the field verify unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtpm_ek: Option<crate::attest::EkBinding>,
     /// Creation time, RFC 3339.
     pub created: String,
 }
@@ -288,6 +294,10 @@ impl Artifact for TcbReference {
                     ),
                 ));
             }
+        }
+        if let Some(b) = &self.vtpm_ek {
+            b.validate()
+                .map_err(|e| Error::malformed("TCB reference", format!("vtpm_ek: {e}")))?;
         }
         Ok(())
     }
@@ -341,6 +351,7 @@ mod tests {
             vtpm,
             host: None,
             host_max_age_seconds: None,
+            vtpm_ek: None,
             created: "2026-01-01T00:00:00Z".into(),
         };
         let json = serde_json::to_string(&tcb).unwrap();

@@ -141,6 +141,7 @@ impl World {
                 vtpm: PcrSet::from_attest(&pcrs).unwrap(),
                 host: None,
                 host_max_age_seconds: None,
+                vtpm_ek: None,
                 created: now_rfc3339(),
             },
             &isv,
