@@ -8,9 +8,9 @@
 //! an HTTP error is the API layer's job (`api::attestation_refused`).
 
 use ovsa_core::attest::{
-    check_ek_binding, check_host_freshness, quote_qualifying_data, verify, AkBinding, AttestError, AttestationResult,
-    Expected, HostEvidence, HostPolicy, HostResult, HostSighting, PendingCredential,
-    VerifierConfig,
+    check_ek_binding, check_host_freshness, quote_qualifying_data, verify, AkBinding, AttestError,
+    AttestationResult, Expected, HostEvidence, HostPolicy, HostResult, HostSighting,
+    PendingCredential, VerifierConfig,
 };
 use ovsa_core::crypto::hash::sha256;
 use ovsa_core::protocol::AttestRequest;

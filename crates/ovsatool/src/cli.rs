@@ -394,6 +394,15 @@ pub struct SaleArgs {
     /// sealed to it, so only the service holding that key can import it.
     #[arg(long, value_name = "CERT")]
     pub registration_cert: PathBuf,
+    /// Bind the license to vTPMs whose EK certificate chains to this EK CA (PEM, several CA
+    /// certificates allowed, or DER): the license service refuses any other vTPM for this
+    /// license (`ek_not_allowed_for_license`), even one from another CA it trusts. Repeatable.
+    #[arg(long = "ek-ca", value_name = "CERT")]
+    pub ek_ca: Vec<PathBuf>,
+    /// Bind the license to this enrolled vTPM EK certificate (PEM or DER, as the vTPM holds it
+    /// in NV index 0x01c00002 or 0x01c00016). Repeatable; combines with --ek-ca (either allows).
+    #[arg(long = "ek-cert", value_name = "CERT")]
+    pub ek_cert: Vec<PathBuf>,
     /// Output customer license (.lic), for the customer.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,

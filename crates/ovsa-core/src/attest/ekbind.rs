@@ -53,6 +53,22 @@ pub struct EkBinding {
 }
 
 impl EkBinding {
+    /// This binding plus everything `other` allows (duplicates left out).
+    pub fn merged(&self, other: &EkBinding) -> EkBinding {
+        let mut out = self.clone();
+        for c in &other.cas {
+            if !out.cas.contains(c) {
+                out.cas.push(c.clone());
+            }
+        }
+        for e in &other.eks {
+            if !out.eks.contains(e) {
+                out.eks.push(*e);
+            }
+        }
+        out
+    }
+
     /// Whether the binding allows nothing (an empty binding is refused by [`Self::validate`]).
     pub fn is_empty(&self) -> bool {
         self.cas.is_empty() && self.eks.is_empty()
@@ -79,7 +95,10 @@ impl EkBinding {
         for (i, der) in self.cas.iter().enumerate() {
             let c = rustls_pki_types::CertificateDer::from(der.as_slice());
             webpki::anchor_from_trusted_cert(&c).map_err(|e| {
-                format!("EK CA number {} is not a usable CA certificate ({e:?})", i + 1)
+                format!(
+                    "EK CA number {} is not a usable CA certificate ({e:?})",
+                    i + 1
+                )
             })?;
         }
         Ok(())
@@ -99,6 +118,45 @@ impl EkBinding {
         );
         out
     }
+}
+
+/// Every certificate of a PEM file, or the one certificate of a DER file, as DER; each must
+/// parse as X.509. The error says what was wrong (the caller names the file).
+pub fn certificates_from_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let ders: Vec<Vec<u8>> = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        pem::parse_many(bytes)
+            .map_err(|e| format!("not valid PEM ({e})"))?
+            .into_iter()
+            .filter(|p| p.tag() == "CERTIFICATE")
+            .map(pem::Pem::into_contents)
+            .collect()
+    } else {
+        vec![bytes.to_vec()]
+    };
+    if ders.is_empty() {
+        return Err("holds no CERTIFICATE block".into());
+    }
+    for (i, der) in ders.iter().enumerate() {
+        match x509_parser::parse_x509_certificate(der) {
+            Ok((rest, _)) if rest.is_empty() => {}
+            Ok(_) => return Err(format!("certificate number {} has trailing bytes", i + 1)),
+            Err(e) => {
+                return Err(format!(
+                    "certificate number {} is not an X.509 certificate ({e})",
+                    i + 1
+                ))
+            }
+        }
+    }
+    Ok(ders)
+}
+
+/// Whether a (parseable) certificate is a CA certificate: basicConstraints with `CA:TRUE`.
+pub fn is_ca_certificate(der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .and_then(|(_, c)| c.basic_constraints().ok().flatten().map(|b| b.value.ca))
+        .unwrap_or(false)
 }
 
 /// The subject of a certificate, with control characters escaped (customer-controlled text).

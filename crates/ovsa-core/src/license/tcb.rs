@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::encoding::hexbytes;
-use crate::envelope::Artifact;
+use crate::envelope::{Artifact, Signed};
 use crate::error::{Error, Result};
+use crate::identity::Keystore;
 
 /// Highest PCR index of a PC-client TPM.
 pub const MAX_PCR_INDEX: u8 = 23;
@@ -267,6 +268,25 @@ impl TcbReference {
             vtpm: self.vtpm.to_attest(),
             host: self.host.as_ref().map(PcrSet::to_attest),
         }
+    }
+}
+
+impl TcbReference {
+    /// The license's copy of `tcb` bound to the vTPMs `binding` allows (added to any binding the
+    /// reference already carries), signed again by `isv`, which must be the key that signed
+    /// `tcb`: `ovsatool sale --ek-ca/--ek-cert`.
+    pub fn bind_ek(
+        tcb: &Signed<TcbReference>,
+        binding: &crate::attest::EkBinding,
+        isv: &Keystore,
+    ) -> Result<Signed<TcbReference>> {
+        super::master::require_same_key("TCB reference", tcb.signer(), isv)?;
+        let mut body = tcb.body().clone();
+        body.vtpm_ek = Some(match &body.vtpm_ek {
+            Some(have) => have.merged(binding),
+            None => binding.clone(),
+        });
+        Signed::sign(body, isv)
     }
 }
 
