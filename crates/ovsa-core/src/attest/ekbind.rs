@@ -109,7 +109,13 @@ impl EkBinding {
         let mut out: Vec<String> = self
             .cas
             .iter()
-            .map(|der| format!("EKs issued under CA \"{}\"", subject_of(der)))
+            .map(|der| {
+                format!(
+                    "EKs issued under CA \"{}\" (certificate SHA-256 {})",
+                    subject_of(der),
+                    hex::encode(HashAlg::Sha256.digest(der))
+                )
+            })
             .collect();
         out.extend(
             self.eks
