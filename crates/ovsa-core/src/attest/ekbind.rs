@@ -144,7 +144,7 @@ pub fn certificates_from_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String
     }
     for (i, der) in ders.iter().enumerate() {
         match x509_parser::parse_x509_certificate(der) {
-            Ok((rest, _)) if rest.is_empty() => {}
+            Ok(([], _)) => {}
             Ok(_) => return Err(format!("certificate number {} has trailing bytes", i + 1)),
             Err(e) => {
                 return Err(format!(
