@@ -239,6 +239,9 @@ pub enum Reason {
     SessionExpired,
     /// The vTPM's EK certificate is not trusted.
     UntrustedEk,
+    /// The vTPM's EK is trusted by the service, but the license is bound to other EK CAs or
+    /// enrolled EKs (`vtpm_ek` in the license's TCB reference).
+    EkNotAllowedForLicense,
     /// The AK is not bound to the EK (credential challenge failed).
     CredentialMismatch,
     /// The quote does not verify (signature, structure, nonce binding).
@@ -306,6 +309,7 @@ impl Reason {
             Reason::UnknownSession => "unknown_session",
             Reason::SessionExpired => "session_expired",
             Reason::UntrustedEk => "untrusted_ek",
+            Reason::EkNotAllowedForLicense => "ek_not_allowed_for_license",
             Reason::CredentialMismatch => "credential_mismatch",
             Reason::QuoteInvalid => "quote_invalid",
             Reason::PcrMismatch => "pcr_mismatch",
@@ -511,6 +515,7 @@ mod tests {
             Reason::HostEvidenceReplayed,
             Reason::TpmCloneSuspected,
             Reason::TpmClockRegressed,
+            Reason::EkNotAllowedForLicense,
         ] {
             let v = serde_json::to_value(r).unwrap();
             assert_eq!(v.as_str().unwrap(), r.as_str());
@@ -522,5 +527,10 @@ mod tests {
             "host_evidence_replayed"
         );
         assert_eq!(Reason::HostEvidenceReplayed.http_status(), 403);
+        assert_eq!(
+            Reason::EkNotAllowedForLicense.as_str(),
+            "ek_not_allowed_for_license"
+        );
+        assert_eq!(Reason::EkNotAllowedForLicense.http_status(), 403);
     }
 }

@@ -8,9 +8,9 @@
 //! an HTTP error is the API layer's job (`api::attestation_refused`).
 
 use ovsa_core::attest::{
-    check_host_freshness, quote_qualifying_data, verify, AkBinding, AttestError, AttestationResult,
-    Expected, HostEvidence, HostPolicy, HostResult, HostSighting, PendingCredential,
-    VerifierConfig,
+    check_ek_binding, check_host_freshness, quote_qualifying_data, verify, AkBinding, AttestError,
+    AttestationResult, Expected, HostEvidence, HostPolicy, HostResult, HostSighting,
+    PendingCredential, VerifierConfig,
 };
 use ovsa_core::crypto::hash::sha256;
 use ovsa_core::protocol::AttestRequest;
@@ -79,7 +79,9 @@ pub fn host_ek_of(req: &AttestRequest) -> Option<[u8; 32]> {
     Some(sha256(&host.ek_cert))
 }
 
-/// Verifies the evidence of one attestation under `policy`.
+/// Verifies the evidence of one attestation under `policy`, then the license's EK binding
+/// (`vtpm_ek` of its TCB reference): a vTPM whose EK the service trusts but the license does not
+/// allow is refused with `ek_not_allowed_for_license`.
 pub fn verify_attestation(
     policy: &VerifierConfig,
     facts: &Facts<'_>,
@@ -105,5 +107,12 @@ pub fn verify_attestation(
         previous_clock: facts.previous_clock,
         now: u64::try_from(facts.now.unix_timestamp()).unwrap_or(0),
     };
-    verify(policy, &req.evidence, &expected)
+    let result = verify(policy, &req.evidence, &expected)?;
+    check_ek_binding(
+        policy,
+        facts.license.tcb.vtpm_ek.as_ref(),
+        &req.evidence.ek_cert,
+        expected.now,
+    )?;
+    Ok(result)
 }

@@ -36,6 +36,9 @@ pub enum Command {
     /// Encrypt and sign a model into a package (.dat) and its master license (.masterlic).
     #[command(alias = "controlAccess")]
     Protect(ProtectArgs),
+    /// Protect a package's model again under a fresh model key (new package and master license),
+    /// e.g. after a suspected extraction: licenses sold for the old package do not open the new one.
+    Reprotect(ReprotectArgs),
     /// Define a license policy and the license service(s) that enforce it.
     Licgen(LicgenArgs),
     /// Make a signed TCB reference: the PCR values the customer's vTPM (and host TPM) must report.
@@ -394,6 +397,15 @@ pub struct SaleArgs {
     /// sealed to it, so only the service holding that key can import it.
     #[arg(long, value_name = "CERT")]
     pub registration_cert: PathBuf,
+    /// Bind the license to vTPMs whose EK certificate chains to this EK CA (PEM, several CA
+    /// certificates allowed, or DER): the license service refuses any other vTPM for this
+    /// license (`ek_not_allowed_for_license`), even one from another CA it trusts. Repeatable.
+    #[arg(long = "ek-ca", value_name = "CERT")]
+    pub ek_ca: Vec<PathBuf>,
+    /// Bind the license to this enrolled vTPM EK certificate (PEM or DER, as the vTPM holds it
+    /// in NV index 0x01c00002 or 0x01c00016). Repeatable; combines with --ek-ca (either allows).
+    #[arg(long = "ek-cert", value_name = "CERT")]
+    pub ek_cert: Vec<PathBuf>,
     /// Output customer license (.lic), for the customer.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -415,6 +427,35 @@ pub struct InspectArgs {
     /// Also require the signer (or a certificate) to chain to this CA (PEM).
     #[arg(long, value_name = "PEM")]
     pub trust_ca: Option<PathBuf>,
+}
+
+/// `reprotect`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Rotation after a suspected extraction: reprotect, sell new licenses for the new package \
+(sale with the new master license), register them, ship the new package, and revoke the old licenses \
+at the license service once the customers moved. The old model key stays compromised: whoever \
+extracted it can still decrypt the old package (see docs/THREAT-MODEL.md)."
+)]
+pub struct ReprotectArgs {
+    /// ISV keystore and passphrase (the key of the old master license; it signs the new package).
+    #[command(flatten)]
+    pub ks: KeystoreArgs,
+    /// The old package's master license.
+    #[arg(long, value_name = "FILE")]
+    pub master_license: PathBuf,
+    /// The old package.
+    #[arg(long, value_name = "FILE")]
+    pub package: PathBuf,
+    /// Output package (.dat) under the new key.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Output master license (.masterlic) of the new package.
+    #[arg(long, value_name = "FILE")]
+    pub new_master_license: PathBuf,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `decrypt`.

@@ -76,6 +76,23 @@ pub enum AttestError {
     /// The EK certificate does not chain to a configured CA.
     #[error("EK certificate does not chain to a trusted CA: {0}")]
     EkCertUntrusted(String),
+    /// The EK certificate chains to a CA the service trusts, but the license is bound to other
+    /// EK CAs or enrolled EKs (the TCB reference's `vtpm_ek`): a vTPM this license was not sold
+    /// for, e.g. a thief's own vTPM used with a customer's stolen files.
+    #[error(
+        "this vTPM is not allowed for the license: its EK certificate (SHA-256 {ek_sha256}, \
+         issued by \"{issuer}\") is not one the license allows ({allowed}); use the vTPM the \
+         license was sold for, or ask the ISV for a license bound to this vTPM's EK CA \
+         (`ovsatool sale --ek-ca`) or EK (`--ek-cert`)"
+    )]
+    EkNotAllowedForLicense {
+        /// SHA-256 of the refused EK certificate, hex.
+        ek_sha256: String,
+        /// Its issuer (control characters escaped).
+        issuer: String,
+        /// What the license allows, one item per CA or EK, `; `-separated.
+        allowed: String,
+    },
     /// The EK key type is not supported for the credential challenge.
     #[error("EK key type not supported for the credential challenge")]
     EkKeyUnsupported,

@@ -5,6 +5,7 @@
 //! [`AttestError`]. Formats are specified in `docs/ATTESTATION.md`.
 
 mod credential;
+mod ekbind;
 mod ekcert;
 mod error;
 pub mod eventlog;
@@ -21,6 +22,10 @@ mod tests;
 
 pub use credential::{
     make_credential, make_credential_ecc_p256, make_credential_rsa, CredentialChallenge,
+};
+pub use ekbind::{
+    certificates_from_pem_or_der, check_ek_binding, is_ca_certificate, subject_of, EkBinding,
+    EkCertDigest, MAX_BOUND_CAS, MAX_BOUND_EKS,
 };
 pub use ekcert::{ek_spki, verify_ek_chain, EkTrust, TCG_KP_EK_CERTIFICATE};
 pub use error::AttestError;

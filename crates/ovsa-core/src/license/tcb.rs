@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::encoding::hexbytes;
-use crate::envelope::Artifact;
+use crate::envelope::{Artifact, Signed};
 use crate::error::{Error, Result};
+use crate::identity::Keystore;
 
 /// Highest PCR index of a PC-client TPM.
 pub const MAX_PCR_INDEX: u8 = 23;
@@ -250,6 +251,12 @@ pub struct TcbReference {
     /// unchanged). Setting it requires host evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_max_age_seconds: Option<u64>,
+    /// The vTPMs allowed to attest for a license sold with this reference: EKs under these CAs
+    /// or these enrolled EKs (set per customer by `ovsatool sale --ek-ca/--ek-cert`). Absent: any
+    /// vTPM whose EK chains to a CA the license service trusts (references and licenses signed
+    /// before the field verify unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtpm_ek: Option<crate::attest::EkBinding>,
     /// Creation time, RFC 3339.
     pub created: String,
 }
@@ -261,6 +268,25 @@ impl TcbReference {
             vtpm: self.vtpm.to_attest(),
             host: self.host.as_ref().map(PcrSet::to_attest),
         }
+    }
+}
+
+impl TcbReference {
+    /// The license's copy of `tcb` bound to the vTPMs `binding` allows (added to any binding the
+    /// reference already carries), signed again by `isv`, which must be the key that signed
+    /// `tcb`: `ovsatool sale --ek-ca/--ek-cert`.
+    pub fn bind_ek(
+        tcb: &Signed<TcbReference>,
+        binding: &crate::attest::EkBinding,
+        isv: &Keystore,
+    ) -> Result<Signed<TcbReference>> {
+        super::master::require_same_key("TCB reference", tcb.signer(), isv)?;
+        let mut body = tcb.body().clone();
+        body.vtpm_ek = Some(match &body.vtpm_ek {
+            Some(have) => have.merged(binding),
+            None => binding.clone(),
+        });
+        Signed::sign(body, isv)
     }
 }
 
@@ -288,6 +314,10 @@ impl Artifact for TcbReference {
                     ),
                 ));
             }
+        }
+        if let Some(b) = &self.vtpm_ek {
+            b.validate()
+                .map_err(|e| Error::malformed("TCB reference", format!("vtpm_ek: {e}")))?;
         }
         Ok(())
     }
@@ -341,6 +371,7 @@ mod tests {
             vtpm,
             host: None,
             host_max_age_seconds: None,
+            vtpm_ek: None,
             created: "2026-01-01T00:00:00Z".into(),
         };
         let json = serde_json::to_string(&tcb).unwrap();

@@ -18,7 +18,8 @@ pub mod stream;
 
 pub use format::{FileEntry, FileKind, ModelFormat, PackageHeader};
 pub use protect::{
-    classify_inputs, protect, protect_uncommitted, ModelInput, ProtectOptions, Protected,
+    classify_inputs, protect, protect_uncommitted, reprotect_uncommitted, ModelInput,
+    ProtectOptions, Protected,
 };
 pub use reader::{DecryptedModel, Package, ReadAt};
 

@@ -204,3 +204,129 @@ pub fn protect_uncommitted(
     dest.flush().map_err(werr)?;
     Ok((Protected { header, model_key }, dest))
 }
+
+/// Protects the model of an existing package again under a fresh model key: the same files
+/// (names, kinds, sizes), name, version and description, a new model GUID and header (so a new
+/// header hash: every license sold for the old package is for the old package only). `old_key`
+/// is the old package's model key (from its master license). Streaming: one chunk of plaintext
+/// at a time, in a zeroizing buffer; every old chunk is verified before its plaintext is
+/// re-sealed. The result is left in its temporary file like [`protect_uncommitted`]; on any
+/// error nothing is written at `out`.
+pub fn reprotect_uncommitted<R: super::ReadAt>(
+    package: &super::Package<R>,
+    old_key: &ModelKey,
+    isv: &Keystore,
+    out: &Path,
+    overwrite: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Protected, AtomicFile)> {
+    let old = package.header().body();
+    let header = PackageHeader {
+        model_guid: Uuid::new_v4(),
+        model_name: old.model_name.clone(),
+        model_version: old.model_version.clone(),
+        description: old.description.clone(),
+        created: now_rfc3339(),
+        aead: AEAD_NAME.into(),
+        chunk_size: old.chunk_size,
+        files: old.files.clone(),
+    };
+    let header = Signed::sign(header, isv)?;
+    let header_bytes = header.to_bytes()?;
+    let header_len = u32::try_from(header_bytes.len())
+        .ok()
+        .filter(|l| *l <= MAX_HEADER_LEN)
+        .ok_or_else(|| Error::InvalidInput("package header is too large".into()))?;
+    let header_hash = header.digest();
+    let model_key = ModelKey::generate()?;
+    let mut dest = AtomicFile::create(out, MODE_PUBLIC, overwrite)?;
+    let werr = |e| Error::io(out, e);
+    dest.write_all(&encode_prefix(header_len)).map_err(werr)?;
+    dest.write_all(&header_bytes).map_err(werr)?;
+    let chunk_size = header.body().chunk_size;
+    let mut done = 0u64;
+    for (index, entry) in header.body().files.iter().enumerate() {
+        let file_index =
+            u32::try_from(index).map_err(|_| Error::InvalidInput("too many files".into()))?;
+        let mut sealer = Resealer {
+            cipher: FileCipher::new(&model_key, &header_hash, file_index)?,
+            chunks: chunk_count(entry.size, chunk_size),
+            next: 0,
+            buf: zeroize::Zeroizing::new(Vec::with_capacity(chunk_size as usize)),
+            chunk_size: chunk_size as usize,
+            dest: &mut dest,
+            out,
+            done: &mut done,
+            progress: &mut *progress,
+        };
+        package.decrypt_file_to(index, old_key, &mut sealer)?;
+        sealer.finish()?;
+    }
+    dest.flush().map_err(werr)?;
+    Ok((Protected { header, model_key }, dest))
+}
+
+/// A writer that takes a file's plaintext in order and writes it sealed chunk by chunk under
+/// the new key (the last chunk on [`Resealer::finish`]).
+struct Resealer<'a> {
+    cipher: FileCipher,
+    chunks: u64,
+    next: u64,
+    buf: zeroize::Zeroizing<Vec<u8>>,
+    chunk_size: usize,
+    dest: &'a mut AtomicFile,
+    out: &'a Path,
+    done: &'a mut u64,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl Resealer<'_> {
+    fn seal(&mut self, last: bool) -> Result<()> {
+        if self.next >= self.chunks {
+            return Err(Error::InvalidInput(
+                "the package holds more plaintext than its header says".into(),
+            ));
+        }
+        let tag = self.cipher.seal_chunk(self.next, last, &mut self.buf[..])?;
+        self.dest
+            .write_all(&self.buf)
+            .and_then(|()| self.dest.write_all(&tag))
+            .map_err(|e| Error::io(self.out, e))?;
+        *self.done += self.buf.len() as u64;
+        (self.progress)(*self.done);
+        self.buf.zeroize();
+        self.buf.clear();
+        self.next += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.seal(true)?;
+        if self.next != self.chunks {
+            return Err(Error::InvalidInput(
+                "the package holds less plaintext than its header says".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Write for Resealer<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.buf.len() == self.chunk_size {
+                // A full chunk with more plaintext after it: not the last one.
+                self.seal(false).map_err(std::io::Error::other)?;
+            }
+            let take = (self.chunk_size - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -142,6 +142,7 @@ pub fn attest_reason(e: &AttestError) -> Reason {
     use AttestError as E;
     match e {
         E::EkCertMalformed(_) | E::EkCertUntrusted(_) | E::EkKeyUnsupported => Reason::UntrustedEk,
+        E::EkNotAllowedForLicense { .. } => Reason::EkNotAllowedForLicense,
         E::AkNameMismatch | E::EkCertMismatch | E::CredentialMismatch => Reason::CredentialMismatch,
         E::PcrBankMismatch { .. } | E::PcrNotQuoted(_) | E::PcrValueMismatch(_) => {
             Reason::PcrMismatch

@@ -92,7 +92,30 @@ impl World {
         World::build(dir, url, ttl, Limits::default())
     }
 
+    /// SQLite, with a service that trusts the vTPM EK CAs `vtpm_cas` (swtpm-tests CA names).
+    pub fn sqlite_trusting_vtpm_cas(vtpm_cas: &[&str]) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("licenses.db").display());
+        World::build_trusting(
+            dir,
+            &url,
+            Duration::from_secs(30),
+            Limits::default(),
+            vtpm_cas,
+        )
+    }
+
     fn build(dir: tempfile::TempDir, url: &str, ttl: Duration, limits: Limits) -> World {
+        World::build_trusting(dir, url, ttl, limits, &[names::VTPM_CA])
+    }
+
+    fn build_trusting(
+        dir: tempfile::TempDir,
+        url: &str,
+        ttl: Duration,
+        limits: Limits,
+        vtpm_cas: &[&str],
+    ) -> World {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -141,6 +164,7 @@ impl World {
                 vtpm: PcrSet::from_attest(&pcrs).unwrap(),
                 host: None,
                 host_max_age_seconds: None,
+                vtpm_ek: None,
                 created: now_rfc3339(),
             },
             &isv,
@@ -158,12 +182,15 @@ impl World {
             )
             .unwrap();
         let tls = ovsa_license_server::tls::server_config(&cert_path, &key_path).unwrap();
-        let vtpm_ca = swtpm_tests::ca(names::VTPM_CA);
+        let vtpm_chain: Vec<u8> = vtpm_cas
+            .iter()
+            .flat_map(|name| swtpm_tests::ca(name).chain_pem())
+            .collect();
         let store = rt.block_on(Store::open(url)).unwrap();
         let state = Arc::new(AppState {
             store,
             verifier: VerifierConfig {
-                vtpm_ek_trust: EkTrust::from_pem(&vtpm_ca.chain_pem()).unwrap(),
+                vtpm_ek_trust: EkTrust::from_pem(&vtpm_chain).unwrap(),
                 host_ek_trust: EkTrust::from_pem(&swtpm_tests::ca(names::HOST_CA).chain_pem())
                     .unwrap(),
                 ..Default::default()

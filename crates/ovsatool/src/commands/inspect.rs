@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use ovsa_core::attest::{subject_of, EkBinding};
 use ovsa_core::encoding::{format_rfc3339, MAX_JSON_ARTIFACT};
 use ovsa_core::envelope::{peek_type, Artifact, Signed};
 use ovsa_core::identity::{Certificate, CertificateUsage, Keystore};
@@ -74,10 +75,15 @@ fn inspect_file(path: &Path, anchors: &[Certificate]) -> CliResult<Report> {
     Ok(match kind.as_deref() {
         Some(MasterLicense::TYPE) => inspect_signed::<MasterLicense>(&bytes, anchors),
         Some(LicenseConfig::TYPE) => inspect_signed::<LicenseConfig>(&bytes, anchors),
-        Some(TcbReference::TYPE) => inspect_signed::<TcbReference>(&bytes, anchors),
+        Some(TcbReference::TYPE) => {
+            let mut r = inspect_signed::<TcbReference>(&bytes, anchors);
+            show_ek_binding(&mut r.details, "");
+            r
+        }
         Some(CustomerLicense::TYPE) => {
             let mut r = inspect_signed::<CustomerLicense>(&bytes, anchors);
             show_customer(&mut r.details);
+            show_ek_binding(&mut r.details, "/tcb");
             r
         }
         Some(Registration::TYPE) => {
@@ -85,6 +91,7 @@ fn inspect_file(path: &Path, anchors: &[Certificate]) -> CliResult<Report> {
             // Version 1 carried the share in clear: never print it, even from such a file.
             redact(&mut r.details, "key_share");
             show_sealed(&mut r.details);
+            show_ek_binding(&mut r.details, "/tcb");
             r
         }
         Some(PackageHeader::TYPE) => inspect_signed::<PackageHeader>(&bytes, anchors),
@@ -290,6 +297,40 @@ fn show_customer(v: &mut Value) {
     .and_then(|der| Certificate::from_der(&der).ok());
     if let (Some(c), Some(obj)) = (cert, v.as_object_mut()) {
         obj.insert("customer".into(), cert_json(&c));
+    }
+}
+
+/// Shows which vTPMs may attest for a license (the `vtpm_ek` of the TCB reference at `tcb`
+/// inside the body) as `vtpm_ek_binding`: each bound EK CA's subject and SHA-256 and each
+/// enrolled EK's SHA-256, or, when there is none, a warning that any vTPM from a CA the license
+/// service trusts can attest for it.
+fn show_ek_binding(v: &mut Value, tcb: &str) {
+    let Some(tcb_value) = ["/body", "/unverified_body"]
+        .iter()
+        .find_map(|at| v.pointer(&format!("{at}{tcb}")))
+    else {
+        return;
+    };
+    let shown = match tcb_value.get("vtpm_ek") {
+        None | Some(Value::Null) => json!({
+            "bound": false,
+            "warning": "not bound to EK CAs or EKs: any vTPM whose EK chains to a CA the license service trusts can attest for this license (with the customer's files); sell with `ovsatool sale --ek-ca/--ek-cert` to bind it",
+        }),
+        Some(b) => match serde_json::from_value::<EkBinding>(b.clone()) {
+            Ok(b) => json!({
+                "bound": true,
+                "ek_cas": b.cas.iter().map(|der| json!({
+                    "subject": subject_of(der),
+                    "fingerprint_sha256": hex::encode(ovsa_core::crypto::hash::sha256(der)),
+                })).collect::<Vec<_>>(),
+                "enrolled_ek_certificates_sha256": b.eks.iter().map(|d| hex::encode(d.0)).collect::<Vec<_>>(),
+                "note": "the license service refuses any other vTPM for this license (ek_not_allowed_for_license)",
+            }),
+            Err(e) => json!({ "bound": "unreadable", "error": e.to_string() }),
+        },
+    };
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("vtpm_ek_binding".into(), shown);
     }
 }
 

@@ -6,6 +6,7 @@ mod inspect;
 mod keygen;
 mod licgen;
 mod protect;
+mod reprotect;
 mod sale;
 mod tcb;
 mod tpm;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> CliResult<ExitCode> {
     match cli.command {
         Command::Keygen(a) => keygen::run(&a),
         Command::Protect(a) => protect::run(&a),
+        Command::Reprotect(a) => reprotect::run(&a),
         Command::Licgen(a) => licgen::run(&a),
         Command::Tcb(a) => tcb::run(&a),
         Command::Sale(a) => sale::run(&a),

@@ -1,6 +1,11 @@
 //! `ovsatool sale`.
 
+use ovsa_core::attest::{
+    certificates_from_pem_or_der, is_ca_certificate, subject_of, EkBinding, EkCertDigest,
+};
 use ovsa_core::envelope::Signed;
+use ovsa_core::fsutil::read_limited_as;
+use ovsa_core::identity::cert::MAX_CERT_FILE;
 use ovsa_core::text::escape_controls;
 use std::io::Write;
 
@@ -10,7 +15,7 @@ use ovsa_core::license::customer::SaleRequest;
 use ovsa_core::license::{sell, LicenseConfig, MasterLicense, TcbReference};
 
 use crate::cli::SaleArgs;
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 use crate::paths::{check_outputs, named};
 use crate::secrets::load_keystore;
 
@@ -29,6 +34,8 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
     if let Some(p) = &a.customer_ca {
         inputs.push(named("--customer-ca", p));
     }
+    inputs.extend(a.ek_ca.iter().map(|p| named("--ek-ca", p)));
+    inputs.extend(a.ek_cert.iter().map(|p| named("--ek-cert", p)));
     check_outputs(
         &[
             named("--out", &a.out),
@@ -57,6 +64,11 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
         "--registration-cert {}",
         a.registration_cert.display()
     ))?;
+    let binding = ek_binding(a)?;
+    let tcb = match &binding {
+        Some(b) => TcbReference::bind_ek(&tcb, b, &isv)?,
+        None => tcb,
+    };
     let sale = sell(&SaleRequest {
         isv: &isv,
         master: &master,
@@ -94,5 +106,73 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
         a.registration.display(),
         escape_controls(service.subject())
     );
+    match &sale.license.body().tcb.vtpm_ek {
+        Some(b) => {
+            say!("bound to vTPMs:        {}", b.describe().join("; "));
+        }
+        None => eprintln!(
+            "warning: the license is not bound to EK CAs or EKs: any vTPM whose EK chains to a \
+             CA the license service trusts can attest for it (with the customer's files); bind \
+             it with --ek-ca or --ek-cert (see docs/THREAT-MODEL.md)"
+        ),
+    }
     Ok(())
+}
+
+/// The EK binding of `--ek-ca` and `--ek-cert`, if any was given.
+fn ek_binding(a: &SaleArgs) -> CliResult<Option<EkBinding>> {
+    if a.ek_ca.is_empty() && a.ek_cert.is_empty() {
+        return Ok(None);
+    }
+    let read = |flag: &str, path: &std::path::Path| -> CliResult<Vec<Vec<u8>>> {
+        let bytes = read_limited_as(path, MAX_CERT_FILE, "certificate")?;
+        certificates_from_pem_or_der(&bytes).map_err(|e| {
+            CliError::Usage(format!(
+                "{flag} {}: {e}; give a certificate in PEM or DER",
+                path.display()
+            ))
+        })
+    };
+    let mut b = EkBinding::default();
+    for path in &a.ek_ca {
+        for der in read("--ek-ca", path)? {
+            if !is_ca_certificate(&der) {
+                return Err(CliError::Usage(format!(
+                    "--ek-ca {}: \"{}\" is not a CA certificate (no basicConstraints CA:TRUE); \
+                     give the CA that issues the vTPMs' EK certificates, or pass a single vTPM's \
+                     EK certificate with --ek-cert",
+                    path.display(),
+                    subject_of(&der)
+                )));
+            }
+            if !b.cas.contains(&der) {
+                b.cas.push(der);
+            }
+        }
+    }
+    for path in &a.ek_cert {
+        let ders = read("--ek-cert", path)?;
+        if ders.len() != 1 {
+            return Err(CliError::Usage(format!(
+                "--ek-cert {}: holds {} certificates; give one EK certificate per --ek-cert",
+                path.display(),
+                ders.len()
+            )));
+        }
+        if is_ca_certificate(&ders[0]) {
+            return Err(CliError::Usage(format!(
+                "--ek-cert {}: \"{}\" is a CA certificate, not a vTPM's EK certificate; use \
+                 --ek-ca for a CA",
+                path.display(),
+                subject_of(&ders[0])
+            )));
+        }
+        let d = EkCertDigest::of(&ders[0]);
+        if !b.eks.contains(&d) {
+            b.eks.push(d);
+        }
+    }
+    b.validate()
+        .map_err(|e| CliError::Usage(format!("--ek-ca/--ek-cert: {e}")))?;
+    Ok(Some(b))
 }

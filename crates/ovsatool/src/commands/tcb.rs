@@ -123,6 +123,7 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
             vtpm,
             host,
             host_max_age_seconds: a.host_max_age,
+            vtpm_ek: None,
             created: now_rfc3339(),
         },
         &isv,
