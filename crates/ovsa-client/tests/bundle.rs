@@ -91,6 +91,7 @@ fn protected_and_sold(
             .unwrap(),
             host: None,
             host_max_age_seconds: None,
+            events: None,
             created: now_rfc3339(),
         },
         isv,

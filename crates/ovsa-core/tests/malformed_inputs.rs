@@ -125,6 +125,7 @@ fn fixture() -> &'static Fixture {
                 vtpm: pcrs(PcrBank::Sha256, &[0, 7]),
                 host: Some(pcrs(PcrBank::Sha384, &[0])),
                 host_max_age_seconds: None,
+                events: None,
                 created: now_rfc3339(),
             },
             &isv,

@@ -345,6 +345,7 @@ fn shop() -> Shop {
             .unwrap(),
             host: None,
             host_max_age_seconds: None,
+            events: None,
             created: now_rfc3339(),
         },
         &isv,

@@ -169,6 +169,7 @@ fn main() {
             vtpm: PcrSet::from_attest(&pcrs).unwrap(),
             host: None,
             host_max_age_seconds: None,
+            events: None,
             created: now_rfc3339(),
         },
         &isv,

@@ -124,6 +124,7 @@ fn registrations(d: &Path, names: &[&str], customer: &Certificate) -> Vec<String
             .unwrap(),
             host: None,
             host_max_age_seconds: None,
+            events: None,
             created: now_rfc3339(),
         },
         &isv,
