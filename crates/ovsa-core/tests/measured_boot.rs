@@ -6,9 +6,7 @@ use ovsa_core::attest::eventlog::{
     EventLog, EventLogBuilder, EV_EFI_BOOT_SERVICES_APPLICATION, EV_EVENT_TAG,
 };
 use ovsa_core::attest::ima::ImaLogBuilder;
-use ovsa_core::attest::measured_boot::{
-    check, EventPins, MAX_EVENT_LOG_BYTES, MAX_IMA_LOG_BYTES,
-};
+use ovsa_core::attest::measured_boot::{check, EventPins, MAX_EVENT_LOG_BYTES, MAX_IMA_LOG_BYTES};
 use ovsa_core::attest::{Evidence, HashAlg, ImaError, MeasuredBootError, PcrSet};
 use ovsa_core::license::tcb::parse_tpm2_pcrread;
 use ovsa_core::license::{PcrBank, TcbReference};
@@ -26,7 +24,10 @@ fn reference() -> (Vec<u8>, PcrSet) {
 
 /// The same guest booted with one more word on the kernel command line.
 fn changed_cmdline() -> (Vec<u8>, PcrSet) {
-    (data("ovmf-eventlog-cmdline.bin"), pcrs("ovmf-pcrs-cmdline.txt"))
+    (
+        data("ovmf-eventlog-cmdline.bin"),
+        pcrs("ovmf-pcrs-cmdline.txt"),
+    )
 }
 
 fn pcrs(name: &str) -> PcrSet {
@@ -35,7 +36,10 @@ fn pcrs(name: &str) -> PcrSet {
 }
 
 /// Rebuilds a parsed log event by event, letting `edit` change, drop (None) or keep each.
-fn rebuild(log: &EventLog, edit: impl Fn(usize, u32, u32, Vec<u8>) -> Option<(u32, Vec<u8>)>) -> Vec<u8> {
+fn rebuild(
+    log: &EventLog,
+    edit: impl Fn(usize, u32, u32, Vec<u8>) -> Option<(u32, Vec<u8>)>,
+) -> Vec<u8> {
     let mut b = EventLogBuilder::new(&[HashAlg::Sha256]);
     for (i, e) in log.events.iter().enumerate() {
         let d = e.digest(HashAlg::Sha256).unwrap().to_vec();
@@ -160,12 +164,23 @@ fn event_pins_allow_the_reference_events_and_refuse_anything_else() {
     // Another kernel (a log and quote consistent with each other): refused in PCR 4.
     let parsed = EventLog::parse(&log).unwrap();
     let other_kernel = rebuild(&parsed, |_, _, t, d| {
-        Some((t, if t == EV_EFI_BOOT_SERVICES_APPLICATION { vec![0x42; 32] } else { d }))
+        Some((
+            t,
+            if t == EV_EFI_BOOT_SERVICES_APPLICATION {
+                vec![0x42; 32]
+            } else {
+                d
+            },
+        ))
     });
     let mut q = quoted.clone();
     q.values.insert(
         4,
-        EventLog::parse(&other_kernel).unwrap().replay(HashAlg::Sha256).unwrap()[&4].clone(),
+        EventLog::parse(&other_kernel)
+            .unwrap()
+            .replay(HashAlg::Sha256)
+            .unwrap()[&4]
+            .clone(),
     );
     assert!(matches!(
         check(&q, Some(&other_kernel), None, Some(&pins)),
@@ -243,26 +258,45 @@ fn pins_in_a_tcb_reference_are_checked_and_round_trip() {
     tcb.validate().unwrap();
     assert_eq!(tcb.quoted_pcrs(), vec![0, 4, 7, 9]);
     let json = serde_json::to_string(&tcb).unwrap();
-    assert!(json.contains("\"EV_EFI_BOOT_SERVICES_APPLICATION\""), "{json}");
+    assert!(
+        json.contains("\"EV_EFI_BOOT_SERVICES_APPLICATION\""),
+        "{json}"
+    );
     let back: TcbReference = serde_json::from_str(&json).unwrap();
     assert_eq!(back, tcb);
     assert_eq!(back.reference_values().events, Some(pins.clone()));
 
     // A PCR pinned both ways, pins of another bank, a digest of the wrong length: refused.
     let mut both = tcb.clone();
-    both.events.as_mut().unwrap().allow_log(&EventLog::parse(&log).unwrap(), &[0]).unwrap();
-    assert!(both.validate().unwrap_err().to_string().contains("PCR 0 is pinned both"));
+    both.events
+        .as_mut()
+        .unwrap()
+        .allow_log(&EventLog::parse(&log).unwrap(), &[0])
+        .unwrap();
+    assert!(both
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("PCR 0 is pinned both"));
     let mut bank = tcb.clone();
     bank.vtpm.bank = PcrBank::Sha1;
     bank.vtpm.pcrs[0].value = vec![0; 20];
-    assert!(bank.validate().unwrap_err().to_string().contains("one bank"));
+    assert!(bank
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("one bank"));
     let bad = json.replacen(
         "8537acf7b21b248c70be2890b3468cd35a964ac8428da70c4c5d4d3055ca3e26",
         "8537acf7",
         1,
     );
     let bad: TcbReference = serde_json::from_str(&bad).unwrap();
-    assert!(bad.validate().unwrap_err().to_string().contains("digest is 4 bytes"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("digest is 4 bytes"));
     // An unknown event type name is a parse error naming it.
     let e = serde_json::from_str::<TcbReference>(&json.replacen("EV_SEPARATOR", "EV_NOPE", 1))
         .unwrap_err()
@@ -301,7 +335,9 @@ fn ima_list_replays_to_pcr_10() {
         .file("/usr/bin/later", b"later")
         .build();
     assert_eq!(
-        check(&quoted, None, Some(&longer), None).unwrap().ima_entries,
+        check(&quoted, None, Some(&longer), None)
+            .unwrap()
+            .ima_entries,
         Some(3)
     );
     // A changed entry (another plugin) or a dropped one: no prefix replays to the quote.
@@ -312,7 +348,9 @@ fn ima_list_replays_to_pcr_10() {
         .build();
     assert_eq!(
         check(&quoted, None, Some(&changed), None),
-        Err(MeasuredBootError::ImaLogMismatch(ImaError::ReplayMismatch(10)))
+        Err(MeasuredBootError::ImaLogMismatch(ImaError::ReplayMismatch(
+            10
+        )))
     );
     let dropped = ImaLogBuilder::new()
         .entry("boot_aggregate", "sha256", &[0x11; 32], false)
@@ -325,7 +363,9 @@ fn ima_list_replays_to_pcr_10() {
     // PCR 10 not quoted.
     assert_eq!(
         check(&PcrSet::new(HashAlg::Sha256), None, Some(&list), None),
-        Err(MeasuredBootError::ImaLogMismatch(ImaError::PcrNotQuoted(10)))
+        Err(MeasuredBootError::ImaLogMismatch(ImaError::PcrNotQuoted(
+            10
+        )))
     );
 }
 
@@ -335,12 +375,18 @@ fn oversized_logs_are_refused_before_parsing() {
     let big = vec![0u8; MAX_EVENT_LOG_BYTES + 1];
     assert!(matches!(
         check(&quoted, Some(&big), None, None),
-        Err(MeasuredBootError::LogTooLarge { max: MAX_EVENT_LOG_BYTES, .. })
+        Err(MeasuredBootError::LogTooLarge {
+            max: MAX_EVENT_LOG_BYTES,
+            ..
+        })
     ));
     let big = vec![0u8; MAX_IMA_LOG_BYTES + 1];
     assert!(matches!(
         check(&quoted, None, Some(&big), None),
-        Err(MeasuredBootError::LogTooLarge { max: MAX_IMA_LOG_BYTES, .. })
+        Err(MeasuredBootError::LogTooLarge {
+            max: MAX_IMA_LOG_BYTES,
+            ..
+        })
     ));
     // The protocol's attest request limit holds both logs at their bounds, base64-encoded.
     let b64 = |n: usize| n.div_ceil(3) * 4;
@@ -364,7 +410,10 @@ fn evidence_json_without_logs_is_unchanged() {
         ima_log: None,
     };
     let json = serde_json::to_string(&ev).unwrap();
-    assert!(!json.contains("event_log") && !json.contains("ima_log"), "{json}");
+    assert!(
+        !json.contains("event_log") && !json.contains("ima_log"),
+        "{json}"
+    );
     assert_eq!(serde_json::from_str::<Evidence>(&json).unwrap(), ev);
     ev.event_log = Some(log);
     let json = serde_json::to_string(&ev).unwrap();

@@ -188,12 +188,14 @@ impl EventPins {
             // A pinned PCR with no event still pins: nothing may be extended into it.
             self.pcrs.entry(pcr).or_default();
             for e in log.events_for(u32::from(pcr)) {
-                let d = e.digest(self.bank).ok_or(MeasuredBootError::EventLogMalformed(
-                    EventLogError::MissingDigest {
-                        event: e.seq,
-                        bank: self.bank,
-                    },
-                ))?;
+                let d = e
+                    .digest(self.bank)
+                    .ok_or(MeasuredBootError::EventLogMalformed(
+                        EventLogError::MissingDigest {
+                            event: e.seq,
+                            bank: self.bank,
+                        },
+                    ))?;
                 self.allow(pcr, e.event_type, d);
             }
         }
@@ -397,7 +399,9 @@ fn check_ima(pcrs: &PcrSet, ima: &ImaLog) -> Result<usize, MeasuredBootError> {
     let quoted = pcrs
         .values
         .get(&(pcr as u8))
-        .ok_or(MeasuredBootError::ImaLogMismatch(ImaError::PcrNotQuoted(pcr)))?;
+        .ok_or(MeasuredBootError::ImaLogMismatch(ImaError::PcrNotQuoted(
+            pcr,
+        )))?;
     let bank = pcrs.bank;
     let mut value = vec![0u8; bank.digest_len()];
     if value == *quoted {

@@ -77,11 +77,19 @@ pub struct Evidence {
     /// The firmware's measured-boot event log (TCG crypto-agile format, as read from
     /// `/sys/kernel/security/tpm0/binary_bios_measurements`), at most
     /// [`super::measured_boot::MAX_EVENT_LOG_BYTES`]; absent in evidence from older runtimes.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::encoding::b64_opt")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::encoding::b64_opt"
+    )]
     pub event_log: Option<Vec<u8>>,
     /// The IMA measurement list (`binary_runtime_measurements`), at most
     /// [`super::measured_boot::MAX_IMA_LOG_BYTES`]; replayed to PCR 10 when present.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::encoding::b64_opt")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::encoding::b64_opt"
+    )]
     pub ima_log: Option<Vec<u8>>,
 }
 

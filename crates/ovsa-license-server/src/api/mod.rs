@@ -251,7 +251,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_ATTEST_REQUEST_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            MAX_ATTEST_REQUEST_BYTES,
+        ))
         .with_state(state)
 }
 

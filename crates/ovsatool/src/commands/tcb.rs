@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
+use ovsa_core::attest::measured_boot::{parse_event_type, EventPins, MAX_EVENT_LOG_BYTES};
+use ovsa_core::attest::EventLog;
 use ovsa_core::encoding::now_rfc3339;
 use ovsa_core::envelope::Signed;
 use ovsa_core::fsutil::MODE_PUBLIC;
-use ovsa_core::attest::measured_boot::{parse_event_type, EventPins, MAX_EVENT_LOG_BYTES};
-use ovsa_core::attest::EventLog;
 use ovsa_core::license::tcb::{parse_pcr_arg, PcrValue, MAX_HOST_AGE_SECONDS, MAX_PCR_INDEX};
 use ovsa_core::license::{PcrBank, PcrSet, TcbReference};
 
@@ -186,7 +186,8 @@ fn event_pins(a: &TcbArgs) -> CliResult<Option<EventPins>> {
     let mut pins = EventPins::new(bank);
     for path in &a.event_log {
         let what = || format!("--event-log {}", path.display());
-        let bytes = ovsa_core::fsutil::read_limited_as(path, MAX_EVENT_LOG_BYTES, "firmware event log")?;
+        let bytes =
+            ovsa_core::fsutil::read_limited_as(path, MAX_EVENT_LOG_BYTES, "firmware event log")?;
         let log = EventLog::parse(&bytes).map_err(|e| {
             CliError::Usage(format!(
                 "{}: {e}; give the binary log the guest exposes at \
@@ -194,8 +195,9 @@ fn event_pins(a: &TcbArgs) -> CliResult<Option<EventPins>> {
                 what()
             ))
         })?;
-        pins.allow_log(&log, &a.pin_pcrs)
-            .map_err(|e| CliError::Usage(format!("{}: {e}; choose the bank with --vtpm-bank", what())))?;
+        pins.allow_log(&log, &a.pin_pcrs).map_err(|e| {
+            CliError::Usage(format!("{}: {e}; choose the bank with --vtpm-bank", what()))
+        })?;
     }
     for arg in &a.allow_event {
         let (pcr, event_type, digest) = parse_allow_event(arg, bank)?;
@@ -207,10 +209,7 @@ fn event_pins(a: &TcbArgs) -> CliResult<Option<EventPins>> {
 }
 
 /// Parses `PCR:TYPE:HEX` (`--allow-event`).
-fn parse_allow_event(
-    arg: &str,
-    bank: ovsa_core::attest::HashAlg,
-) -> CliResult<(u8, u32, Vec<u8>)> {
+fn parse_allow_event(arg: &str, bank: ovsa_core::attest::HashAlg) -> CliResult<(u8, u32, Vec<u8>)> {
     let usage = |m: String| {
         CliError::Usage(format!(
             "--allow-event {arg:?}: {m} (expected PCR:TYPE:HEX, e.g. \
@@ -219,8 +218,7 @@ fn parse_allow_event(
         ))
     };
     let mut parts = arg.splitn(3, ':');
-    let (Some(pcr), Some(ty), Some(hex_digest)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(pcr), Some(ty), Some(hex_digest)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(usage("not three fields".into()));
     };
     let pcr = pcr
@@ -229,12 +227,17 @@ fn parse_allow_event(
         .ok()
         .filter(|p| *p <= MAX_PCR_INDEX)
         .ok_or_else(|| usage(format!("PCR {pcr:?} is not 0..={MAX_PCR_INDEX}")))?;
-    let event_type = parse_event_type(ty)
-        .ok_or_else(|| usage(format!("unknown event type {ty:?}")))?;
+    let event_type =
+        parse_event_type(ty).ok_or_else(|| usage(format!("unknown event type {ty:?}")))?;
     let digest = hex::decode(hex_digest.trim())
         .ok()
         .filter(|d| d.len() == bank.digest_len())
-        .ok_or_else(|| usage(format!("the digest is not {} hex digits", bank.digest_len() * 2)))?;
+        .ok_or_else(|| {
+            usage(format!(
+                "the digest is not {} hex digits",
+                bank.digest_len() * 2
+            ))
+        })?;
     Ok((pcr, event_type, digest))
 }
 
