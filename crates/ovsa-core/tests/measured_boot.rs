@@ -419,3 +419,37 @@ fn evidence_json_without_logs_is_unchanged() {
     let json = serde_json::to_string(&ev).unwrap();
     assert_eq!(serde_json::from_str::<Evidence>(&json).unwrap(), ev);
 }
+
+#[test]
+fn the_attester_reads_only_bounded_crypto_agile_logs_of_the_kernel_device() {
+    use ovsa_core::attest::measured_boot::{read_measurement_logs, tcti_is_kernel_device};
+    assert!(tcti_is_kernel_device("device:/dev/tpmrm0"));
+    assert!(tcti_is_kernel_device("libtss2-tcti-device.so.0:/dev/tpm0"));
+    assert!(!tcti_is_kernel_device("swtpm:host=127.0.0.1,port=2321"));
+    assert!(!tcti_is_kernel_device("mssim:port=2321"));
+    let d = tempfile::tempdir().unwrap();
+    let (log, _) = reference();
+    let ev = d.path().join("binary_bios_measurements");
+    let ima = d.path().join("binary_runtime_measurements");
+    std::fs::write(&ev, &log).unwrap();
+    let list = ImaLogBuilder::new().file("/bin/sh", b"sh").build();
+    std::fs::write(&ima, &list).unwrap();
+    let got = read_measurement_logs(&ev, Some(&ima)).unwrap();
+    assert_eq!(got.event_log, Some(log.clone()));
+    assert_eq!(got.ima_log, Some(list));
+    // No IMA list unless asked; missing files are no logs, not errors.
+    let got = read_measurement_logs(&d.path().join("none"), None).unwrap();
+    assert_eq!((got.event_log, got.ima_log), (None, None));
+    // A SHA-1-format (not crypto-agile) log is not sent.
+    let mut sha1 = log.clone();
+    sha1[32] = b'X';
+    std::fs::write(&ev, &sha1).unwrap();
+    assert_eq!(read_measurement_logs(&ev, None).unwrap().event_log, None);
+    // Over the bound: an error naming the file, read no further than the bound.
+    std::fs::write(&ev, vec![0u8; MAX_EVENT_LOG_BYTES + 1]).unwrap();
+    let e = read_measurement_logs(&ev, None).unwrap_err().to_string();
+    assert!(
+        e.contains("binary_bios_measurements") && e.contains("256 KiB"),
+        "{e}"
+    );
+}
