@@ -161,7 +161,11 @@ fn event_pinned_tcb_accepts_the_reference_boot_and_refuses_a_changed_command_lin
     );
 
     // The ISV's reference from that boot: PCR values from its pcrs.bin, PCRs 4, 7, 9 by events.
-    run_tool(&tool, s, &["keygen", "--keystore", "isv.ks", "--subject", "CN=ISV"]);
+    run_tool(
+        &tool,
+        s,
+        &["keygen", "--keystore", "isv.ks", "--subject", "CN=ISV"],
+    );
     let said = run_tool(
         &tool,
         s,
@@ -202,7 +206,9 @@ fn event_pinned_tcb_accepts_the_reference_boot_and_refuses_a_changed_command_lin
             ref event_type,
             ..
         })) if event_type == "EV_EVENT_TAG" => {}
-        other => panic!("a changed command line must be refused with event_not_allowed in PCR 9: {other:?}"),
+        other => panic!(
+            "a changed command line must be refused with event_not_allowed in PCR 9: {other:?}"
+        ),
     }
     // Its log is genuine (it replays to its quote): the refusal is the pin, not the replay.
     attest::EventLog::parse(ev2.event_log.as_deref().unwrap())
@@ -221,7 +227,9 @@ fn event_pinned_tcb_accepts_the_reference_boot_and_refuses_a_changed_command_lin
     bare.event_log = None;
     assert!(matches!(
         verify(&bare, &n2, &pinned),
-        Err(AttestError::MeasuredBoot(MeasuredBootError::EventLogMissing { .. }))
+        Err(AttestError::MeasuredBoot(
+            MeasuredBootError::EventLogMissing { .. }
+        ))
     ));
     println!(
         "measured_boot test wall time: {:.2} s",
