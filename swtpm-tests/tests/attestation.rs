@@ -111,6 +111,8 @@ fn attest_once(
             signature: q.signature,
             pcrs: q.pcrs,
             host_evidence,
+            event_log: None,
+            ima_log: None,
         },
         pending,
         response.to_vec(),
@@ -138,6 +140,7 @@ fn setup(pair: &TpmPair) -> (Attested, Tpm, Tpm, AkBlob) {
     let reference = ReferenceValues {
         vtpm: evidence.pcrs.clone(),
         host: Some(ev.pcrs.clone()),
+        events: None,
     };
     (
         Attested {

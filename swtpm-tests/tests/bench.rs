@@ -111,10 +111,13 @@ fn bench_attestation() {
                 signature: q.signature,
                 pcrs: q.pcrs.clone(),
                 host_evidence: Some(blob.clone()),
+                event_log: None,
+                ima_log: None,
             };
             let r = reference.get_or_insert_with(|| ReferenceValues {
                 vtpm: q.pcrs.clone(),
                 host: Some(attest::HostEvidence::decode(&blob).unwrap().pcrs),
+                events: None,
             });
             let tv = Instant::now();
             attest::verify(

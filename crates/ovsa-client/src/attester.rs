@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ovsa_core::attest::measured_boot::{self, MeasurementLogs};
 use ovsa_core::attest::{CredentialChallenge, HashAlg, PcrSet};
 use ovsa_tpm::{AkAlg, AkBlob, EkKind, Tpm};
 use zeroize::Zeroizing;
@@ -42,6 +43,13 @@ pub trait Attester {
     /// TPM commands issued so far (for load-time reports).
     fn command_count(&self) -> u64 {
         0
+    }
+    /// The logs sent with the quote (call after quoting): the firmware event log of this TPM's
+    /// platform and, when `with_ima`, the IMA measurement list. Default: none (fakes, and TPMs
+    /// that are not the kernel's device).
+    fn measurement_logs(&mut self, with_ima: bool) -> Result<MeasurementLogs, ClientError> {
+        let _ = with_ima;
+        Ok(MeasurementLogs::default())
     }
 }
 
@@ -141,5 +149,17 @@ impl Attester for TpmAttester {
 
     fn command_count(&self) -> u64 {
         self.tpm.command_count()
+    }
+
+    /// Reads the securityfs logs only when the TPM is the kernel's device (`device:/dev/tpm*`):
+    /// for any other TCTI (swtpm, mssim) the platform's log belongs to another TPM.
+    fn measurement_logs(&mut self, with_ima: bool) -> Result<MeasurementLogs, ClientError> {
+        if !measured_boot::tcti_is_kernel_device(self.tpm.tcti()) {
+            return Ok(MeasurementLogs::default());
+        }
+        Ok(measured_boot::read_measurement_logs(
+            Path::new(measured_boot::EVENT_LOG_PATH),
+            with_ima.then_some(Path::new(measured_boot::IMA_LOG_PATH)),
+        )?)
     }
 }

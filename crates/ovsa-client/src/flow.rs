@@ -263,6 +263,13 @@ fn attest_on(
     } else {
         None
     };
+    // After the quote: the IMA list only grows, and the Verifier accepts a list whose first
+    // entries replay to the quoted PCR 10. It is sent only when PCR 10 is quoted.
+    let logs = attester.measurement_logs(
+        challenge
+            .pcr_indices
+            .contains(&(ovsa_core::attest::ima::IMA_PCR as u8)),
+    )?;
     t.tpm += tpm_start.elapsed();
     observe(&Step::Quoted {
         pcrs: challenge.pcr_indices.clone(),
@@ -281,6 +288,8 @@ fn attest_on(
                 signature: quote.signature,
                 pcrs: quote.pcrs,
                 host_evidence,
+                event_log: logs.event_log,
+                ima_log: logs.ima_log,
             },
             activated_secret: activated.to_vec(),
             ephemeral_public_key: ephemeral.public_key().to_vec(),

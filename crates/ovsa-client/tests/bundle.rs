@@ -92,6 +92,7 @@ fn protected_and_sold(
             host: None,
             host_max_age_seconds: None,
             vtpm_ek: None,
+            events: None,
             created: now_rfc3339(),
         },
         isv,

@@ -20,8 +20,15 @@ pub const API_PREFIX: &str = "/v1";
 pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-OVSA-attestation-v1";
 /// TLS exporter output length.
 pub const TLS_EXPORTER_LEN: usize = 32;
-/// Largest request body the service accepts.
+/// Largest request body the service accepts, except on `/v1/attest`.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest `/v1/attest` body: [`MAX_REQUEST_BYTES`] for the quote, certificates and host
+/// evidence, plus the firmware event log and the IMA list at their bounds
+/// ([`crate::attest::measured_boot::MAX_EVENT_LOG_BYTES`], 256 KiB, and
+/// [`crate::attest::measured_boot::MAX_IMA_LOG_BYTES`], 512 KiB), base64-encoded (4/3): 1088 KiB,
+/// rounded up to 1152 KiB for JSON framing. Only this endpoint takes it: every other body stays
+/// at 64 KiB (docs/PROTOCOL.md, docs/THREAT-MODEL.md on what this costs per request slot).
+pub const MAX_ATTEST_REQUEST_BYTES: usize = 1152 * 1024;
 const SHARE_KDF_LABEL: &[u8] = b"OVSA-v1 key share";
 
 /// Why the runtime is checking the license.
@@ -250,6 +257,13 @@ pub enum Reason {
     PcrMismatch,
     /// The host evidence is missing or does not verify.
     HostEvidenceInvalid,
+    /// The firmware event log is missing (the TCB reference pins events), malformed, or does not
+    /// replay to the quoted PCR values.
+    EventLogMismatch,
+    /// An event in a PCR the TCB reference pins by events is not one it allows.
+    EventNotAllowed,
+    /// The IMA measurement list is malformed or does not replay to the quoted PCR 10.
+    ImaLogMismatch,
     /// The host evidence is older than the TCB reference's maximum host evidence age (first
     /// seen by the service longer ago than that).
     HostEvidenceStale,
@@ -314,6 +328,9 @@ impl Reason {
             Reason::QuoteInvalid => "quote_invalid",
             Reason::PcrMismatch => "pcr_mismatch",
             Reason::HostEvidenceInvalid => "host_evidence_invalid",
+            Reason::EventLogMismatch => "event_log_mismatch",
+            Reason::EventNotAllowed => "event_not_allowed",
+            Reason::ImaLogMismatch => "ima_log_mismatch",
             Reason::HostEvidenceStale => "host_evidence_stale",
             Reason::HostEvidenceReplayed => "host_evidence_replayed",
             Reason::Busy => "busy",
@@ -516,6 +533,9 @@ mod tests {
             Reason::TpmCloneSuspected,
             Reason::TpmClockRegressed,
             Reason::EkNotAllowedForLicense,
+            Reason::EventLogMismatch,
+            Reason::EventNotAllowed,
+            Reason::ImaLogMismatch,
         ] {
             let v = serde_json::to_value(r).unwrap();
             assert_eq!(v.as_str().unwrap(), r.as_str());

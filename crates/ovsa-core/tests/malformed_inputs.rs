@@ -126,6 +126,7 @@ fn fixture() -> &'static Fixture {
                 host: Some(pcrs(PcrBank::Sha384, &[0])),
                 host_max_age_seconds: None,
                 vtpm_ek: None,
+                events: None,
                 created: now_rfc3339(),
             },
             &isv,

@@ -29,6 +29,18 @@ fn exercise(data: &[u8]) {
         for bank in [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384] {
             if let Ok(pcrs) = log.replay(bank) {
                 assert!(pcrs.values().all(|v| v.len() == bank.digest_len()));
+                // The Verifier's measured-boot check: a log is always accepted against its own
+                // replay and pins built from itself.
+                let mut quoted = ovsa_core::attest::PcrSet::new(bank);
+                for (i, v) in pcrs.iter().filter(|(i, _)| **i <= 23) {
+                    quoted.values.insert(*i as u8, v.clone());
+                }
+                let mut pins = ovsa_core::attest::EventPins::new(bank);
+                pins.allow_log(&log, &quoted.indices()).unwrap();
+                if data.len() <= ovsa_core::attest::measured_boot::MAX_EVENT_LOG_BYTES {
+                    ovsa_core::attest::measured_boot::check(&quoted, Some(data), None, Some(&pins))
+                        .unwrap();
+                }
             }
         }
     }

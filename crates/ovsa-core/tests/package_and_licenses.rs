@@ -346,6 +346,7 @@ fn shop() -> Shop {
             host: None,
             host_max_age_seconds: None,
             vtpm_ek: None,
+            events: None,
             created: now_rfc3339(),
         },
         &isv,

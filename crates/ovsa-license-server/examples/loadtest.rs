@@ -170,6 +170,7 @@ fn main() {
             host: None,
             host_max_age_seconds: None,
             vtpm_ek: None,
+            events: None,
             created: now_rfc3339(),
         },
         &isv,

@@ -125,6 +125,7 @@ fn registrations(d: &Path, names: &[&str], customer: &Certificate) -> Vec<String
             host: None,
             host_max_age_seconds: None,
             vtpm_ek: None,
+            events: None,
             created: now_rfc3339(),
         },
         &isv,

@@ -75,6 +75,8 @@ fn license(instance_limit: Option<u32>, now: OffsetDateTime) -> LicenseRecord {
             .unwrap(),
             host: None,
             host_max_age_seconds: None,
+            vtpm_ek: None,
+            events: None,
             created: "2026-01-01T00:00:00Z".into(),
         },
         key_share: Zeroizing::new(random32().to_vec()),

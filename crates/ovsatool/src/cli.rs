@@ -366,6 +366,20 @@ pub struct TcbArgs {
     /// file).
     #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7")]
     pub pcrs: Vec<u8>,
+    /// Pin PCRs by events instead of values: allow every event this firmware event log of a
+    /// reference boot (`/sys/kernel/security/tpm0/binary_bios_measurements`, copied) extends
+    /// into the --pin-pcrs. Repeat for several reference boots (e.g. one per allowed kernel):
+    /// their events are all allowed.
+    #[arg(long, value_name = "FILE")]
+    pub event_log: Vec<PathBuf>,
+    /// The PCRs --event-log pins (their values are left out of the reference): by default the
+    /// kernel (4), the Secure Boot variables (7) and the kernel command line and initrd (9).
+    #[arg(long, value_delimiter = ',', default_value = "4,7,9")]
+    pub pin_pcrs: Vec<u8>,
+    /// Allow one more event in a pinned PCR: PCR:TYPE:HEX, TYPE a TCG name
+    /// (EV_EFI_BOOT_SERVICES_APPLICATION) or 0x + 8 hex digits, HEX its digest in --vtpm-bank.
+    #[arg(long, value_name = "PCR:TYPE:HEX")]
+    pub allow_event: Vec<String>,
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,

@@ -40,6 +40,8 @@ fn run() -> Result<(), String> {
         signature: q.signature,
         pcrs: q.pcrs,
         host_evidence: None,
+        event_log: None,
+        ima_log: None,
     };
     let json = serde_json::to_vec_pretty(&ev).map_err(|e| e.to_string())?;
     std::fs::write(out, json).map_err(|e| format!("write {out}: {e}"))?;

@@ -1,6 +1,7 @@
 //! Typed verification errors: every check has its own variant.
 
 use super::host_blob::HostBlobError;
+use super::measured_boot::MeasuredBootError;
 
 /// Why a piece of attestation evidence was refused.
 ///
@@ -149,6 +150,10 @@ pub enum AttestError {
     /// A check on the host evidence failed (the inner error tells which).
     #[error("host evidence: {0}")]
     Host(Box<AttestError>),
+    /// The firmware event log, the TCB reference's event pins or the IMA measurement list
+    /// refused the evidence (the inner error tells which check and names the PCR).
+    #[error("{0}")]
+    MeasuredBoot(#[from] MeasuredBootError),
     /// Internal cryptographic failure (random generator, key construction).
     #[error("crypto failure: {0}")]
     Crypto(&'static str),

@@ -12,6 +12,7 @@ pub mod eventlog;
 pub mod host_blob;
 pub mod ima;
 mod le_reader;
+pub mod measured_boot;
 mod pcr;
 mod qualify;
 mod verify;
@@ -32,6 +33,7 @@ pub use error::AttestError;
 pub use eventlog::{EventLog, EventLogError};
 pub use host_blob::{HostBlobError, HostEvidence, HOST_EVIDENCE_NV_BASE};
 pub use ima::{ImaError, ImaLog};
+pub use measured_boot::{AllowedEvents, EventPins, MeasuredBootError, MeasuredBootReport};
 pub use pcr::{check_reference, PcrSet};
 pub use qualify::{host_qualifying_data, quote_qualifying_data, QUOTE_DOMAIN};
 pub use verify::{

@@ -47,6 +47,11 @@ pub struct ReferenceValues {
     /// Expected host TPM PCR values (unchecked if absent).
     #[serde(default)]
     pub host: Option<PcrSet>,
+    /// Event pins for vTPM PCRs (`docs/ATTESTATION.md` §10): a pinned PCR is checked by
+    /// replaying the firmware event log and allowing only the listed events, instead of by
+    /// value (pinned PCRs are not in `vtpm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<super::measured_boot::EventPins>,
 }
 
 /// Evidence sent by the Attester (the runtime).
@@ -69,6 +74,23 @@ pub struct Evidence {
     /// The host-evidence blob read from the vTPM NV, if any.
     #[serde(default, with = "crate::encoding::b64_opt")]
     pub host_evidence: Option<Vec<u8>>,
+    /// The firmware's measured-boot event log (TCG crypto-agile format, as read from
+    /// `/sys/kernel/security/tpm0/binary_bios_measurements`), at most
+    /// [`super::measured_boot::MAX_EVENT_LOG_BYTES`]; absent in evidence from older runtimes.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::encoding::b64_opt"
+    )]
+    pub event_log: Option<Vec<u8>>,
+    /// The IMA measurement list (`binary_runtime_measurements`), at most
+    /// [`super::measured_boot::MAX_IMA_LOG_BYTES`]; replayed to PCR 10 when present.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::encoding::b64_opt"
+    )]
+    pub ima_log: Option<Vec<u8>>,
 }
 
 /// Server-side state of an issued credential challenge. Holds the secret: keep it server-side
@@ -419,6 +441,12 @@ pub fn verify(
         expected.qualifying_data,
     )?;
     check_reference(&evidence.pcrs, &expected.reference.vtpm)?;
+    super::measured_boot::check(
+        &evidence.pcrs,
+        evidence.event_log.as_deref(),
+        evidence.ima_log.as_deref(),
+        expected.reference.events.as_ref(),
+    )?;
     check_clock(
         &info.clock,
         expected.previous_clock,

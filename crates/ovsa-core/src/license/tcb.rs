@@ -118,6 +118,12 @@ impl PcrSet {
         if self.pcrs.is_empty() {
             return Err(Error::malformed(what, "no PCR values"));
         }
+        self.validate_entries(what)
+    }
+
+    /// [`PcrSet::validate`] without the "at least one value" rule (a TCB reference whose vTPM
+    /// PCRs are all pinned by events lists no values).
+    pub fn validate_entries(&self, what: &'static str) -> Result<()> {
         let mut prev: Option<u8> = None;
         for p in &self.pcrs {
             if p.index > MAX_PCR_INDEX {
@@ -257,6 +263,12 @@ pub struct TcbReference {
     /// before the field verify unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtpm_ek: Option<crate::attest::EkBinding>,
+    /// Event pins for vTPM PCRs (`docs/ATTESTATION.md` §10): each pinned PCR is accepted when
+    /// the firmware event log replays to its quoted value and every event in it is one of the
+    /// listed (type, digest) pairs; its value is not listed in `vtpm`. Absent: every vTPM PCR is
+    /// checked by value (and references signed without it verify unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<crate::attest::EventPins>,
     /// Creation time, RFC 3339.
     pub created: String,
 }
@@ -267,7 +279,20 @@ impl TcbReference {
         crate::attest::ReferenceValues {
             vtpm: self.vtpm.to_attest(),
             host: self.host.as_ref().map(PcrSet::to_attest),
+            events: self.events.clone(),
         }
+    }
+
+    /// The vTPM PCRs a quote must cover: the value-pinned ones and the event-pinned ones,
+    /// ascending.
+    pub fn quoted_pcrs(&self) -> Vec<u8> {
+        let mut v: Vec<u8> = self.vtpm.pcrs.iter().map(|p| p.index).collect();
+        if let Some(e) = &self.events {
+            v.extend(e.pinned_pcrs());
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 }
 
@@ -301,7 +326,34 @@ impl Artifact for TcbReference {
                 "name must be 1..=256 bytes",
             ));
         }
-        self.vtpm.validate("TCB reference (vTPM)")?;
+        match &self.events {
+            None => self.vtpm.validate("TCB reference (vTPM)")?,
+            Some(pins) => {
+                self.vtpm.validate_entries("TCB reference (vTPM)")?;
+                pins.validate()
+                    .map_err(|e| Error::malformed("TCB reference (event pins)", e))?;
+                if pins.bank != self.vtpm.bank.to_attest() {
+                    return Err(Error::malformed(
+                        "TCB reference (event pins)",
+                        format!(
+                            "the pins are {} digests but the vTPM PCRs are {}; use one bank",
+                            pins.bank,
+                            self.vtpm.bank.name()
+                        ),
+                    ));
+                }
+                if let Some(p) = pins
+                    .pinned_pcrs()
+                    .into_iter()
+                    .find(|p| self.vtpm.get(*p).is_some())
+                {
+                    return Err(Error::malformed(
+                        "TCB reference (event pins)",
+                        format!("PCR {p} is pinned both by value and by events; pin it one way"),
+                    ));
+                }
+            }
+        }
         if let Some(h) = &self.host {
             h.validate("TCB reference (host)")?;
         }
@@ -372,6 +424,7 @@ mod tests {
             host: None,
             host_max_age_seconds: None,
             vtpm_ek: None,
+            events: None,
             created: "2026-01-01T00:00:00Z".into(),
         };
         let json = serde_json::to_string(&tcb).unwrap();

@@ -134,7 +134,8 @@ async fn issue(
         expires_in: u32::try_from(st.settings.session_ttl.as_secs()).unwrap_or(u32::MAX),
         credential,
         pcr_bank: vtpm.bank.to_attest(),
-        pcr_indices: vtpm.pcrs.iter().map(|p| p.index).collect(),
+        // Value-pinned and event-pinned PCRs alike.
+        pcr_indices: license.tcb.quoted_pcrs(),
         host_evidence_required: host_evidence_required(st.settings.require_host_evidence, &license),
     })
 }

@@ -33,7 +33,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use ovsa_core::attest::{AttestError, VerifierConfig};
-use ovsa_core::protocol::{ErrorDetail, ErrorResponse, Reason, MAX_REQUEST_BYTES};
+use ovsa_core::protocol::{
+    ErrorDetail, ErrorResponse, Reason, MAX_ATTEST_REQUEST_BYTES, MAX_REQUEST_BYTES,
+};
 
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, Store};
@@ -155,8 +157,20 @@ pub fn attest_reason(e: &AttestError) -> Reason {
         E::HostEvidenceStale { .. } => Reason::HostEvidenceStale,
         E::HostEvidenceReplayed { .. } => Reason::HostEvidenceReplayed,
         E::ClockRegressed => Reason::TpmClockRegressed,
+        E::MeasuredBoot(m) => measured_boot_reason(m),
         E::Crypto(_) => Reason::Internal,
         _ => Reason::QuoteInvalid,
+    }
+}
+
+fn measured_boot_reason(e: &ovsa_core::attest::MeasuredBootError) -> Reason {
+    use ovsa_core::attest::MeasuredBootError as M;
+    match e {
+        M::EventNotAllowed { .. } => Reason::EventNotAllowed,
+        M::PinnedPcrNotQuoted(_) | M::PinBankMismatch { .. } => Reason::PcrMismatch,
+        M::ImaLogMalformed(_) | M::ImaLogMismatch(_) => Reason::ImaLogMismatch,
+        M::LogTooLarge { what, .. } if what.starts_with("IMA") => Reason::ImaLogMismatch,
+        _ => Reason::EventLogMismatch,
     }
 }
 
@@ -181,11 +195,21 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     })
 }
 
-fn too_large() -> ApiError {
+fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         Reason::RequestTooLarge,
-        format!("request body exceeds the {MAX_REQUEST_BYTES}-byte limit"),
+        format!("request body exceeds the {limit}-byte limit"),
     )
+}
+
+/// The body limit of an endpoint: [`MAX_ATTEST_REQUEST_BYTES`] for `/v1/attest`, whose evidence
+/// may carry the firmware event log and the IMA list, [`MAX_REQUEST_BYTES`] for every other.
+pub fn body_limit(endpoint: &str) -> usize {
+    if endpoint == "attest" {
+        MAX_ATTEST_REQUEST_BYTES
+    } else {
+        MAX_REQUEST_BYTES
+    }
 }
 
 /// Reads a request body: refused at once when its declared length is over the limit, cut off
@@ -195,22 +219,23 @@ pub async fn read_body(
     st: &AppState,
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
+    limit: usize,
 ) -> Result<axum::body::Bytes, ApiError> {
     use http_body_util::BodyExt;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
-        return Err(too_large());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
     }
-    let limited = http_body_util::Limited::new(body, MAX_REQUEST_BYTES);
+    let limited = http_body_util::Limited::new(body, limit);
     match tokio::time::timeout(st.settings.request_timeout, limited.collect()).await {
         Err(_) => Err(ApiError::new(
             Reason::MalformedRequest,
             "the request body did not arrive in time",
         )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
         Ok(Err(e)) => Err(ApiError::new(
             Reason::MalformedRequest,
             format!("unreadable request body: {e}"),
@@ -230,7 +255,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            MAX_ATTEST_REQUEST_BYTES,
+        ))
         .with_state(state)
 }
 
@@ -315,7 +342,7 @@ pub async fn json_endpoint<T, H>(
 where
     H: AsyncFnOnce(&[u8]) -> Result<T, ApiError>,
 {
-    match read_body(st, headers, body).await {
+    match read_body(st, headers, body, body_limit(endpoint)).await {
         Ok(bytes) => instrumented(st, endpoint, conn, handler(&bytes)).await,
         Err(e) => instrumented(st, endpoint, conn, async { Err(e) }).await,
     }

@@ -2,10 +2,12 @@
 
 use std::path::Path;
 
+use ovsa_core::attest::measured_boot::{parse_event_type, EventPins, MAX_EVENT_LOG_BYTES};
+use ovsa_core::attest::EventLog;
 use ovsa_core::encoding::now_rfc3339;
 use ovsa_core::envelope::Signed;
 use ovsa_core::fsutil::MODE_PUBLIC;
-use ovsa_core::license::tcb::{parse_pcr_arg, PcrValue, MAX_HOST_AGE_SECONDS};
+use ovsa_core::license::tcb::{parse_pcr_arg, PcrValue, MAX_HOST_AGE_SECONDS, MAX_PCR_INDEX};
 use ovsa_core::license::{PcrBank, PcrSet, TcbReference};
 
 use crate::cli::TcbArgs;
@@ -42,6 +44,9 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
             inputs.push(named(flag, p));
         }
     }
+    for p in &a.event_log {
+        inputs.push(named("--event-log", p));
+    }
     check_outputs(&[named("--out", &a.out)], &inputs, a.force)?;
     if let Some(age) = a.host_max_age {
         if age == 0 || age > MAX_HOST_AGE_SECONDS {
@@ -51,6 +56,7 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
             )));
         }
     }
+    let events = event_pins(a)?;
     let from_tpm = from_tpm_tcti(a);
     if from_tpm.is_some() || a.host_from_tpm.is_some() {
         super::tpm::quiet_tss_log();
@@ -71,13 +77,39 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
             a.vtpm_pcrs_file.as_deref(),
             &a.pcrs,
         )?,
-    }
-    .ok_or_else(|| {
-        CliError::Usage(
-            "give the vTPM PCRs: --from-tpm TCTI, --vtpm-pcr INDEX=HEX or --vtpm-pcrs-file FILE"
-                .into(),
-        )
-    })?;
+    };
+    let vtpm = match (vtpm, &events) {
+        (Some(mut set), Some(pins)) => {
+            // Event-pinned PCRs are checked by their events, not their values.
+            let pinned = pins.pinned_pcrs();
+            let dropped: Vec<u8> = set
+                .pcrs
+                .iter()
+                .map(|p| p.index)
+                .filter(|i| pinned.contains(i))
+                .collect();
+            if !dropped.is_empty() {
+                say!(
+                    "PCRs {} are pinned by events; their values are left out",
+                    join(&dropped)
+                );
+            }
+            set.pcrs.retain(|p| !pinned.contains(&p.index));
+            set
+        }
+        (Some(set), None) => set,
+        (None, Some(_)) => PcrSet {
+            bank: vtpm_bank(a)?,
+            pcrs: Vec::new(),
+        },
+        (None, None) => {
+            return Err(CliError::Usage(
+                "give the vTPM PCRs: --from-tpm TCTI, --vtpm-pcr INDEX=HEX, --vtpm-pcrs-file \
+                 FILE or --event-log FILE"
+                    .into(),
+            ))
+        }
+    };
     let host = if let Some(tcti) = &a.host_from_tpm {
         Some(live_pcrs(
             tcti,
@@ -124,6 +156,7 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
             host,
             host_max_age_seconds: a.host_max_age,
             vtpm_ek: None,
+            events,
             created: now_rfc3339(),
         },
         &isv,
@@ -132,6 +165,81 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
     say!("wrote TCB reference {}", a.out.display());
     say!("{}", ovsa_core::text::to_json_text(signed.body_json()));
     Ok(())
+}
+
+fn vtpm_bank(a: &TcbArgs) -> CliResult<PcrBank> {
+    a.vtpm_bank
+        .parse()
+        .map_err(|e| CliError::Usage(format!("--vtpm-bank: {e}")))
+}
+
+/// The event pins of `--event-log` / `--allow-event`, or `None` without either.
+fn event_pins(a: &TcbArgs) -> CliResult<Option<EventPins>> {
+    if a.event_log.is_empty() && a.allow_event.is_empty() {
+        return Ok(None);
+    }
+    let bank = vtpm_bank(a)?.to_attest();
+    if let Some(p) = a.pin_pcrs.iter().find(|p| **p > MAX_PCR_INDEX) {
+        return Err(CliError::Usage(format!(
+            "--pin-pcrs: PCR {p} is not 0..={MAX_PCR_INDEX}"
+        )));
+    }
+    let mut pins = EventPins::new(bank);
+    for path in &a.event_log {
+        let what = || format!("--event-log {}", path.display());
+        let bytes =
+            ovsa_core::fsutil::read_limited_as(path, MAX_EVENT_LOG_BYTES, "firmware event log")?;
+        let log = EventLog::parse(&bytes).map_err(|e| {
+            CliError::Usage(format!(
+                "{}: {e}; give the binary log the guest exposes at \
+                 /sys/kernel/security/tpm0/binary_bios_measurements",
+                what()
+            ))
+        })?;
+        pins.allow_log(&log, &a.pin_pcrs).map_err(|e| {
+            CliError::Usage(format!("{}: {e}; choose the bank with --vtpm-bank", what()))
+        })?;
+    }
+    for arg in &a.allow_event {
+        let (pcr, event_type, digest) = parse_allow_event(arg, bank)?;
+        pins.allow(pcr, event_type, &digest);
+    }
+    pins.validate()
+        .map_err(|e| CliError::Usage(format!("event pins: {e}")))?;
+    Ok(Some(pins))
+}
+
+/// Parses `PCR:TYPE:HEX` (`--allow-event`).
+fn parse_allow_event(arg: &str, bank: ovsa_core::attest::HashAlg) -> CliResult<(u8, u32, Vec<u8>)> {
+    let usage = |m: String| {
+        CliError::Usage(format!(
+            "--allow-event {arg:?}: {m} (expected PCR:TYPE:HEX, e.g. \
+             4:EV_EFI_BOOT_SERVICES_APPLICATION:<{} hex digits>)",
+            bank.digest_len() * 2
+        ))
+    };
+    let mut parts = arg.splitn(3, ':');
+    let (Some(pcr), Some(ty), Some(hex_digest)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(usage("not three fields".into()));
+    };
+    let pcr = pcr
+        .trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= MAX_PCR_INDEX)
+        .ok_or_else(|| usage(format!("PCR {pcr:?} is not 0..={MAX_PCR_INDEX}")))?;
+    let event_type =
+        parse_event_type(ty).ok_or_else(|| usage(format!("unknown event type {ty:?}")))?;
+    let digest = hex::decode(hex_digest.trim())
+        .ok()
+        .filter(|d| d.len() == bank.digest_len())
+        .ok_or_else(|| {
+            usage(format!(
+                "the digest is not {} hex digits",
+                bank.digest_len() * 2
+            ))
+        })?;
+    Ok((pcr, event_type, digest))
 }
 
 fn live_pcrs(

@@ -224,6 +224,19 @@ pub fn attest(a: &AttestArgs) -> CliResult<()> {
         .quote(&ak, &nonce, bank, &a.pcrs)
         .map_err(|e| pcr_error(e, "--bank", "the TPM", &tcti))?;
     let host_evidence = ovsa_tpm::host::read_host_evidence_blob_if_present(&mut tpm)?;
+    // The platform's logs belong to the kernel's TPM device only; read after the quote (the
+    // IMA list only grows). The IMA list goes with a quote that covers PCR 10.
+    let logs = if ovsa_core::attest::measured_boot::tcti_is_kernel_device(&tcti) {
+        use ovsa_core::attest::measured_boot as mb;
+        mb::read_measurement_logs(
+            Path::new(mb::EVENT_LOG_PATH),
+            a.pcrs
+                .contains(&(ovsa_core::attest::ima::IMA_PCR as u8))
+                .then_some(Path::new(mb::IMA_LOG_PATH)),
+        )?
+    } else {
+        Default::default()
+    };
     let tools = ovsa_tpm::tools::tpm2_tools_files(&q, &ak.public)?;
     let evidence = ovsa_core::attest::Evidence {
         ek_cert,
@@ -232,6 +245,8 @@ pub fn attest(a: &AttestArgs) -> CliResult<()> {
         signature: q.signature.clone(),
         pcrs: q.pcrs.clone(),
         host_evidence,
+        event_log: logs.event_log,
+        ima_log: logs.ima_log,
     };
     let json = serde_json::to_vec_pretty(&evidence).map_err(|e| CliError::Usage(e.to_string()))?;
     std::fs::create_dir_all(&a.out_dir).map_err(|e| ovsa_core::Error::io(&a.out_dir, e))?;
