@@ -238,6 +238,8 @@ fn replayed_sessions_and_tampered_evidence_are_refused() {
 #[test]
 fn malformed_requests_get_reasons_not_crashes() {
     let w = World::sqlite();
+    // A registered customer: only those get past the TLS handshake (tests/handshake_auth.rs).
+    w.sell(perpetual(None, None), &w.customer, None);
     for (body, want) in [
         (&b"{not json"[..], Reason::MalformedRequest),
         (&br#"{"license_guid": 5}"#[..], Reason::MalformedRequest),
