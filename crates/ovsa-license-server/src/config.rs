@@ -1166,6 +1166,31 @@ mod tests {
     }
 
     #[test]
+    fn precedence_metrics_client_cert_each_layer_wins_over_the_ones_below() {
+        let mut flags = ServeFlags::default();
+        let mut f = file();
+        // Default: none (then nobody may read /metrics).
+        assert!(serve(&flags, &Env::default(), &f)
+            .metrics_client_cert
+            .is_empty());
+        f.metrics_client_cert = vec!["file-op.crt".into()];
+        assert_eq!(
+            serve(&flags, &Env::default(), &f).metrics_client_cert,
+            [PathBuf::from("file-op.crt")]
+        );
+        let e = env(&[("OVSA_LS_METRICS_CLIENT_CERT", "a.crt,b.crt")]);
+        assert_eq!(
+            serve(&flags, &e, &f).metrics_client_cert,
+            [PathBuf::from("a.crt"), PathBuf::from("b.crt")]
+        );
+        flags.metrics_client_cert = vec!["cli.crt".into()];
+        assert_eq!(
+            serve(&flags, &e, &f).metrics_client_cert,
+            [PathBuf::from("cli.crt")]
+        );
+    }
+
+    #[test]
     fn precedence_require_host_evidence_each_layer_wins_over_the_ones_below() {
         let mut flags = ServeFlags::default();
         let mut f = file();
