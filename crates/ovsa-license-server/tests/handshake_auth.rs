@@ -49,15 +49,13 @@ fn attempt(w: &World, config: rustls::ClientConfig, request: &str) -> Outcome {
     let conn =
         rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);
-    let classify = |e: std::io::Error| match e
-        .get_ref()
-        .and_then(|i| i.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => {
-            Outcome::AccessDenied
-        }
-        _ => Outcome::Closed(e.to_string()),
-    };
+    let classify =
+        |e: std::io::Error| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => {
+                Outcome::AccessDenied
+            }
+            _ => Outcome::Closed(e.to_string()),
+        };
     if let Err(e) = s.write_all(request.as_bytes()).and_then(|_| s.flush()) {
         return classify(e);
     }
@@ -140,7 +138,11 @@ fn spoofed_customer_is_refused_at_the_handshake(w: &World) {
         w.state.metrics.handshakes_refused(UNREGISTERED),
         counted_before + N
     );
-    assert_eq!(w.audit_all(), audit_before, "a refused handshake was audited");
+    assert_eq!(
+        w.audit_all(),
+        audit_before,
+        "a refused handshake was audited"
+    );
     assert!(w.metrics().contains(&format!(
         "ovsa_license_handshakes_refused_total{{reason=\"unregistered_client_certificate\"}} {}",
         counted_before + N

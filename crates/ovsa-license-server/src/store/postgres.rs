@@ -393,7 +393,11 @@ impl PgStore {
         c.query(&st, &[])
             .await?
             .iter()
-            .map(|r| Ok(ovsa_core::crypto::hash::sha256(&r.try_get::<_, Vec<u8>>(0)?)))
+            .map(|r| {
+                Ok(ovsa_core::crypto::hash::sha256(
+                    &r.try_get::<_, Vec<u8>>(0)?,
+                ))
+            })
             .collect()
     }
 
