@@ -122,6 +122,14 @@ pub struct ServeArgs {
         &config::TRUST_HOST_EK_CA,
     ))]
     pub trust_host_ek_ca: Vec<PathBuf>,
+    /// Operator certificates.
+    #[arg(long, value_name = "PEM", help = with_env(
+        "Operator client certificates (PEM): admitted at the TLS handshake besides registered \
+         customers, and the only clients that may GET /metrics (repeatable; in the environment \
+         a comma-separated list)",
+        &config::METRICS_CLIENT_CERT,
+    ))]
+    pub metrics_client_cert: Vec<PathBuf>,
     /// Require host evidence.
     #[arg(long, help = with_env(
         "Refuse attestations without host evidence",
@@ -180,6 +188,7 @@ impl ServeArgs {
             passphrase_file: self.passphrase_file,
             trust_ek_ca: self.trust_ek_ca,
             trust_host_ek_ca: self.trust_host_ek_ca,
+            metrics_client_cert: self.metrics_client_cert,
             require_host_evidence: self.require_host_evidence,
             allow_unenrolled_host_ak: self.allow_unenrolled_host_ak,
             session_ttl: self.session_ttl,

@@ -15,6 +15,7 @@
 //! tls_key = "/etc/ovsa/server.key"
 //! trust_ek_ca = ["/etc/ovsa/vtpm-ca.pem"]       # vTPM EK CAs
 //! trust_host_ek_ca = ["/etc/ovsa/tpm-vendor-ca.pem"]
+//! metrics_client_cert = ["/etc/ovsa/prometheus.crt"]  # operator certificates: may GET /metrics
 //! trust_isv = ["/etc/ovsa/isv.crt"]            # whose registrations `license add` accepts
 //! require_host_evidence = false
 //! allow_unenrolled_host_ak = false             # accept host evidence from never-enrolled host AKs
@@ -300,6 +301,9 @@ pub struct FileConfig {
     /// ISV certificates whose registrations are accepted.
     #[serde(default)]
     pub trust_isv: Vec<PathBuf>,
+    /// Operator certificates: admitted at the handshake, the only readers of `/metrics`.
+    #[serde(default)]
+    pub metrics_client_cert: Vec<PathBuf>,
     /// Refuse attestations without host evidence.
     pub require_host_evidence: Option<bool>,
     /// Accept host evidence from host AKs that were never enrolled.
@@ -429,6 +433,14 @@ pub const REGISTRATION_KEY: Setting = Setting {
     flag: "--registration-key",
     env: "OVSA_LS_REGISTRATION_KEY",
     key: "registration_key",
+    default: None,
+};
+/// `--metrics-client-cert`: operator certificates (repeatable), the only clients besides
+/// registered customers admitted at the TLS handshake, and the only readers of `/metrics`.
+pub const METRICS_CLIENT_CERT: Setting = Setting {
+    flag: "--metrics-client-cert",
+    env: "OVSA_LS_METRICS_CLIENT_CERT",
+    key: "metrics_client_cert",
     default: None,
 };
 /// `--require-host-evidence`.
@@ -690,6 +702,8 @@ pub struct ServeFlags {
     pub trust_ek_ca: Vec<PathBuf>,
     /// `--trust-host-ek-ca` (repeatable).
     pub trust_host_ek_ca: Vec<PathBuf>,
+    /// `--metrics-client-cert` (repeatable).
+    pub metrics_client_cert: Vec<PathBuf>,
     /// `--require-host-evidence`.
     pub require_host_evidence: bool,
     /// `--allow-unenrolled-host-ak`.
@@ -757,6 +771,8 @@ pub struct ServeConfig {
     pub trust_ek_ca: Vec<PathBuf>,
     /// Host TPM vendor EK CA files.
     pub trust_host_ek_ca: Vec<PathBuf>,
+    /// Operator certificate files (may be empty: then nobody reads `/metrics`).
+    pub metrics_client_cert: Vec<PathBuf>,
     /// Refuse attestations without host evidence.
     pub require_host_evidence: bool,
     /// Accept host evidence from never-enrolled host AKs.
@@ -844,6 +860,11 @@ pub fn resolve_serve(
         env.paths(&TRUST_HOST_EK_CA)?,
         &file.trust_host_ek_ca,
     );
+    let metrics_client_cert = first_list(
+        &flags.metrics_client_cert,
+        env.paths(&METRICS_CLIENT_CERT)?,
+        &file.metrics_client_cert,
+    );
     let passphrase = resolve_passphrase(flags.passphrase_file.clone(), env, file)?;
     let switch = |flag: bool, s: &Setting, file: Option<bool>| -> Result<bool, ConfigError> {
         let cli = flag.then_some(true);
@@ -856,6 +877,7 @@ pub fn resolve_serve(
         passphrase,
         trust_ek_ca,
         trust_host_ek_ca,
+        metrics_client_cert,
         require_host_evidence: switch(
             flags.require_host_evidence,
             &REQUIRE_HOST_EVIDENCE,
@@ -873,6 +895,29 @@ pub fn resolve_serve(
         max_handshakes_per_source,
         handshake_timeout,
     })
+}
+
+/// Reads the operator certificates (`--metrics-client-cert`: PEM or DER files, each one or more
+/// certificates) and returns each certificate's DER. A file without any certificate is refused,
+/// naming it.
+pub fn load_client_certs(paths: &[PathBuf], setting: &str) -> Result<Vec<Vec<u8>>, ConfigError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let bytes = read_input(p, setting, MAX_INPUT_FILE)?;
+        const HINT: &str = "give the operator's client certificate in PEM (its key stays with \
+                            the operator, e.g. in Prometheus' tls_config)";
+        let certs = ovsa_core::identity::Certificate::chain_from_pem_or_der(&bytes)
+            .map_err(|e| ConfigError::input(setting, p, format!("{e}; {HINT}")))?;
+        if certs.is_empty() {
+            return Err(ConfigError::input(
+                setting,
+                p,
+                format!("holds no certificate; {HINT}"),
+            ));
+        }
+        out.extend(certs.iter().map(|c| c.der().to_vec()));
+    }
+    Ok(out)
 }
 
 /// Reads PEM (or DER) files of CA certificates, named by `setting` (`--trust-ek-ca` or
@@ -1118,6 +1163,31 @@ mod tests {
         );
         // Host EK CAs: no default (empty).
         assert!(serve(&flags, &e, &f).trust_host_ek_ca.is_empty());
+    }
+
+    #[test]
+    fn precedence_metrics_client_cert_each_layer_wins_over_the_ones_below() {
+        let mut flags = ServeFlags::default();
+        let mut f = file();
+        // Default: none (then nobody may read /metrics).
+        assert!(serve(&flags, &Env::default(), &f)
+            .metrics_client_cert
+            .is_empty());
+        f.metrics_client_cert = vec!["file-op.crt".into()];
+        assert_eq!(
+            serve(&flags, &Env::default(), &f).metrics_client_cert,
+            [PathBuf::from("file-op.crt")]
+        );
+        let e = env(&[("OVSA_LS_METRICS_CLIENT_CERT", "a.crt,b.crt")]);
+        assert_eq!(
+            serve(&flags, &e, &f).metrics_client_cert,
+            [PathBuf::from("a.crt"), PathBuf::from("b.crt")]
+        );
+        flags.metrics_client_cert = vec!["cli.crt".into()];
+        assert_eq!(
+            serve(&flags, &e, &f).metrics_client_cert,
+            [PathBuf::from("cli.crt")]
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Prometheus metrics (`GET /metrics`): decisions by endpoint, result and reason; latency;
-//! connections closed before a request slot, by reason; TLS handshakes in progress.
+//! connections closed before a request slot, by reason; TLS handshakes in progress; client
+//! certificates refused at the handshake, by reason (unauthenticated refusals are counted here,
+//! never written to the audit log).
 
 use std::sync::atomic::AtomicI64;
 
@@ -28,6 +30,24 @@ pub struct Metrics {
     latency: Family<EndpointLabel, Histogram>,
     refused_connections: Family<RefusedLabel, Counter>,
     handshakes: Gauge<i64, AtomicI64>,
+    refused_handshakes: Family<RefusedLabel, Counter>,
+}
+
+/// Why a client was refused at (or right after) its TLS handshake, before any request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusedHandshake {
+    /// Its certificate is no registered license's customer certificate and no operator's.
+    UnregisteredClientCertificate,
+}
+
+impl RefusedHandshake {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusedHandshake::UnregisteredClientCertificate => "unregistered_client_certificate",
+        }
+    }
 }
 
 /// Why a connection was closed before it got a request slot.
@@ -112,8 +132,15 @@ impl Default for Metrics {
             "Connections accepted and not yet past their TLS handshake",
             handshakes.clone(),
         );
+        let refused_handshakes = Family::<RefusedLabel, Counter>::default();
+        registry.register(
+            "handshakes_refused",
+            "Clients refused at their TLS handshake (not audited), by reason",
+            refused_handshakes.clone(),
+        );
         Metrics {
             registry,
+            refused_handshakes,
             decisions,
             latency,
             refused_connections,
@@ -146,6 +173,24 @@ impl Metrics {
                 reason: why.label().into(),
             })
             .inc();
+    }
+
+    /// Counts one client refused at its handshake.
+    pub fn handshake_refused(&self, why: RefusedHandshake) {
+        self.refused_handshakes
+            .get_or_create(&RefusedLabel {
+                reason: why.label().into(),
+            })
+            .inc();
+    }
+
+    /// Clients refused at their handshake for `why` so far.
+    pub fn handshakes_refused(&self, why: RefusedHandshake) -> u64 {
+        self.refused_handshakes
+            .get_or_create(&RefusedLabel {
+                reason: why.label().into(),
+            })
+            .get()
     }
 
     /// Sets the number of connections in their TLS handshake.

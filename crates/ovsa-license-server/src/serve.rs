@@ -28,6 +28,10 @@ pub async fn serve(a: ServeArgs, env: &Env, file: &FileConfig, db: &str) -> Resu
         passphrase.as_ref().map(|p| p.as_str()),
     )?;
     drop(passphrase);
+    tls.clients.set_operators(&config::load_client_certs(
+        &cfg.metrics_client_cert,
+        config::METRICS_CLIENT_CERT.flag,
+    )?);
     let store = Store::open_with(db, OpenMode::Create).await?;
     let state = Arc::new(AppState {
         store,
@@ -56,8 +60,14 @@ pub async fn serve(a: ServeArgs, env: &Env, file: &FileConfig, db: &str) -> Resu
             source,
         })?;
     tracing::info!(
-        "listening on https://{} (TLS 1.3, client certificates required), storage {}",
+        "listening on https://{} (TLS 1.3, client certificates of registered licenses{} \
+         required), storage {}",
         running.addr,
+        if cfg.metrics_client_cert.is_empty() {
+            ""
+        } else {
+            " or --metrics-client-cert"
+        },
         state.store.backend()
     );
     shutdown_signal().await;

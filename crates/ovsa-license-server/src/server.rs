@@ -1,5 +1,7 @@
-//! The network side: TLS 1.3 accept loop, per-connection identity (client certificate, TLS
-//! exporter) handed to the API, bounded concurrency, timeouts and graceful shutdown.
+//! The network side: TLS 1.3 accept loop, client certificates admitted only when registered
+//! ([`crate::tls::ClientRegistry`], kept up to date from the store here), per-connection identity
+//! (client certificate, TLS exporter) handed to the API, bounded concurrency, timeouts and
+//! graceful shutdown.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -16,7 +18,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::api::{router, AppState, ConnInfo};
-use crate::metrics::RefusedConnection;
+use crate::metrics::{RefusedConnection, RefusedHandshake};
+use crate::tls::{ClientKind, ClientRegistry, ServerTls};
 
 /// Network limits. A TCP connection first takes a *handshake slot* (a global budget and a
 /// per-source cap, both checked at accept: when either is full the connection is closed at once,
@@ -154,17 +157,36 @@ impl RunningServer {
     }
 }
 
-/// Binds `listen` and serves until [`RunningServer::shutdown`].
+/// Loads the registered client certificates from the store, binds `listen` and serves until
+/// [`RunningServer::shutdown`]. If the first load fails it is logged and the service starts
+/// admitting no customer until a reload succeeds (every [`crate::tls::REFRESH_INTERVAL`], or an
+/// unknown certificate's).
 pub async fn start(
     listen: SocketAddr,
-    tls: rustls::ServerConfig,
+    tls: ServerTls,
     state: Arc<AppState>,
     limits: Limits,
 ) -> std::io::Result<RunningServer> {
+    let ServerTls { config, clients } = tls;
+    match clients.reload(&state.store).await {
+        Ok(n) => tracing::debug!("{n} registered client certificates"),
+        Err(e) => tracing::warn!(
+            "loading the registered client certificates: {}; retrying every {} s",
+            crate::text::escape_controls(&e.to_string()),
+            crate::tls::REFRESH_INTERVAL.as_secs()
+        ),
+    }
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(serve(listener, Arc::new(tls), state, limits, rx));
+    let task = tokio::spawn(serve(
+        listener,
+        Arc::new(config),
+        clients,
+        state,
+        limits,
+        rx,
+    ));
     Ok(RunningServer {
         addr,
         shutdown: tx,
@@ -175,6 +197,7 @@ pub async fn start(
 async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    clients: Arc<ClientRegistry>,
     state: Arc<AppState>,
     limits: Limits,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -190,6 +213,8 @@ async fn serve(
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let purger = tokio::spawn(purge_sessions(state.clone()));
+    let refresher = tokio::spawn(refresh_clients(clients.clone(), state.clone()));
+    let refusal_log = Arc::new(RefusalLog::default());
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -219,10 +244,19 @@ async fn serve(
         let watcher = graceful.watcher();
         let slots = slots.clone();
         let state = state.clone();
+        let clients = clients.clone();
+        let refusal_log = refusal_log.clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
             let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
+                Ok(Err(e)) if is_unregistered_client(&e) => {
+                    state
+                        .metrics
+                        .handshake_refused(RefusedHandshake::UnregisteredClientCertificate);
+                    refusal_log.unregistered(peer, None);
+                    return;
+                }
                 Ok(Err(e)) => {
                     tracing::info!(%peer, "TLS handshake refused: {e}");
                     return;
@@ -235,10 +269,26 @@ async fn serve(
                     return;
                 }
             };
-            let Some(info) = conn_info(&stream, peer) else {
+            let Some(mut info) = conn_info(&stream, peer) else {
                 tracing::info!(%peer, "connection without a usable client certificate");
                 return;
             };
+            // Before any request is read: a provisionally admitted certificate is looked up
+            // again after a reload from the store (bounded by the handshake deadline).
+            let kind = tokio::time::timeout_at(
+                deadline,
+                clients.confirm(&state.store, &info.client_cert_sha256),
+            )
+            .await
+            .unwrap_or(ClientKind::Unregistered);
+            if kind == ClientKind::Unregistered {
+                state
+                    .metrics
+                    .handshake_refused(RefusedHandshake::UnregisteredClientCertificate);
+                refusal_log.unregistered(peer, Some(&info.client_subject));
+                return;
+            }
+            info.operator = kind == ClientKind::Operator;
             // Only now a request slot; the handshake slot is held while waiting for it.
             let _permit = match tokio::time::timeout_at(deadline, slots.acquire_owned()).await {
                 Ok(Ok(p)) => p,
@@ -277,6 +327,7 @@ async fn serve(
     }
     drop(listener);
     purger.abort();
+    refresher.abort();
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
         .await
         .is_err()
@@ -298,12 +349,69 @@ fn conn_info(
         .map(|c| c.subject().to_string())
         .unwrap_or_else(|_| "<unparsable certificate>".into());
     Some(ConnInfo {
+        operator: false,
         client_cert_sha256: sha256(&cert),
         client_cert: cert,
         client_subject: subject,
         exporter,
         peer,
     })
+}
+
+/// Whether a failed handshake is the verifier's refusal of an unregistered client certificate
+/// (rustls' error comes back inside the I/O error).
+fn is_unregistered_client(e: &std::io::Error) -> bool {
+    matches!(
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure
+        ))
+    )
+}
+
+/// Logs refusals of unregistered client certificates at most once per [`RefusalLog::EVERY`],
+/// with the number refused since the last line, so a flood of them cannot flood the log. The
+/// certificate subject (customer-controlled) is escaped.
+#[derive(Default)]
+struct RefusalLog(Mutex<(Option<std::time::Instant>, u64)>);
+
+impl RefusalLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn unregistered(&self, peer: SocketAddr, subject: Option<&str>) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 += 1;
+        let now = std::time::Instant::now();
+        if g.0.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
+            return;
+        }
+        let n = std::mem::take(&mut g.1);
+        g.0 = Some(now);
+        drop(g);
+        tracing::info!(
+            %peer,
+            subject = %subject.map(crate::text::escape_controls).unwrap_or_else(|| "(not kept)".into()),
+            "refused {n} TLS client(s) whose certificate belongs to no registered license or \
+             operator since the last such line (latest shown; at most one line per {} s; \
+             counted in ovsa_license_handshakes_refused_total)",
+            Self::EVERY.as_secs()
+        );
+    }
+}
+
+/// Reloads the registered client certificates every [`crate::tls::REFRESH_INTERVAL`].
+async fn refresh_clients(clients: Arc<ClientRegistry>, state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(crate::tls::REFRESH_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = clients.reload(&state.store).await {
+            tracing::warn!(
+                "reloading the registered client certificates: {}",
+                crate::text::escape_controls(&e.to_string())
+            );
+        }
+    }
 }
 
 async fn purge_sessions(state: Arc<AppState>) {

@@ -282,6 +282,28 @@ fn configuration_errors_are_clear() {
         ],
     );
     assert!(err.contains("s.crt"), "{err}");
+    // An operator certificate file that holds no certificate is named, before anything starts.
+    std::fs::write(d.join("notes.txt"), "not a certificate\n").unwrap();
+    let err = fails(
+        d,
+        &[
+            "--db",
+            "sqlite:x.db",
+            "serve",
+            "--tls-cert",
+            "s.crt",
+            "--tls-key",
+            "s.ks",
+            "--trust-ek-ca",
+            "s.crt",
+            "--metrics-client-cert",
+            "notes.txt",
+        ],
+    );
+    assert!(
+        err.contains("--metrics-client-cert") && err.contains("notes.txt"),
+        "{err}"
+    );
 }
 
 /// `serve` from a TOML file plus environment variables: it answers /healthz over mutual TLS 1.3,
@@ -301,6 +323,8 @@ fn serve_from_toml_and_env_answers_and_stops_on_sigterm() {
         .save(&d.join("s.ks"), &KeystoreProtection::None, true)
         .unwrap();
     std::fs::write(d.join("ek-ca.pem"), ek_ca.certificate().to_pem()).unwrap();
+    // The client is an operator (only registered customers and operators pass the handshake).
+    std::fs::write(d.join("client.crt"), client_ks.certificate().to_pem()).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -308,7 +332,10 @@ fn serve_from_toml_and_env_answers_and_stops_on_sigterm() {
         .port();
     std::fs::write(
         d.join("ls.toml"),
-        format!("listen = \"127.0.0.1:{port}\"\ntls_cert = \"s.crt\"\nsession_ttl_seconds = 30\n"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ntls_cert = \"s.crt\"\nsession_ttl_seconds = 30\n\
+             metrics_client_cert = [\"client.crt\"]\n"
+        ),
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ovsa-license-server"))
@@ -409,6 +436,8 @@ fn serve_with_passphrase_file_and_host_name() {
         .unwrap();
     std::fs::write(d.join("ek-ca.pem"), ek_ca.certificate().to_pem()).unwrap();
     std::fs::write(d.join("pass.txt"), "correct horse\n").unwrap();
+    // The client is an operator (only registered customers and operators pass the handshake).
+    std::fs::write(d.join("client.crt"), client_ks.certificate().to_pem()).unwrap();
     std::fs::write(d.join("wrong.txt"), "wrong\n").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -429,6 +458,8 @@ fn serve_with_passphrase_file_and_host_name() {
             "s.ks",
             "--trust-ek-ca",
             "ek-ca.pem",
+            "--metrics-client-cert",
+            "client.crt",
         ];
         a.extend(extra);
         a.into_iter().map(String::from).collect::<Vec<_>>()

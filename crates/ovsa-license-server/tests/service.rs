@@ -140,6 +140,9 @@ fn identity_pins_and_tls_version_are_enforced() {
 
     // Another customer's keystore (TLS client certificate) is refused.
     let mallory = World::keystore("CN=mallory");
+    // A registered customer of another license (an unregistered certificate does not get past
+    // the TLS handshake: tests/handshake_auth.rs).
+    w.sell(perpetual(None, None), &mallory, None);
     assert_eq!(
         refused(w.check(&lic, &mallory, &vtpm, Purpose::Load)),
         Reason::ClientCertificateMismatch
@@ -235,6 +238,8 @@ fn replayed_sessions_and_tampered_evidence_are_refused() {
 #[test]
 fn malformed_requests_get_reasons_not_crashes() {
     let w = World::sqlite();
+    // A registered customer: only those get past the TLS handshake (tests/handshake_auth.rs).
+    w.sell(perpetual(None, None), &w.customer, None);
     for (body, want) in [
         (&b"{not json"[..], Reason::MalformedRequest),
         (&br#"{"license_guid": 5}"#[..], Reason::MalformedRequest),
@@ -357,6 +362,8 @@ fn host_evidence_needs_an_enrolled_host_ak() {
 
     // Enrolment: another customer cannot enrol for this license.
     let mallory = World::keystore("CN=Mallory");
+    // A registered customer of another license (see identity_pins_and_tls_version_are_enforced).
+    w.sell(perpetual(None, None), &mallory, None);
     let mut host_att = TpmAttester::open(Some(&host.tcti()), Some(ak_dir.path())).unwrap();
     let opts = ovsa_client::ClientOptions::default();
     assert_eq!(

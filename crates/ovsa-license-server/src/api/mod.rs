@@ -81,6 +81,8 @@ pub struct ConnInfo {
     pub exporter: [u8; ovsa_core::protocol::TLS_EXPORTER_LEN],
     /// Peer address.
     pub peer: std::net::SocketAddr,
+    /// The certificate is an operator certificate (`--metrics-client-cert`): may read `/metrics`.
+    pub operator: bool,
 }
 
 impl ConnInfo {
@@ -284,7 +286,17 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+/// `/metrics`: only for operator certificates (`--metrics-client-cert`); customers are refused.
+async fn metrics(State(st): State<Arc<AppState>>, conn: Conn) -> Response {
+    if !conn.operator {
+        return ApiError::new(
+            Reason::ClientCertificateMismatch,
+            "GET /metrics is served only to the operator certificates given by \
+             --metrics-client-cert (metrics_client_cert in the config file); this connection's \
+             client certificate is not one of them",
+        )
+        .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -489,6 +489,13 @@ impl Store {
         dispatch!(self, s => s.list_licenses().await)
     }
 
+    /// SHA-256 of every registered license's customer certificate (revoked licenses included),
+    /// each once: the TLS client identities the service accepts at the handshake
+    /// ([`crate::tls::ClientRegistry`]). Reads only the certificate column.
+    pub async fn customer_cert_hashes(&self) -> StoreResult<Vec<[u8; 32]>> {
+        dispatch!(self, s => s.customer_cert_hashes().await)
+    }
+
     /// The machines that activated a license.
     pub async fn activations(&self, guid: Uuid) -> StoreResult<Vec<Activation>> {
         dispatch!(self, s => s.activations(guid).await)

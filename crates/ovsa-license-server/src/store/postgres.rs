@@ -413,6 +413,23 @@ impl PgStore {
             .collect()
     }
 
+    /// SHA-256 of each distinct customer certificate (see [`super::Store::customer_cert_hashes`]).
+    pub async fn customer_cert_hashes(&self) -> StoreResult<Vec<[u8; 32]>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT DISTINCT customer_cert FROM licenses")
+            .await?;
+        c.query(&st, &[])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(ovsa_core::crypto::hash::sha256(
+                    &r.try_get::<_, Vec<u8>>(0)?,
+                ))
+            })
+            .collect()
+    }
+
     /// The machines that activated a license, by first activation.
     pub async fn activations(&self, guid: Uuid) -> StoreResult<Vec<Activation>> {
         let c = self.client().await?;

@@ -228,6 +228,17 @@ impl SqliteStore {
         .await
     }
 
+    /// SHA-256 of each distinct customer certificate (see [`super::Store::customer_cert_hashes`]).
+    pub async fn customer_cert_hashes(&self) -> StoreResult<Vec<[u8; 32]>> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached("SELECT DISTINCT customer_cert FROM licenses")?;
+            let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+            rows.map(|r| Ok(ovsa_core::crypto::hash::sha256(&r?)))
+                .collect()
+        })
+        .await
+    }
+
     /// The machines that activated a license, by first activation.
     pub async fn activations(&self, guid: Uuid) -> StoreResult<Vec<Activation>> {
         self.run(move |c| {

@@ -39,6 +39,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub isv: Keystore,
     pub customer: Keystore,
+    /// The operator (`--metrics-client-cert`): the only reader of `/metrics`.
+    pub operator: Keystore,
     pub server_ks: Keystore,
     /// The service's registration key: sold registrations are sealed to it.
     pub registration_ks: Keystore,
@@ -187,6 +189,9 @@ impl World {
             .iter()
             .flat_map(|name| swtpm_tests::ca(name).chain_pem())
             .collect();
+        let operator = Self::keystore("CN=Operator");
+        tls.clients
+            .set_operators(&[operator.certificate().der().to_vec()]);
         let store = rt.block_on(Store::open(url)).unwrap();
         let state = Arc::new(AppState {
             store,
@@ -220,6 +225,7 @@ impl World {
             dir,
             isv,
             customer,
+            operator,
             server_ks,
             registration_ks: Self::keystore("CN=license.local registration"),
             package,
@@ -239,6 +245,8 @@ impl World {
         let cert_path = self.dir.path().join("server.crt");
         let key_path = self.dir.path().join("server.ks");
         let tls = ovsa_license_server::tls::server_config(&cert_path, &key_path).unwrap();
+        tls.clients
+            .set_operators(&[self.operator.certificate().der().to_vec()]);
         let store = self.rt.block_on(Store::open(db_url)).unwrap();
         let state = Arc::new(AppState {
             store,
@@ -452,14 +460,24 @@ impl World {
     }
 
     fn get(&self, path: &str) -> (u16, String) {
-        self.raw(&format!(
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        ))
+        self.get_as(&self.customer, path)
+    }
+
+    /// `GET path` with `client`'s certificate: the status and the whole response.
+    pub fn get_as(&self, client: &Keystore, path: &str) -> (u16, String) {
+        self.raw_as(
+            client,
+            &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+        )
     }
 
     fn raw(&self, head: &str) -> (u16, String) {
+        self.raw_as(&self.customer, head)
+    }
+
+    fn raw_as(&self, client: &Keystore, head: &str) -> (u16, String) {
         use std::io::{Read, Write};
-        let config = ovsa_client::tls::client_config(&self.customer, &[self.server_pin()]).unwrap();
+        let config = ovsa_client::tls::client_config(client, &[self.server_pin()]).unwrap();
         let addr = self.server.as_ref().unwrap().addr;
         let tcp = std::net::TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -481,8 +499,9 @@ impl World {
         self.get("/healthz").0 == 200
     }
 
+    /// `/metrics` as the operator.
     pub fn metrics(&self) -> String {
-        self.get("/metrics").1
+        self.get_as(&self.operator, "/metrics").1
     }
 
     /// A TLS 1.2-only client must fail the handshake.
