@@ -6,12 +6,14 @@
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=ffi/ovsa_custom_loader.cpp");
+    println!("cargo:rerun-if-changed=ffi/ovsa_shim_buffers.hpp");
     println!("cargo:rerun-if-changed=include/ovms_custom_loader_interface.hpp");
     println!("cargo:rerun-if-changed=include/ovsa_runtime.h");
     cc::Build::new()
         .cpp(true)
         .file("ffi/ovsa_custom_loader.cpp")
         .include("include")
+        .include("ffi")
         .std("c++17")
         .pic(true)
         .define("_GLIBCXX_USE_CXX11_ABI", "1")

@@ -14,6 +14,7 @@
 
 #include "ovms_custom_loader_interface.hpp"
 #include "ovsa_runtime.h"
+#include "ovsa_shim_buffers.hpp"
 
 namespace {
 
@@ -63,13 +64,15 @@ struct Outputs {
     std::vector<uint8_t>* weights;
 };
 
-// Resizes OVMS's vector to the exact size and hands its storage to the plugin. noexcept: a
-// failed allocation returns NULL (the plugin reports it).
+// Resizes OVMS's vector to the exact size and hands its storage to the plugin. Whatever the
+// vector held is wiped first (a shrink or a reallocation would otherwise leave it in memory
+// given back to the allocator). noexcept: a failed allocation returns NULL (the plugin
+// reports it).
 extern "C" uint8_t* ovsa_shim_alloc(void* ctx, int32_t which, size_t size) noexcept {
     try {
         Outputs* out = static_cast<Outputs*>(ctx);
         std::vector<uint8_t>* v = which == OVSA_BUFFER_MODEL ? out->model : out->weights;
-        v->resize(size);
+        ovsa_shim::resize_wiped(*v, size);
         return size == 0 ? nullptr : v->data();
     } catch (...) {
         return nullptr;
@@ -118,13 +121,16 @@ public:
             int32_t s = ovsa_loader_load_model(loader_, modelName.c_str(), basePath.c_str(),
                 version, loaderOptions.c_str(), ovsa_shim_alloc, &out, &type);
             if (s != OVSA_MODEL_TYPE_IR && s != OVSA_MODEL_TYPE_ONNX) {
-                // The plugin wiped what it wrote; release the storage too.
-                std::vector<uint8_t>().swap(modelBuffer);
-                std::vector<uint8_t>().swap(weights);
+                // The plugin wiped what it wrote; wipe again (whatever the vectors held before)
+                // and release the storage.
+                ovsa_shim::release_wiped(modelBuffer);
+                ovsa_shim::release_wiped(weights);
                 return CustomLoaderStatus::MODEL_LOAD_ERROR;
             }
             return to_status(s);
         } catch (...) {
+            ovsa_shim::release_wiped(modelBuffer);
+            ovsa_shim::release_wiped(weights);
             return CustomLoaderStatus::MODEL_LOAD_ERROR;
         }
     }

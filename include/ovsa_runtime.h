@@ -103,7 +103,8 @@ typedef struct OvsaLoader OvsaLoader;
  * Allocation callback (`OvsaAllocFn` in Rust): return `size` writable bytes owned by the caller
  * for buffer `which` (OVSA_BUFFER_MODEL or OVSA_BUFFER_WEIGHTS), valid and untouched by others
  * until ovsa_loader_load_model returns, or NULL on failure. Called at most once per buffer and
- * load. Must not throw or longjmp (or unwind).
+ * load. Must not throw or longjmp (or unwind). Before decrypting into a buffer the plugin marks
+ * every page it overlaps MADV_DONTDUMP (left out of core dumps, also after the host frees it).
  */
 typedef uint8_t *(*ovsa_alloc_fn)(void *ctx, int32_t which, size_t size);
 
@@ -125,7 +126,9 @@ int32_t ovsa_loader_new(const char *config_path, OvsaLoader **out);
  * Loads version `version` of `name` from base_path/<version> with the model's
  * custom_loader_options JSON (all values strings; "keystore" and "controlled_access_file"
  * required). Decrypts straight into the buffers obtained from alloc(alloc_ctx, which, size),
- * each of its exact size; on failure they are wiped. Returns OVSA_MODEL_TYPE_IR or
+ * each of its exact size; on failure they are wiped. Before the first buffer is requested the
+ * process is made non-dumpable (prctl PR_SET_DUMPABLE 0: no core dumps, no ptrace by other
+ * processes of the same user; see docs/HARDENING.md). Returns OVSA_MODEL_TYPE_IR or
  * OVSA_MODEL_TYPE_ONNX (also stored in *model_type if non-NULL), else OVSA_MODEL_LOAD_ERROR
  * (see ovsa_last_error). Never OVSA_OK.
  *

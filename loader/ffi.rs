@@ -19,6 +19,7 @@ use zeroize::Zeroize;
 
 use crate::loader::{BlacklistStatus, Loader, ModelType, OutputBuffers};
 
+pub mod memory;
 pub mod status;
 
 pub use status::{OvsaBuffer, OvsaStatus};
@@ -38,7 +39,8 @@ const _: fn() = || {
 /// Allocation callback (`OvsaAllocFn` in Rust): return `size` writable bytes owned by the caller
 /// for buffer `which` (OVSA_BUFFER_MODEL or OVSA_BUFFER_WEIGHTS), valid and untouched by others
 /// until ovsa_loader_load_model returns, or NULL on failure. Called at most once per buffer and
-/// load. Must not throw or longjmp (or unwind).
+/// load. Must not throw or longjmp (or unwind). Before decrypting into a buffer the plugin marks
+/// every page it overlaps MADV_DONTDUMP (left out of core dumps, also after the host frees it).
 pub type OvsaAllocFn =
     Option<unsafe extern "C" fn(ctx: *mut c_void, which: i32, size: usize) -> *mut u8>;
 
@@ -174,6 +176,18 @@ impl CallbackBuffers {
                 "the host could not allocate {size} bytes for the {what}"
             ));
         }
+        // Before any plaintext is written: the host's pages holding it stay out of core dumps.
+        memory::exclude_from_core_dumps(p, size).map_err(|e| {
+            format!(
+                "could not exclude the host's {size}-byte {} buffer from core dumps \
+                 (madvise MADV_DONTDUMP: {e}); nothing was decrypted",
+                if which == OvsaBuffer::MODEL {
+                    "model"
+                } else {
+                    "weights"
+                }
+            )
+        })?;
         Ok(p)
     }
 
@@ -197,6 +211,14 @@ impl OutputBuffers for CallbackBuffers {
         model_size: usize,
         weights_size: Option<usize>,
     ) -> Result<(&mut [u8], &mut [u8]), String> {
+        // Before the first plaintext exists: no core dump of this process, no ptrace or
+        // /proc/<pid>/mem by other processes of its user (docs/HARDENING.md).
+        memory::forbid_core_dumps_and_ptrace().map_err(|e| {
+            format!(
+                "could not make the process non-dumpable (prctl PR_SET_DUMPABLE: {e}); \
+                 nothing was decrypted"
+            )
+        })?;
         let dangling = std::ptr::NonNull::dangling().as_ptr();
         self.model = (self.request(OvsaBuffer::MODEL, model_size)?, model_size);
         self.weights = match weights_size {
@@ -216,7 +238,9 @@ impl OutputBuffers for CallbackBuffers {
 /// Loads version `version` of `name` from base_path/<version> with the model's
 /// custom_loader_options JSON (all values strings; "keystore" and "controlled_access_file"
 /// required). Decrypts straight into the buffers obtained from alloc(alloc_ctx, which, size),
-/// each of its exact size; on failure they are wiped. Returns OVSA_MODEL_TYPE_IR or
+/// each of its exact size; on failure they are wiped. Before the first buffer is requested the
+/// process is made non-dumpable (prctl PR_SET_DUMPABLE 0: no core dumps, no ptrace by other
+/// processes of the same user; see docs/HARDENING.md). Returns OVSA_MODEL_TYPE_IR or
 /// OVSA_MODEL_TYPE_ONNX (also stored in *model_type if non-NULL), else OVSA_MODEL_LOAD_ERROR
 /// (see ovsa_last_error). Never OVSA_OK.
 ///

@@ -31,5 +31,6 @@ mod types;
 mod worker;
 
 pub use config::{ConfigError, LoaderConfig};
+pub use ffi::memory::{PlaintextBuf, SecureBuffers};
 pub use loader::{BlacklistStatus, LoadError, Loader, ModelType, OutputBuffers, VecBuffers};
 pub use options::OptionsError;

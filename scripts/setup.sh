@@ -7,13 +7,15 @@ cd "$(dirname "$0")/.."
 # Debian packages: C toolchain bits for aws-lc-sys, the TPM stack (swtpm + tpm2-tss + tpm2-tools),
 # PostgreSQL server binaries (the license server's storage tests start a private server).
 # python3-venv: the OpenVINO venv (--openvino). valgrind: the plugin's memcheck test
-# (tests/ovms_driver.rs).
+# (tests/ovms_driver.rs). util-linux + mount: unshare, setpriv, mountpoint and mount for the
+# non-root, read-only root file system test (tests/readonly_nonroot.rs).
 APT_PACKAGES=(
   build-essential pkg-config cmake clang libclang-dev
   swtpm swtpm-tools tpm2-tools libtss2-dev
   postgresql
   python3 python3-venv
   valgrind
+  util-linux mount
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
