@@ -167,6 +167,16 @@ fn event_pinned_license_is_checked_by_the_service() {
 #[test]
 fn only_the_attest_endpoint_takes_large_bodies() {
     let w = World::sqlite();
+    // A registered customer: only those get past the TLS handshake (tests/handshake_auth.rs).
+    w.sell(
+        Policy {
+            validity: Validity::Perpetual,
+            usage_limit: None,
+            instance_limit: None,
+        },
+        &w.customer,
+        None,
+    );
     let (status, body) = w.announce_body("/v1/challenge", 100 * 1024);
     assert_eq!(status, 413, "{body}");
     let (status, body) = w.announce_body(
