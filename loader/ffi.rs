@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use zeroize::Zeroize;
 
-use crate::loader::{BlacklistStatus, Loader, ModelType, OutputBuffers};
+use crate::loader::{BlacklistStatus, BufferError, Loader, ModelType, OutputBuffers};
 
 pub mod status;
 
@@ -157,7 +157,7 @@ struct CallbackBuffers {
 }
 
 impl CallbackBuffers {
-    fn request(&mut self, which: OvsaBuffer, size: usize) -> Result<*mut u8, String> {
+    fn request(&mut self, which: OvsaBuffer, size: usize) -> Result<*mut u8, BufferError> {
         // SAFETY: the caller of ovsa_loader_load_model supplied `alloc` and `ctx` as a pair and
         // guarantees the callback is safe to call with them.
         let p = unsafe { (self.alloc)(self.ctx, which.code(), size) };
@@ -170,9 +170,7 @@ impl CallbackBuffers {
             } else {
                 "weights"
             };
-            return Err(format!(
-                "the host could not allocate {size} bytes for the {what}"
-            ));
+            return Err(BufferError::NotAllocated { what, size });
         }
         Ok(p)
     }
@@ -196,7 +194,7 @@ impl OutputBuffers for CallbackBuffers {
         &mut self,
         model_size: usize,
         weights_size: Option<usize>,
-    ) -> Result<(&mut [u8], &mut [u8]), String> {
+    ) -> Result<(&mut [u8], &mut [u8]), BufferError> {
         let dangling = std::ptr::NonNull::dangling().as_ptr();
         self.model = (self.request(OvsaBuffer::MODEL, model_size)?, model_size);
         self.weights = match weights_size {

@@ -31,5 +31,7 @@ mod types;
 mod worker;
 
 pub use config::{ConfigError, LoaderConfig};
-pub use loader::{BlacklistStatus, LoadError, Loader, ModelType, OutputBuffers, VecBuffers};
+pub use loader::{
+    BlacklistStatus, BufferError, LoadError, Loader, ModelType, OutputBuffers, VecBuffers,
+};
 pub use options::OptionsError;

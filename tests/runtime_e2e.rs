@@ -402,7 +402,7 @@ impl ovsaruntime::OutputBuffers for Paused {
         &mut self,
         model_size: usize,
         weights_size: Option<usize>,
-    ) -> Result<(&mut [u8], &mut [u8]), String> {
+    ) -> Result<(&mut [u8], &mut [u8]), ovsaruntime::BufferError> {
         self.reached.send(()).unwrap();
         self.proceed.recv().unwrap();
         self.inner.allocate(model_size, weights_size)
