@@ -305,7 +305,7 @@ pub(crate) fn decrypt_into(
     let start = Instant::now();
     let (model_buf, weights_buf) = out
         .allocate(model_size, weights.map(|(_, s)| s))
-        .map_err(|detail| LoadError::Buffers { detail })?;
+        .map_err(|error| LoadError::Buffers { error })?;
     let allocated = start.elapsed();
     let start = Instant::now();
     let decrypted = package

@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use zeroize::Zeroize;
 
-use crate::loader::{BlacklistStatus, Loader, ModelType, OutputBuffers};
+use crate::loader::{BlacklistStatus, BufferError, Loader, ModelType, OutputBuffers};
 
 pub mod memory;
 pub mod status;
@@ -159,7 +159,7 @@ struct CallbackBuffers {
 }
 
 impl CallbackBuffers {
-    fn request(&mut self, which: OvsaBuffer, size: usize) -> Result<*mut u8, String> {
+    fn request(&mut self, which: OvsaBuffer, size: usize) -> Result<*mut u8, BufferError> {
         // SAFETY: the caller of ovsa_loader_load_model supplied `alloc` and `ctx` as a pair and
         // guarantees the callback is safe to call with them.
         let p = unsafe { (self.alloc)(self.ctx, which.code(), size) };
@@ -172,21 +172,19 @@ impl CallbackBuffers {
             } else {
                 "weights"
             };
-            return Err(format!(
-                "the host could not allocate {size} bytes for the {what}"
-            ));
+            return Err(BufferError::NotAllocated { what, size });
         }
         // Before any plaintext is written: the host's pages holding it stay out of core dumps.
         memory::exclude_from_core_dumps(p, size).map_err(|e| {
-            format!(
-                "could not exclude the host's {size}-byte {} buffer from core dumps \
-                 (madvise MADV_DONTDUMP: {e}); nothing was decrypted",
-                if which == OvsaBuffer::MODEL {
+            BufferError::NotExcludedFromDumps {
+                what: if which == OvsaBuffer::MODEL {
                     "model"
                 } else {
                     "weights"
-                }
-            )
+                },
+                size,
+                detail: e.to_string(),
+            }
         })?;
         Ok(p)
     }
@@ -210,14 +208,11 @@ impl OutputBuffers for CallbackBuffers {
         &mut self,
         model_size: usize,
         weights_size: Option<usize>,
-    ) -> Result<(&mut [u8], &mut [u8]), String> {
+    ) -> Result<(&mut [u8], &mut [u8]), BufferError> {
         // Before the first plaintext exists: no core dump of this process, no ptrace or
         // /proc/<pid>/mem by other processes of its user (docs/HARDENING.md).
-        memory::forbid_core_dumps_and_ptrace().map_err(|e| {
-            format!(
-                "could not make the process non-dumpable (prctl PR_SET_DUMPABLE: {e}); \
-                 nothing was decrypted"
-            )
+        memory::forbid_core_dumps_and_ptrace().map_err(|e| BufferError::ProcessDumpable {
+            detail: e.to_string(),
         })?;
         let dangling = std::ptr::NonNull::dangling().as_ptr();
         self.model = (self.request(OvsaBuffer::MODEL, model_size)?, model_size);

@@ -32,5 +32,7 @@ mod worker;
 
 pub use config::{ConfigError, LoaderConfig};
 pub use ffi::memory::{PlaintextBuf, SecureBuffers};
-pub use loader::{BlacklistStatus, LoadError, Loader, ModelType, OutputBuffers, VecBuffers};
+pub use loader::{
+    BlacklistStatus, BufferError, LoadError, Loader, ModelType, OutputBuffers, VecBuffers,
+};
 pub use options::OptionsError;

@@ -15,7 +15,9 @@ use crate::fetch::{self, Fetched, Request};
 use crate::state::{Shared, VersionState};
 use crate::worker::{self, Worker};
 
-pub use crate::types::{BlacklistStatus, LoadError, ModelType, OutputBuffers, VecBuffers};
+pub use crate::types::{
+    BlacklistStatus, BufferError, LoadError, ModelType, OutputBuffers, VecBuffers,
+};
 
 enum Activity {
     Loading { cancelled: Arc<AtomicBool> },

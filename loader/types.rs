@@ -151,7 +151,7 @@ pub enum LoadError {
         error: ovsa_core::Error,
     },
     /// The package lacks a file its format needs.
-    #[error("model package has no {kind:?} file")]
+    #[error("model package has no {} file", file_kind_name(*.kind))]
     MissingFile {
         /// The missing file.
         kind: ovsa_core::package::FileKind,
@@ -163,9 +163,65 @@ pub enum LoadError {
         size: u64,
     },
     /// The host could not provide the output buffers.
-    #[error("output buffers: {detail}")]
+    #[error("output buffers: {error}")]
     Buffers {
         /// The host's reason.
+        error: BufferError,
+    },
+}
+
+/// A model file kind as a user reads it (not the enum's Debug name).
+fn file_kind_name(kind: ovsa_core::package::FileKind) -> &'static str {
+    use ovsa_core::package::FileKind;
+    match kind {
+        FileKind::IrXml => "IR topology (.xml)",
+        FileKind::IrBin => "IR weights (.bin)",
+        FileKind::Onnx => "ONNX (.onnx)",
+    }
+}
+
+/// Why the host could not provide an output buffer ([`OutputBuffers::allocate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BufferError {
+    /// The host gave no memory for a buffer (its allocation callback returned NULL).
+    #[error("the host could not allocate {size} bytes for the {what}")]
+    NotAllocated {
+        /// "model" or "weights".
+        what: &'static str,
+        /// The size asked for, in bytes.
+        size: usize,
+    },
+    /// A buffer's pages could not be excluded from core dumps (`madvise(MADV_DONTDUMP)`).
+    #[error(
+        "could not exclude the {size}-byte {what} buffer from core dumps \
+         (madvise MADV_DONTDUMP: {detail}); nothing was decrypted"
+    )]
+    NotExcludedFromDumps {
+        /// "model" or "weights".
+        what: &'static str,
+        /// The buffer's size, in bytes.
+        size: usize,
+        /// The system's error text.
+        detail: String,
+    },
+    /// Plugin-owned memory for a buffer could not be mapped.
+    #[error("could not map {size} bytes for the {what} excluded from core dumps: {detail}")]
+    NotMapped {
+        /// "model" or "weights".
+        what: &'static str,
+        /// The size asked for, in bytes.
+        size: usize,
+        /// The system's error text.
+        detail: String,
+    },
+    /// The process could not be made non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`).
+    #[error(
+        "could not make the process non-dumpable (prctl PR_SET_DUMPABLE: {detail}); \
+         nothing was decrypted"
+    )]
+    ProcessDumpable {
+        /// The system's error text.
         detail: String,
     },
 }
@@ -179,7 +235,7 @@ pub trait OutputBuffers {
         &mut self,
         model_size: usize,
         weights_size: Option<usize>,
-    ) -> Result<(&mut [u8], &mut [u8]), String>;
+    ) -> Result<(&mut [u8], &mut [u8]), BufferError>;
 
     /// Zeroizes whatever [`OutputBuffers::allocate`] handed out (a load that failed after the
     /// decryption finished).
@@ -200,7 +256,7 @@ impl OutputBuffers for VecBuffers {
         &mut self,
         model_size: usize,
         weights_size: Option<usize>,
-    ) -> Result<(&mut [u8], &mut [u8]), String> {
+    ) -> Result<(&mut [u8], &mut [u8]), BufferError> {
         self.model.resize(model_size, 0);
         self.weights.resize(weights_size.unwrap_or(0), 0);
         Ok((&mut self.model, &mut self.weights))
@@ -312,9 +368,30 @@ mod tests {
             ),
             (
                 LoadError::Buffers {
-                    detail: "the host could not allocate 9 bytes for the model".into(),
+                    error: BufferError::NotAllocated {
+                        what: "model",
+                        size: 9,
+                    },
                 },
                 "output buffers: the host could not allocate 9 bytes for the model".into(),
+            ),
+            (
+                LoadError::MissingFile {
+                    kind: ovsa_core::package::FileKind::IrBin,
+                },
+                "model package has no IR weights (.bin) file".into(),
+            ),
+            (
+                LoadError::MissingFile {
+                    kind: ovsa_core::package::FileKind::IrXml,
+                },
+                "model package has no IR topology (.xml) file".into(),
+            ),
+            (
+                LoadError::MissingFile {
+                    kind: ovsa_core::package::FileKind::Onnx,
+                },
+                "model package has no ONNX (.onnx) file".into(),
             ),
         ];
         for (e, text) in cases {

@@ -6,17 +6,14 @@
 
 mod common_lib;
 mod plugin;
-mod runtime_fixture;
-#[path = "../crates/ovsa-license-server/tests/world/mod.rs"]
-mod world;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ovsa_test_support::runtime_fixture::{eventually, Fixture, OPTIONS};
 use plugin::{Plugin, MODEL_LOAD_ERROR, MODEL_TYPE_IR, OK};
-use runtime_fixture::{eventually, Fixture, OPTIONS};
 
 /// A loopback listener that accepts every connection, reads whatever comes and never answers.
 /// Dropping it closes every accepted connection.

@@ -6,17 +6,14 @@
 //! change, retire, and shutdown unloading every version.
 
 mod common_lib;
-mod runtime_fixture;
-#[path = "../crates/ovsa-license-server/tests/world/mod.rs"]
-mod world;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use common_lib::{plugin_path, root};
+use ovsa_test_support::runtime_fixture::{Fixture, OPTIONS};
 use ovsaruntime::ffi::OvsaStatus;
-use runtime_fixture::{Fixture, OPTIONS};
 
 // The statuses the driver prints (`static_cast<int>(ovms::CustomLoaderStatus)`); the plugin's
 // OvsaStatus values equal them (the C++ shim asserts so at compile time).

@@ -9,9 +9,7 @@
 
 mod common_lib;
 mod plugin;
-mod runtime_fixture;
-#[path = "../crates/ovsa-license-server/tests/world/mod.rs"]
-mod world;
+use ovsa_test_support::runtime_fixture;
 
 use ovsaruntime::ffi::memory::{is_dumpable, page_size};
 use ovsaruntime::{Loader, ModelType, PlaintextBuf, SecureBuffers};

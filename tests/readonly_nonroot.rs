@@ -15,9 +15,7 @@
 
 mod common_lib;
 mod plugin;
-mod runtime_fixture;
-#[path = "../crates/ovsa-license-server/tests/world/mod.rs"]
-mod world;
+use ovsa_test_support::runtime_fixture;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -5,13 +5,11 @@
 
 mod common_lib;
 mod plugin;
-mod runtime_fixture;
-#[path = "../crates/ovsa-license-server/tests/world/mod.rs"]
-mod world;
 
+use ovsa_test_support::runtime_fixture::{eventually, Fixture, OPTIONS};
+use ovsa_test_support::world;
 use ovsaruntime::ffi::OvsaBuffer;
 use plugin::{Plugin, MODEL_BLACKLISTED, MODEL_LOAD_ERROR, MODEL_TYPE_IR, OK};
-use runtime_fixture::{eventually, Fixture, OPTIONS};
 
 fn assert_load_error(l: &plugin::Loaded, needle: &str) {
     assert_eq!(l.status, MODEL_LOAD_ERROR, "{}", l.error);
@@ -404,7 +402,7 @@ impl ovsaruntime::OutputBuffers for Paused {
         &mut self,
         model_size: usize,
         weights_size: Option<usize>,
-    ) -> Result<(&mut [u8], &mut [u8]), String> {
+    ) -> Result<(&mut [u8], &mut [u8]), ovsaruntime::BufferError> {
         self.reached.send(()).unwrap();
         self.proceed.recv().unwrap();
         self.inner.allocate(model_size, weights_size)

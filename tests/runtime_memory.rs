@@ -5,12 +5,9 @@
 
 mod common_lib;
 mod plugin;
-mod runtime_fixture;
-#[path = "../crates/ovsa-license-server/tests/world/mod.rs"]
-mod world;
 
+use ovsa_test_support::runtime_fixture::{Fixture, OPTIONS};
 use plugin::{Plugin, MODEL_TYPE_IR};
-use runtime_fixture::{Fixture, OPTIONS};
 
 fn status_kib(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();

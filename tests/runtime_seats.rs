@@ -4,9 +4,8 @@
 
 mod common_lib;
 mod plugin;
-mod runtime_fixture;
-#[path = "../crates/ovsa-license-server/tests/world/mod.rs"]
-mod world;
+use ovsa_test_support::runtime_fixture;
+use ovsa_test_support::world;
 
 use ovsa_core::license::{Policy, Validity};
 use ovsa_core::protocol::{Purpose, Reason};

@@ -17,15 +17,12 @@ use ovsa_core::encoding::now_rfc3339;
 use ovsa_core::envelope::Signed;
 use ovsa_core::identity::cert;
 use ovsa_core::identity::{Keystore, KeystoreProtection};
-use ovsa_core::license::customer::SaleRequest;
 use ovsa_core::license::policy::Pin;
-use ovsa_core::license::{
-    sell, LicenseConfig, MasterLicense, PcrBank, PcrSet, PcrValue, Policy, ServiceEndpoint,
-    TcbReference, Validity,
-};
+use ovsa_core::license::{PcrBank, Policy, Validity};
 use ovsa_core::package::format::{encode_prefix, FileEntry, FileKind, PackageHeader, AEAD_NAME};
 use ovsa_core::package::stream::{chunk_count, FileCipher};
-use ovsa_core::package::{protect, ModelInput, ModelKey, ProtectOptions};
+use ovsa_core::package::{ModelInput, ModelKey, ProtectOptions};
+use ovsa_test_support::shop::{self, Terms};
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -192,9 +189,9 @@ fn main() -> R<()> {
         },
     ];
     let ir_dat = dir.path().join("ir.dat");
-    let ir = protect(&ir_inputs, &opts, &isv, &ir_dat, &mut |_| {})?;
+    let ir = shop::protect_inputs(&ir_inputs, &opts, &isv, &ir_dat);
     let onnx_dat = dir.path().join("onnx.dat");
-    let onnx_p = protect(
+    let onnx_p = shop::protect_inputs(
         &[ModelInput {
             path: onnx.clone(),
             kind: FileKind::Onnx,
@@ -202,8 +199,7 @@ fn main() -> R<()> {
         &opts,
         &isv384,
         &onnx_dat,
-        &mut |_| {},
-    )?;
+    );
     let mut packages = vec![
         ("protect-ir.dat".to_string(), fs::read(&ir_dat)?),
         ("protect-onnx-p384.dat".to_string(), fs::read(&onnx_dat)?),
@@ -246,18 +242,15 @@ fn main() -> R<()> {
     }
 
     // Licenses: master license, configs, TCB references, a sale.
-    let master = MasterLicense::create(&ir, &isv)?;
+    let master = ir.master;
     write(&root, "envelope", "master.masterlic", &master.to_bytes()?)?;
     write(
         &root,
         "envelope",
         "master-onnx.masterlic",
-        &MasterLicense::create(&onnx_p, &isv384)?.to_bytes()?,
+        &onnx_p.master.to_bytes()?,
     )?;
-    let endpoint = |url: &str| ServiceEndpoint {
-        url: url.into(),
-        pins: vec![Pin([0x11; 32]), Pin([0x22; 32])],
-    };
+    let endpoint = |url: &str| shop::endpoint(url, vec![Pin([0x11; 32]), Pin([0x22; 32])]);
     let configs = [
         (
             "perpetual",
@@ -289,21 +282,18 @@ fn main() -> R<()> {
     ];
     let mut signed_configs = Vec::new();
     for (name, validity, usage_limit, instance_limit, services) in configs {
-        let c = Signed::sign(
-            LicenseConfig {
-                name: name.into(),
-                policy: Policy {
-                    validity,
-                    usage_limit,
-                    instance_limit,
-                },
-                lease_seconds: 3600,
-                grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
-                services,
-                created: now_rfc3339(),
+        let c = Terms {
+            name: name.into(),
+            policy: Policy {
+                validity,
+                usage_limit,
+                instance_limit,
             },
-            &isv,
-        )?;
+            lease_seconds: 3600,
+            services,
+            ..Terms::default()
+        }
+        .sign(&isv);
         write(
             &root,
             "envelope",
@@ -312,52 +302,24 @@ fn main() -> R<()> {
         )?;
         signed_configs.push(c);
     }
-    let pcr = |bank: PcrBank, idx: &[u8]| {
-        PcrSet::new(
-            bank,
-            idx.iter()
-                .map(|i| PcrValue {
-                    index: *i,
-                    value: vec![*i; bank.digest_len()],
-                })
-                .collect(),
-        )
-    };
-    let tcb = Signed::sign(
-        TcbReference {
-            name: "fuzz-vm".into(),
-            vtpm: pcr(PcrBank::Sha256, &[0, 1, 7])?,
-            host: Some(pcr(PcrBank::Sha384, &[0, 23])?),
-            host_max_age_seconds: None,
-            vtpm_ek: None,
-            events: None,
-            created: now_rfc3339(),
-        },
+    let tcb = shop::tcb(
         &isv,
-    )?;
+        "fuzz-vm",
+        shop::pcrs(PcrBank::Sha256, &[0, 1, 7]),
+        Some(shop::pcrs(PcrBank::Sha384, &[0, 23])),
+    );
     write(&root, "envelope", "ref.tcb", &tcb.to_bytes()?)?;
-    let tcb_sha1 = Signed::sign(
-        TcbReference {
-            name: "sha1".into(),
-            vtpm: pcr(PcrBank::Sha1, &[4])?,
-            host: None,
-            host_max_age_seconds: None,
-            vtpm_ek: None,
-            events: None,
-            created: now_rfc3339(),
-        },
-        &isv,
-    )?;
+    let tcb_sha1 = shop::tcb(&isv, "sha1", shop::pcrs(PcrBank::Sha1, &[4]), None);
     write(&root, "envelope", "ref-sha1.tcb", &tcb_sha1.to_bytes()?)?;
     for (i, config) in signed_configs.iter().enumerate() {
-        let sale = sell(&SaleRequest {
-            isv: &isv,
-            master: &master,
+        let sale = shop::sale(
+            &isv,
+            &master,
             config,
-            tcb: &tcb,
-            customer: imported.certificate(),
-            service: service.certificate(),
-        })?;
+            &tcb,
+            imported.certificate(),
+            service.certificate(),
+        );
         write(
             &root,
             "envelope",

@@ -27,7 +27,7 @@ use std::ptr::NonNull;
 
 use zeroize::Zeroize;
 
-use crate::types::OutputBuffers;
+use crate::types::{BufferError, OutputBuffers};
 
 /// The system's page size.
 pub fn page_size() -> usize {
@@ -214,10 +214,12 @@ impl OutputBuffers for SecureBuffers {
         &mut self,
         model_size: usize,
         weights_size: Option<usize>,
-    ) -> Result<(&mut [u8], &mut [u8]), String> {
-        let fresh = |size: usize, what: &str| {
-            PlaintextBuf::zeroed(size).map_err(|e| {
-                format!("could not map {size} bytes for the {what} excluded from core dumps: {e}")
+    ) -> Result<(&mut [u8], &mut [u8]), BufferError> {
+        let fresh = |size: usize, what: &'static str| {
+            PlaintextBuf::zeroed(size).map_err(|e| BufferError::NotMapped {
+                what,
+                size,
+                detail: e.to_string(),
             })
         };
         self.model = fresh(model_size, "model")?;

@@ -5,23 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use ovsa_client::{BundleError, BundleFiles, BundleStep, CustomerBundle};
-use ovsa_core::crypto::KeyAlgorithm;
-use ovsa_core::encoding::now_rfc3339;
 use ovsa_core::envelope::Signed;
 use ovsa_core::identity::{cert, Keystore, KeystoreProtection};
-use ovsa_core::license::customer::SaleRequest;
-use ovsa_core::license::policy::Pin;
-use ovsa_core::license::{
-    sell, CustomerLicense, LicenseConfig, MasterLicense, PcrBank, PcrSet, PcrValue, Policy,
-    ServiceEndpoint, TcbReference, Validity,
-};
-use ovsa_core::package::{classify_inputs, protect, ProtectOptions};
-
-fn keystore(subject: &str) -> Keystore {
-    Keystore::generate(KeyAlgorithm::EcdsaP256, subject, 30)
-        .unwrap()
-        .0
-}
+use ovsa_core::license::CustomerLicense;
+use ovsa_test_support::shop::{self, keystore, Terms};
 
 /// A fresh directory under the test target's scratch space.
 fn scratch(name: &str) -> PathBuf {
@@ -44,70 +31,30 @@ fn protected_and_sold(
     std::fs::write(&xml, vec![seed; 100]).unwrap();
     std::fs::write(&bin, vec![seed ^ 0x5a; 5000]).unwrap();
     let dat = dir.join(format!("model{seed}.dat"));
-    let protected = protect(
-        &classify_inputs(&[xml, bin]).unwrap(),
-        &ProtectOptions {
-            model_name: "m".into(),
-            model_version: "1".into(),
-            description: String::new(),
-            chunk_size: 4096,
-            overwrite: true,
-        },
+    let master = shop::protect_files(
+        &[xml, bin],
+        &shop::protect_options("m", "1", 4096),
         isv,
         &dat,
-        &mut |_| {},
     )
-    .unwrap();
-    let master = MasterLicense::create(&protected, isv).unwrap();
-    let config = Signed::sign(
-        LicenseConfig {
-            name: "perpetual".into(),
-            policy: Policy {
-                validity: Validity::Perpetual,
-                usage_limit: None,
-                instance_limit: None,
-            },
-            lease_seconds: 600,
-            grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
-            services: vec![ServiceEndpoint {
-                url: "https://127.0.0.1:8443".into(),
-                pins: vec![Pin([1; 32])],
-            }],
-            created: now_rfc3339(),
-        },
-        isv,
-    )
-    .unwrap();
-    let tcb = Signed::sign(
-        TcbReference {
-            name: "vm".into(),
-            vtpm: PcrSet::new(
-                PcrBank::Sha256,
-                vec![PcrValue {
-                    index: 0,
-                    value: vec![0; 32],
-                }],
-            )
-            .unwrap(),
-            host: None,
-            host_max_age_seconds: None,
-            vtpm_ek: None,
-            events: None,
-            created: now_rfc3339(),
-        },
-        isv,
-    )
-    .unwrap();
+    .master;
+    // Perpetual, a 600 s lease, a service at https://127.0.0.1:8443 pinned to [1; 32].
+    let config = Terms {
+        name: "perpetual".into(),
+        lease_seconds: 600,
+        ..Terms::default()
+    }
+    .sign(isv);
+    let tcb = shop::tcb(isv, "vm", shop::pcr0_zero(), None);
     let service = keystore("CN=registration");
-    let sale = sell(&SaleRequest {
+    let sale = shop::sale(
         isv,
-        master: &master,
-        config: &config,
-        tcb: &tcb,
-        customer: customer.certificate(),
-        service: service.certificate(),
-    })
-    .unwrap();
+        &master,
+        &config,
+        &tcb,
+        customer.certificate(),
+        service.certificate(),
+    );
     (dat, sale.license)
 }
 

@@ -10,20 +10,20 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ovsa_core::crypto::KeyAlgorithm;
-use ovsa_core::encoding::{canonical_json, now_rfc3339};
+use ovsa_core::encoding::canonical_json;
 use ovsa_core::envelope::{Artifact, Signed};
 use ovsa_core::identity::{cert, Certificate, Keystore, KeystoreProtection};
-use ovsa_core::license::customer::SaleRequest;
 use ovsa_core::license::policy::Pin;
 use ovsa_core::license::tcb::{parse_pcr_arg, parse_tpm2_pcrread};
 use ovsa_core::license::{
-    sell, CustomerLicense, LicenseConfig, MasterLicense, PcrBank, PcrSet, PcrValue, Policy,
-    Registration, ServiceEndpoint, TcbReference, Validity,
+    CustomerLicense, LicenseConfig, MasterLicense, PcrBank, Policy, Registration, TcbReference,
+    Validity,
 };
 use ovsa_core::package::format::{encode_prefix, parse_prefix, FileKind, PackageHeader};
 use ovsa_core::package::format::{MAX_HEADER_LEN, PREFIX_LEN};
-use ovsa_core::package::{protect, ModelInput, ModelKey, Package, ProtectOptions};
+use ovsa_core::package::{ModelInput, ModelKey, Package, ProtectOptions};
 use ovsa_core::Error;
+use ovsa_test_support::shop::{self, Terms};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------------
@@ -60,7 +60,9 @@ fn fixture() -> &'static Fixture {
         )
         .unwrap();
         let out = dir.path().join("m.dat");
-        let protected = protect(
+        let shop::Protection {
+            protected, master, ..
+        } = shop::protect_inputs(
             &[
                 ModelInput {
                     path: xml,
@@ -80,70 +82,41 @@ fn fixture() -> &'static Fixture {
             },
             &isv,
             &out,
-            &mut |_| {},
-        )
-        .unwrap();
+        );
         let package = std::fs::read(&out).unwrap();
-        let master = MasterLicense::create(&protected, &isv).unwrap();
-        let config = Signed::sign(
-            LicenseConfig {
-                name: "trial".into(),
-                policy: Policy {
-                    validity: Validity::Window {
-                        not_before: Some("2026-01-01T00:00:00Z".into()),
-                        not_after: "2099-01-01T00:00:00Z".into(),
-                    },
-                    usage_limit: Some(10),
-                    instance_limit: Some(2),
+        let config = Terms {
+            name: "trial".into(),
+            policy: Policy {
+                validity: Validity::Window {
+                    not_before: Some("2026-01-01T00:00:00Z".into()),
+                    not_after: "2099-01-01T00:00:00Z".into(),
                 },
-                lease_seconds: 3600,
-                grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
-                services: vec![ServiceEndpoint {
-                    url: "https://lic.example:8443".into(),
-                    pins: vec![Pin([0x11; 32])],
-                }],
-                created: now_rfc3339(),
+                usage_limit: Some(10),
+                instance_limit: Some(2),
             },
+            lease_seconds: 3600,
+            services: vec![shop::endpoint(
+                "https://lic.example:8443",
+                vec![Pin([0x11; 32])],
+            )],
+            ..Terms::default()
+        }
+        .sign(&isv);
+        let tcb = shop::tcb(
             &isv,
-        )
-        .unwrap();
-        let pcrs = |bank: PcrBank, idx: &[u8]| {
-            PcrSet::new(
-                bank,
-                idx.iter()
-                    .map(|i| PcrValue {
-                        index: *i,
-                        value: vec![*i; bank.digest_len()],
-                    })
-                    .collect(),
-            )
-            .unwrap()
-        };
-        let tcb = Signed::sign(
-            TcbReference {
-                name: "vm".into(),
-                vtpm: pcrs(PcrBank::Sha256, &[0, 7]),
-                host: Some(pcrs(PcrBank::Sha384, &[0])),
-                host_max_age_seconds: None,
-                vtpm_ek: None,
-                events: None,
-                created: now_rfc3339(),
-            },
+            "vm",
+            shop::pcrs(PcrBank::Sha256, &[0, 7]),
+            Some(shop::pcrs(PcrBank::Sha384, &[0])),
+        );
+        let service = shop::keystore("CN=registration");
+        let sale = shop::sale(
             &isv,
-        )
-        .unwrap();
-        let service = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=registration", 30)
-            .unwrap()
-            .0;
-        let sale = sell(&SaleRequest {
-            isv: &isv,
-            master: &master,
-            config: &config,
-            tcb: &tcb,
-            customer: &customer_cert,
-            service: service.certificate(),
-        })
-        .unwrap();
+            &master,
+            &config,
+            &tcb,
+            &customer_cert,
+            service.certificate(),
+        );
         let header_len = u32::from_be_bytes(package[12..16].try_into().unwrap()) as usize;
         let artifacts = vec![
             (

@@ -3,25 +3,22 @@
 
 use std::path::PathBuf;
 
-use ovsa_core::encoding::now_rfc3339;
 use ovsa_core::envelope::Signed;
 use ovsa_core::identity::{cert, Keystore};
 use ovsa_core::license::customer::SaleRequest;
-use ovsa_core::license::policy::Pin;
 use ovsa_core::license::{
-    sell, CustomerLicense, KeyShare, LicenseConfig, MasterLicense, PcrBank, PcrSet, PcrValue,
-    Policy, Registration, ServiceEndpoint, TcbReference, Validity,
+    sell, CustomerLicense, KeyShare, LicenseConfig, MasterLicense, Policy, Registration,
+    TcbReference, Validity,
 };
 use ovsa_core::package::format::{DEFAULT_CHUNK_SIZE, PREFIX_LEN};
 use ovsa_core::package::{classify_inputs, protect, ModelKey, Package, ProtectOptions, Protected};
 use ovsa_core::{crypto::KeyAlgorithm, Error};
+use ovsa_test_support::shop::{self, Terms};
 
 const CHUNK: u32 = 4096;
 
 fn keystore(cn: &str) -> Keystore {
-    Keystore::generate(KeyAlgorithm::EcdsaP256, &format!("CN={cn}"), 30)
-        .unwrap()
-        .0
+    shop::keystore(&format!("CN={cn}"))
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
@@ -313,45 +310,19 @@ fn shop() -> Shop {
     let model = ir_model(50, 9_000, 9);
     let (package, protected) = protect_model(&model, &isv, CHUNK);
     let master = MasterLicense::create(&protected, &isv).unwrap();
-    let config = Signed::sign(
-        LicenseConfig {
-            name: "trial".into(),
-            policy: Policy {
-                validity: Validity::DaysFromFirstUse { days: 30 },
-                usage_limit: Some(10),
-                instance_limit: Some(1),
-            },
-            lease_seconds: 600,
-            grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
-            services: vec![ServiceEndpoint {
-                url: "https://127.0.0.1:8443".into(),
-                pins: vec![Pin([1; 32])],
-            }],
-            created: now_rfc3339(),
+    // Served at https://127.0.0.1:8443, pinned to [1; 32].
+    let config = Terms {
+        name: "trial".into(),
+        policy: Policy {
+            validity: Validity::DaysFromFirstUse { days: 30 },
+            usage_limit: Some(10),
+            instance_limit: Some(1),
         },
-        &isv,
-    )
-    .unwrap();
-    let tcb = Signed::sign(
-        TcbReference {
-            name: "vm".into(),
-            vtpm: PcrSet::new(
-                PcrBank::Sha256,
-                vec![PcrValue {
-                    index: 0,
-                    value: vec![0; 32],
-                }],
-            )
-            .unwrap(),
-            host: None,
-            host_max_age_seconds: None,
-            vtpm_ek: None,
-            events: None,
-            created: now_rfc3339(),
-        },
-        &isv,
-    )
-    .unwrap();
+        lease_seconds: 600,
+        ..Terms::default()
+    }
+    .sign(&isv);
+    let tcb = shop::tcb(&isv, "vm", shop::pcr0_zero(), None);
     Shop {
         isv,
         customer,
@@ -365,15 +336,14 @@ fn shop() -> Shop {
 }
 
 fn sale_of(s: &Shop) -> ovsa_core::license::Sale {
-    sell(&SaleRequest {
-        isv: &s.isv,
-        master: &s.master,
-        config: &s.config,
-        tcb: &s.tcb,
-        customer: s.customer.certificate(),
-        service: s.service.certificate(),
-    })
-    .unwrap()
+    shop::sale(
+        &s.isv,
+        &s.master,
+        &s.config,
+        &s.tcb,
+        s.customer.certificate(),
+        s.service.certificate(),
+    )
 }
 
 #[test]

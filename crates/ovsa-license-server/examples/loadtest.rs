@@ -17,18 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ovsa_client::{check_license, ClientOptions, TpmAttester};
-use ovsa_core::attest::HashAlg;
-use ovsa_core::crypto::KeyAlgorithm;
-use ovsa_core::encoding::now_rfc3339;
-use ovsa_core::envelope::Signed;
-use ovsa_core::identity::{Keystore, KeystoreProtection};
-use ovsa_core::license::customer::SaleRequest;
+use ovsa_core::identity::KeystoreProtection;
 use ovsa_core::license::policy::Pin;
-use ovsa_core::license::{
-    sell, LicenseConfig, MasterLicense, PcrSet, Policy, ServiceEndpoint, TcbReference, Validity,
-};
-use ovsa_core::package::{classify_inputs, protect, ProtectOptions};
+use ovsa_core::license::{Policy, Validity};
 use ovsa_core::protocol::Purpose;
+use ovsa_test_support::shop::{self, keystore as ks, Terms};
+use ovsa_test_support::world::vtpm_pcrs;
 use swtpm_tests::{names, Swtpm};
 
 struct Args {
@@ -127,11 +121,6 @@ fn main() {
     let bin = server_binary();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let ks = |s: &str| {
-        Keystore::generate(KeyAlgorithm::EcdsaP256, s, 30)
-            .unwrap()
-            .0
-    };
     let (isv, customer, server_ks) = (ks("CN=isv"), ks("CN=customer"), ks("CN=license.local"));
     std::fs::write(d.join("server.crt"), server_ks.certificate().to_pem()).unwrap();
     server_ks
@@ -143,72 +132,43 @@ fn main() {
 
     // A model, its master license, a TCB reference from a live vTPM, and one license.
     std::fs::write(d.join("m.onnx"), vec![7u8; 4096]).unwrap();
-    let protected = protect(
-        &classify_inputs(&[d.join("m.onnx")]).unwrap(),
-        &ProtectOptions {
-            model_name: "loadtest".into(),
-            model_version: "1".into(),
-            description: String::new(),
-            chunk_size: 65536,
-            overwrite: true,
-        },
+    let master = shop::protect_files(
+        &[d.join("m.onnx")],
+        &shop::protect_options("loadtest", "1", 65536),
         &isv,
         &d.join("m.dat"),
-        &mut |_| {},
     )
-    .unwrap();
-    let master = MasterLicense::create(&protected, &isv).unwrap();
+    .master;
     let tpms: Vec<Swtpm> = (0..a.clients).map(|_| Swtpm::start(names::VTPM)).collect();
-    let pcrs = tpms[0]
-        .open()
-        .read_pcrs(HashAlg::Sha256, &[0, 1, 2, 3, 4, 5, 6, 7])
-        .unwrap();
-    let tcb = Signed::sign(
-        TcbReference {
-            name: "loadtest".into(),
-            vtpm: PcrSet::from_attest(&pcrs).unwrap(),
-            host: None,
-            host_max_age_seconds: None,
-            vtpm_ek: None,
-            events: None,
-            created: now_rfc3339(),
-        },
-        &isv,
-    )
-    .unwrap();
+    let tcb = shop::tcb(&isv, "loadtest", vtpm_pcrs(&tpms[0]), None);
     let port = free_port();
-    let config = Signed::sign(
-        LicenseConfig {
-            name: "loadtest".into(),
-            policy: Policy {
-                validity: Validity::Perpetual,
-                usage_limit: Some(10_000_000),
-                instance_limit: None,
-            },
-            lease_seconds: 600,
-            grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
-            services: vec![ServiceEndpoint {
-                url: format!("https://127.0.0.1:{port}"),
-                pins: vec![Pin(server_ks.certificate().spki_pin())],
-            }],
-            created: now_rfc3339(),
+    let config = Terms {
+        name: "loadtest".into(),
+        policy: Policy {
+            validity: Validity::Perpetual,
+            usage_limit: Some(10_000_000),
+            instance_limit: None,
         },
-        &isv,
-    )
-    .unwrap();
+        lease_seconds: 600,
+        services: vec![shop::endpoint(
+            &format!("https://127.0.0.1:{port}"),
+            vec![Pin(server_ks.certificate().spki_pin())],
+        )],
+        ..Terms::default()
+    }
+    .sign(&isv);
     let registration_ks = ks("CN=registration");
     registration_ks
         .save(&d.join("registration.ks"), &KeystoreProtection::None, true)
         .unwrap();
-    let sale = sell(&SaleRequest {
-        isv: &isv,
-        master: &master,
-        config: &config,
-        tcb: &tcb,
-        customer: customer.certificate(),
-        service: registration_ks.certificate(),
-    })
-    .unwrap();
+    let sale = shop::sale(
+        &isv,
+        &master,
+        &config,
+        &tcb,
+        customer.certificate(),
+        registration_ks.certificate(),
+    );
     sale.registration
         .save(&d.join("l.reg"), 0o600, true)
         .unwrap();

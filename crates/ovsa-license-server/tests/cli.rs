@@ -4,17 +4,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use ovsa_core::crypto::KeyAlgorithm;
-use ovsa_core::encoding::now_rfc3339;
-use ovsa_core::envelope::Signed;
 use ovsa_core::identity::{Certificate, Keystore, KeystoreProtection};
-use ovsa_core::license::customer::SaleRequest;
 use ovsa_core::license::policy::Pin;
-use ovsa_core::license::{
-    sell, LicenseConfig, MasterLicense, PcrBank, PcrSet, PcrValue, Policy, ServiceEndpoint,
-    TcbReference, Validity,
-};
-use ovsa_core::package::{classify_inputs, protect, ProtectOptions};
+use ovsa_core::license::{Policy, Validity};
+use ovsa_test_support::shop::{self, keystore as ks, Terms};
 
 fn server(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ovsa-license-server"))
@@ -49,20 +42,13 @@ fn fails(dir: &Path, args: &[&str]) -> String {
 
 /// Writes isv.crt, mallory.crt and a signed registration l.reg; returns the license GUID.
 fn registration(d: &Path) -> String {
-    let customer = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=customer", 30)
-        .unwrap()
-        .0;
+    let customer = ks("CN=customer");
     registrations(d, &["l.reg"], customer.certificate()).remove(0)
 }
 
 /// Writes isv.crt, mallory.crt and one signed registration per name (each a new license for
 /// `customer` of the same model); returns the license GUIDs.
 fn registrations(d: &Path, names: &[&str], customer: &Certificate) -> Vec<String> {
-    let ks = |s: &str| {
-        Keystore::generate(KeyAlgorithm::EcdsaP256, s, 30)
-            .unwrap()
-            .0
-    };
     let (isv, mallory) = (ks("CN=isv"), ks("CN=mallory"));
     // The service's registration key (one per directory: later calls reuse it).
     let reg_path = d.join("registration.ks");
@@ -77,72 +63,36 @@ fn registrations(d: &Path, names: &[&str], customer: &Certificate) -> Vec<String
     std::fs::write(d.join("isv.crt"), isv.certificate().to_pem()).unwrap();
     std::fs::write(d.join("mallory.crt"), mallory.certificate().to_pem()).unwrap();
     std::fs::write(d.join("m.onnx"), [1u8; 100]).unwrap();
-    let p = protect(
-        &classify_inputs(&[d.join("m.onnx")]).unwrap(),
-        &ProtectOptions {
-            model_name: "m".into(),
-            model_version: "1".into(),
-            description: String::new(),
-            chunk_size: 4096,
-            overwrite: true,
-        },
+    let master = shop::protect_files(
+        &[d.join("m.onnx")],
+        &shop::protect_options("m", "1", 4096),
         &isv,
         &d.join("m.dat"),
-        &mut |_| {},
     )
-    .unwrap();
-    let master = MasterLicense::create(&p, &isv).unwrap();
-    let config = Signed::sign(
-        LicenseConfig {
-            name: "t".into(),
-            policy: Policy {
-                validity: Validity::DaysFromFirstUse { days: 7 },
-                usage_limit: Some(5),
-                instance_limit: None,
-            },
-            lease_seconds: 60,
-            grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
-            services: vec![ServiceEndpoint {
-                url: "https://127.0.0.1:1".into(),
-                pins: vec![Pin([0; 32])],
-            }],
-            created: now_rfc3339(),
+    .master;
+    let config = Terms {
+        name: "t".into(),
+        policy: Policy {
+            validity: Validity::DaysFromFirstUse { days: 7 },
+            usage_limit: Some(5),
+            instance_limit: None,
         },
-        &isv,
-    )
-    .unwrap();
-    let tcb = Signed::sign(
-        TcbReference {
-            name: "t".into(),
-            vtpm: PcrSet::new(
-                PcrBank::Sha256,
-                vec![PcrValue {
-                    index: 0,
-                    value: vec![0; 32],
-                }],
-            )
-            .unwrap(),
-            host: None,
-            host_max_age_seconds: None,
-            vtpm_ek: None,
-            events: None,
-            created: now_rfc3339(),
-        },
-        &isv,
-    )
-    .unwrap();
+        services: vec![shop::endpoint("https://127.0.0.1:1", vec![Pin([0; 32])])],
+        ..Terms::default()
+    }
+    .sign(&isv);
+    let tcb = shop::tcb(&isv, "t", shop::pcr0_zero(), None);
     names
         .iter()
         .map(|name| {
-            let sale = sell(&SaleRequest {
-                isv: &isv,
-                master: &master,
-                config: &config,
-                tcb: &tcb,
+            let sale = shop::sale(
+                &isv,
+                &master,
+                &config,
+                &tcb,
                 customer,
-                service: service.certificate(),
-            })
-            .unwrap();
+                service.certificate(),
+            );
             sale.registration.save(&d.join(name), 0o600, true).unwrap();
             sale.license.body().license_guid.to_string()
         })
@@ -248,9 +198,7 @@ fn configuration_errors_are_clear() {
     std::fs::write(d.join("unknown.toml"), "lisen = \"127.0.0.1:1\"\n").unwrap();
     let err = fails(d, &["--config", "unknown.toml", "serve"]);
     assert!(err.contains("lisen"), "{err}");
-    let ks = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=s", 30)
-        .unwrap()
-        .0;
+    let ks = shop::keystore("CN=s");
     std::fs::write(d.join("s.crt"), ks.certificate().to_pem()).unwrap();
     ks.save(&d.join("s.ks"), &KeystoreProtection::None, true)
         .unwrap();
@@ -312,12 +260,7 @@ fn configuration_errors_are_clear() {
 fn serve_from_toml_and_env_answers_and_stops_on_sigterm() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let gen = |s: &str| {
-        Keystore::generate(KeyAlgorithm::EcdsaP256, s, 30)
-            .unwrap()
-            .0
-    };
-    let (server_ks, client_ks, ek_ca) = (gen("CN=server"), gen("CN=client"), gen("CN=ek-ca"));
+    let (server_ks, client_ks, ek_ca) = (ks("CN=server"), ks("CN=client"), ks("CN=ek-ca"));
     std::fs::write(d.join("s.crt"), server_ks.certificate().to_pem()).unwrap();
     server_ks
         .save(&d.join("s.ks"), &KeystoreProtection::None, true)
@@ -420,12 +363,7 @@ fn healthz(
 fn serve_with_passphrase_file_and_host_name() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let gen = |s: &str| {
-        Keystore::generate(KeyAlgorithm::EcdsaP256, s, 30)
-            .unwrap()
-            .0
-    };
-    let (server_ks, client_ks, ek_ca) = (gen("CN=server"), gen("CN=client"), gen("CN=ek-ca"));
+    let (server_ks, client_ks, ek_ca) = (ks("CN=server"), ks("CN=client"), ks("CN=ek-ca"));
     std::fs::write(d.join("s.crt"), server_ks.certificate().to_pem()).unwrap();
     server_ks
         .save(
@@ -649,9 +587,7 @@ fn registrations_open_only_with_the_service_registration_key() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     registration(d);
-    let thief = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=thief", 30)
-        .unwrap()
-        .0;
+    let thief = shop::keystore("CN=thief");
     thief
         .save(&d.join("thief.ks"), &KeystoreProtection::None, false)
         .unwrap();
@@ -695,9 +631,7 @@ fn registrations_open_only_with_the_service_registration_key() {
 fn add_checks_every_file_before_importing_any() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let customer = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=customer", 30)
-        .unwrap()
-        .0;
+    let customer = shop::keystore("CN=customer");
     let guids = registrations(d, &["a.reg", "b.reg"], customer.certificate());
     std::fs::write(d.join("bad.reg"), "{\"ovsa\": \"nope\"}").unwrap();
     let db = "sqlite:licenses.db";
@@ -951,9 +885,7 @@ fn ek_ca_file_without_a_root_is_refused_at_startup() {
     std::fs::write(d.join("root.pem"), root.pem()).unwrap();
     std::fs::write(d.join("inter.pem"), inter.pem()).unwrap();
     std::fs::write(d.join("empty.pem"), "no certificates here\n").unwrap();
-    let ks = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=s", 30)
-        .unwrap()
-        .0;
+    let ks = shop::keystore("CN=s");
     std::fs::write(d.join("s.crt"), ks.certificate().to_pem()).unwrap();
     ks.save(&d.join("s.ks"), &KeystoreProtection::None, true)
         .unwrap();
@@ -1013,9 +945,7 @@ fn ek_ca_file_without_a_root_is_refused_at_startup() {
 fn input_files_are_bounded_and_ranges_checked() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let ks = Keystore::generate(KeyAlgorithm::EcdsaP256, "CN=s", 30)
-        .unwrap()
-        .0;
+    let ks = shop::keystore("CN=s");
     std::fs::write(d.join("s.crt"), ks.certificate().to_pem()).unwrap();
     ks.save(&d.join("s.ks"), &KeystoreProtection::None, true)
         .unwrap();

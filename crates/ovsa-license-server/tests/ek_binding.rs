@@ -4,7 +4,7 @@
 //! real TLS 1.3 on loopback, SQLite.
 
 mod common;
-mod world;
+use ovsa_test_support::world;
 
 use ovsa_client::ClientError;
 use ovsa_core::attest::{EkBinding, EkCertDigest};

@@ -6,7 +6,7 @@
 //! loopback, real swtpm vTPMs, SQLite and PostgreSQL.
 
 mod common;
-mod world;
+use ovsa_test_support::world;
 
 use std::io::{Read, Write};
 use std::sync::Arc;

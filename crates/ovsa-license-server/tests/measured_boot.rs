@@ -5,7 +5,7 @@
 //! the attest body limit carries a log far over the other endpoints' 64 KiB.
 
 mod common;
-mod world;
+use ovsa_test_support::world;
 
 use ovsa_client::attester::Quote;
 use ovsa_client::{check_license, Attester, ClientError, ClientOptions, TpmAttester};

@@ -3,7 +3,7 @@
 //! loopback, SQLite and PostgreSQL.
 
 mod common;
-mod world;
+use ovsa_test_support::world;
 
 use ovsa_client::{release_lease, ClientError, ClientOptions};
 use ovsa_core::license::{Policy, Validity};

@@ -3,7 +3,6 @@
 //! where noted), and the model key actually unwrapped and used to decrypt the package.
 
 mod common;
-mod world;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -13,8 +12,8 @@ use ovsa_core::license::{Policy, Validity};
 use ovsa_core::protocol::{Purpose, Reason};
 use ovsa_license_server::metrics::RefusedConnection;
 use ovsa_license_server::server::Limits;
+use ovsa_test_support::world::{self, refused, World};
 use swtpm_tests::{names, Swtpm};
-use world::{refused, World};
 
 fn perpetual(usage: Option<u64>, instances: Option<u32>) -> Policy {
     Policy {

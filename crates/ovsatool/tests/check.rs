@@ -2,13 +2,11 @@
 //! loopback, SQLite) and a real swtpm vTPM: every step reported, the model decrypted in memory,
 //! and a revoked license refused with the service's reason.
 
-#[path = "../../ovsa-license-server/tests/world/mod.rs"]
-mod world;
-
 use std::process::Command;
 
 use ovsa_core::identity::KeystoreProtection;
 use ovsa_core::license::{Policy, Validity};
+use ovsa_test_support::world;
 use swtpm_tests::{names, Swtpm};
 
 #[test]

@@ -11,38 +11,15 @@
 #[allow(dead_code)]
 #[path = "../../../loader/ffi/status.rs"]
 mod ovsa_status;
-#[path = "../../../tests/runtime_fixture/mod.rs"]
-mod runtime_fixture;
-#[path = "../../../crates/ovsa-license-server/tests/world/mod.rs"]
-mod world;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use runtime_fixture::{Fixture, OPTIONS};
+use ovsa_test_support::plugin_path;
+use ovsa_test_support::runtime_fixture::{Fixture, OPTIONS};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The plugin built by this `cargo test --workspace` (or OVSA_RUNTIME_PLUGIN).
-fn plugin_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("OVSA_RUNTIME_PLUGIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    for dir in [deps, deps.parent().unwrap()] {
-        let p = dir.join("libovsaruntime.so");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "libovsaruntime.so not found next to {}: run the whole workspace \
-         (`cargo test --workspace`) or `cargo build -p ovsaruntime` first",
-        deps.display()
-    );
 }
 
 /// The venv's python with openvino (scripts/setup.sh --openvino).

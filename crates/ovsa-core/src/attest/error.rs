@@ -112,7 +112,7 @@ pub enum AttestError {
     HostEvidenceMissing,
     /// The host evidence blob is unreadable.
     #[error("host evidence blob: {0}")]
-    HostBlob(#[from] HostBlobError),
+    HostBlob(HostBlobError),
     /// The host quote is qualified with something other than SHA-256 of this vTPM's EK
     /// certificate: it was made for another vTPM.
     #[error("host quote is bound to a different vTPM")]
@@ -157,4 +157,29 @@ pub enum AttestError {
     /// Internal cryptographic failure (random generator, key construction).
     #[error("crypto failure: {0}")]
     Crypto(&'static str),
+}
+
+// The blob error is part of the message, so it is not also the `source()` (a chain reporter
+// would print it twice): the `From` is written out instead of thiserror's `#[from]`.
+impl From<HostBlobError> for AttestError {
+    fn from(e: HostBlobError) -> Self {
+        AttestError::HostBlob(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn host_blob_cause_prints_once() {
+        let e = AttestError::from(HostBlobError::BadChecksum);
+        assert_eq!(
+            e.to_string(),
+            "host evidence blob: host evidence checksum mismatch"
+        );
+        assert!(e.source().is_none(), "{e}");
+    }
 }

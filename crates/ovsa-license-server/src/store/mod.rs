@@ -83,10 +83,10 @@ pub enum StoreError {
     Corrupt(String),
     /// SQLite failure.
     #[error("SQLite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// PostgreSQL failure.
     #[error("PostgreSQL: {}", postgres::describe(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
     /// A blocking task failed.
     #[error("storage task failed: {0}")]
     Task(String),
@@ -94,6 +94,20 @@ pub enum StoreError {
 
 /// Result alias for storage.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+// The database errors are part of the message, so they are not also the `source()` (a chain
+// reporter would print them twice): the `From`s are written out instead of thiserror's `#[from]`.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(e)
+    }
+}
 
 /// The schema version this build writes (migrations bring older databases up to it).
 pub const SCHEMA_VERSION: i64 = 4;
@@ -683,5 +697,19 @@ pub(crate) mod tests {
             assert_eq!(got, want, "{url}");
             assert!(!got.contains("secret") && !got.contains("cret"), "{got}");
         }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use std::error::Error as _;
+
+    use super::StoreError;
+
+    #[test]
+    fn database_cause_prints_once() {
+        let e = StoreError::from(rusqlite::Error::QueryReturnedNoRows);
+        assert_eq!(e.to_string(), "SQLite: Query returned no rows");
+        assert!(e.source().is_none(), "{e}");
     }
 }

@@ -1,6 +1,5 @@
 //! Test fixture: an ISV, a customer, a protected model, and a running license service (real
 //! TLS on loopback, SQLite or PostgreSQL storage) whose vTPM EK CA is the swtpm test CA.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,17 +9,13 @@ use ovsa_client::attester::{Attester, Quote};
 use ovsa_client::http::Connection;
 use ovsa_client::{check_license, ClientError, ClientOptions, Released, Step, TpmAttester};
 use ovsa_core::attest::{EkTrust, HashAlg, VerifierConfig};
-use ovsa_core::crypto::KeyAlgorithm;
-use ovsa_core::encoding::now_rfc3339;
 use ovsa_core::envelope::Signed;
 use ovsa_core::identity::Keystore;
-use ovsa_core::license::customer::SaleRequest;
 use ovsa_core::license::policy::Pin;
 use ovsa_core::license::{
-    sell, CustomerLicense, KeyShare, LicenseConfig, MasterLicense, PcrSet, Policy, ServiceEndpoint,
-    TcbReference,
+    CustomerLicense, KeyShare, LicenseConfig, MasterLicense, PcrSet, Policy, TcbReference,
 };
-use ovsa_core::package::{classify_inputs, protect, Package, ProtectOptions};
+use ovsa_core::package::Package;
 use ovsa_core::protocol::{
     AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, ErrorResponse, Purpose,
     Reason, RuntimeEphemeral,
@@ -31,23 +26,47 @@ use ovsa_license_server::store::{AuditEntry, AuditFilter, LicenseRecord, Store};
 use swtpm_tests::{names, Swtpm};
 use zeroize::Zeroizing;
 
+use crate::shop::{self, Terms};
+
+/// An ISV, a customer, a protected model and a running license service.
 pub struct World {
+    /// The runtime the service runs on (tests block on it for store calls).
     pub rt: tokio::runtime::Runtime,
+    /// The service (None while a test has stopped it).
     pub server: Option<RunningServer>,
+    /// Replicas started by [`World::replica`].
     pub replicas: Vec<RunningServer>,
+    /// The service's state (store, verifier policy, settings).
     pub state: Arc<AppState>,
+    /// Holds the model, the package, the service's TLS key and the SQLite database.
     pub dir: tempfile::TempDir,
+    /// The ISV's keystore.
     pub isv: Keystore,
+    /// The customer's keystore.
     pub customer: Keystore,
     /// The operator (`--metrics-client-cert`): the only reader of `/metrics`.
     pub operator: Keystore,
+    /// The service's TLS keystore.
     pub server_ks: Keystore,
     /// The service's registration key: sold registrations are sealed to it.
     pub registration_ks: Keystore,
+    /// The protected model (`model.dat`).
     pub package: PathBuf,
+    /// The model's plaintext files (xml, bin).
     pub model_files: Vec<PathBuf>,
+    /// The package's master license.
     pub master: Signed<MasterLicense>,
+    /// A TCB reference from a live vTPM of the test template (no host PCRs).
     pub tcb: Signed<TcbReference>,
+}
+
+/// PCRs 0-7 (SHA-256) read from a live swtpm.
+pub fn vtpm_pcrs(tpm: &Swtpm) -> PcrSet {
+    let pcrs = tpm
+        .open()
+        .read_pcrs(HashAlg::Sha256, &[0, 1, 2, 3, 4, 5, 6, 7])
+        .unwrap();
+    PcrSet::from_attest(&pcrs).unwrap()
 }
 
 /// The reason of a refusal (panics on success or another error).
@@ -60,18 +79,19 @@ pub fn refused<T>(r: Result<T, ClientError>) -> Reason {
 }
 
 impl World {
+    /// A fresh keystore (see [`shop::keystore`]).
     pub fn keystore(subject: &str) -> Keystore {
-        Keystore::generate(KeyAlgorithm::EcdsaP256, subject, 30)
-            .unwrap()
-            .0
+        shop::keystore(subject)
     }
 
+    /// A world on a fresh SQLite database.
     pub fn sqlite() -> World {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}", dir.path().join("licenses.db").display());
         World::with_db(dir, &url)
     }
 
+    /// A world on the database at `url` (challenges expire after 30 s).
     pub fn with_db(dir: tempfile::TempDir, url: &str) -> World {
         World::with_db_and_session_ttl(dir, url, Duration::from_secs(30))
     }
@@ -90,6 +110,7 @@ impl World {
         World::build(dir, &url, Duration::from_secs(30), limits)
     }
 
+    /// A world on the database at `url`, with challenges that expire after `ttl`.
     pub fn with_db_and_session_ttl(dir: tempfile::TempDir, url: &str, ttl: Duration) -> World {
         World::build(dir, url, ttl, Limits::default())
     }
@@ -137,42 +158,19 @@ impl World {
                 .collect::<Vec<_>>(),
         )
         .unwrap();
-        let package = dir.path().join("model.dat");
-        let protected = protect(
-            &classify_inputs(&[xml.clone(), bin.clone()]).unwrap(),
-            &ProtectOptions {
-                model_name: "test".into(),
-                model_version: "1".into(),
-                description: String::new(),
-                chunk_size: 65536,
-                overwrite: true,
-            },
+        let shop::Protection {
+            package, master, ..
+        } = shop::protect_files(
+            &[xml.clone(), bin.clone()],
+            &shop::protect_options("test", "1", 65536),
             &isv,
-            &package,
-            &mut |_| {},
-        )
-        .unwrap();
-        let master = MasterLicense::create(&protected, &isv).unwrap();
+            &dir.path().join("model.dat"),
+        );
         // TCB reference from a live vTPM of the same template.
         let probe = Swtpm::start(names::VTPM);
-        let pcrs = probe
-            .open()
-            .read_pcrs(HashAlg::Sha256, &[0, 1, 2, 3, 4, 5, 6, 7])
-            .unwrap();
+        let vtpm = vtpm_pcrs(&probe);
         drop(probe);
-        let tcb = Signed::sign(
-            TcbReference {
-                name: "test-vm".into(),
-                vtpm: PcrSet::from_attest(&pcrs).unwrap(),
-                host: None,
-                host_max_age_seconds: None,
-                vtpm_ek: None,
-                events: None,
-                created: now_rfc3339(),
-            },
-            &isv,
-        )
-        .unwrap();
+        let tcb = shop::tcb(&isv, "test-vm", vtpm, None);
         // The service.
         let cert_path = dir.path().join("server.crt");
         let key_path = dir.path().join("server.ks");
@@ -235,6 +233,7 @@ impl World {
         }
     }
 
+    /// The service's URL.
     pub fn url(&self) -> String {
         format!("https://{}", self.server.as_ref().unwrap().addr)
     }
@@ -268,6 +267,7 @@ impl World {
         url
     }
 
+    /// The pin of the service's TLS key.
     pub fn server_pin(&self) -> Pin {
         Pin(self.server_ks.certificate().spki_pin())
     }
@@ -285,15 +285,12 @@ impl World {
     /// The vTPM TCB reference of this world plus the host PCRs 0-7 of `host` (a license that
     /// requires host evidence).
     pub fn tcb_with_host(&self, host: &Swtpm) -> Signed<TcbReference> {
-        let pcrs = host
-            .open()
-            .read_pcrs(HashAlg::Sha256, &[0, 1, 2, 3, 4, 5, 6, 7])
-            .unwrap();
         let mut body = self.tcb.body().clone();
-        body.host = Some(PcrSet::from_attest(&pcrs).unwrap());
+        body.host = Some(vtpm_pcrs(host));
         Signed::sign(body, &self.isv).unwrap()
     }
 
+    /// Sells a license with `policy` under `tcb` to `customer` and registers it.
     pub fn sell_with_tcb(
         &self,
         policy: Policy,
@@ -301,30 +298,35 @@ impl World {
         pins: Option<Vec<Pin>>,
         tcb: &Signed<TcbReference>,
     ) -> Signed<CustomerLicense> {
-        let config = Signed::sign(
-            LicenseConfig {
-                name: "test".into(),
-                policy,
-                lease_seconds: 60,
-                grace_seconds: ovsa_core::license::policy::DEFAULT_GRACE_SECONDS,
-                services: vec![ServiceEndpoint {
-                    url: self.url(),
-                    pins: pins.unwrap_or_else(|| vec![self.server_pin()]),
-                }],
-                created: now_rfc3339(),
-            },
+        let config = Terms {
+            policy,
+            services: vec![shop::endpoint(
+                &self.url(),
+                pins.unwrap_or_else(|| vec![self.server_pin()]),
+            )],
+            ..Terms::default()
+        }
+        .sign(&self.isv);
+        self.sell_registered(&self.master, &config, tcb, customer)
+    }
+
+    /// Sells `master` under `config` and `tcb` to `customer` and registers the sale with the
+    /// service (as `license add` does).
+    pub fn sell_registered(
+        &self,
+        master: &Signed<MasterLicense>,
+        config: &Signed<LicenseConfig>,
+        tcb: &Signed<TcbReference>,
+        customer: &Keystore,
+    ) -> Signed<CustomerLicense> {
+        let sale = shop::sale(
             &self.isv,
-        )
-        .unwrap();
-        let sale = sell(&SaleRequest {
-            isv: &self.isv,
-            master: &self.master,
-            config: &config,
+            master,
+            config,
             tcb,
-            customer: customer.certificate(),
-            service: self.registration_ks.certificate(),
-        })
-        .unwrap();
+            customer.certificate(),
+            self.registration_ks.certificate(),
+        );
         let share = sale
             .registration
             .body()
@@ -342,6 +344,7 @@ impl World {
         sale.license
     }
 
+    /// One license check (purpose `purpose`) by `customer` on `vtpm`.
     pub fn check(
         &self,
         lic: &Signed<CustomerLicense>,
@@ -352,6 +355,7 @@ impl World {
         self.check_body(lic.body(), customer, vtpm, purpose)
     }
 
+    /// [`World::check`] of a license body.
     pub fn check_body(
         &self,
         lic: &CustomerLicense,
@@ -370,6 +374,7 @@ impl World {
         )
     }
 
+    /// [`World::check`], recording the client's steps in `steps`.
     pub fn check_observed(
         &self,
         lic: &Signed<CustomerLicense>,
@@ -389,6 +394,7 @@ impl World {
         )
     }
 
+    /// Asserts that `lic` with `share` decrypts the package to the model's plaintext files.
     pub fn assert_model_decrypts(&self, lic: &Signed<CustomerLicense>, share: &KeyShare) {
         let pkg = Package::open(&self.package).unwrap();
         CustomerLicense::check_package(lic, pkg.header()).unwrap();
@@ -402,6 +408,7 @@ impl World {
         }
     }
 
+    /// The audit log of license `guid`.
     pub fn audit(&self, guid: uuid::Uuid) -> Vec<AuditEntry> {
         self.audit_filtered(Some(guid))
     }
@@ -420,6 +427,7 @@ impl World {
             .unwrap()
     }
 
+    /// Revokes license `guid` (it must exist).
     pub fn revoke(&self, guid: uuid::Uuid) {
         assert!(self
             .rt
@@ -431,10 +439,12 @@ impl World {
             .unwrap());
     }
 
+    /// Reinstates license `guid` (it must be revoked).
     pub fn reinstate(&self, guid: uuid::Uuid) {
         assert!(self.rt.block_on(self.state.store.reinstate(guid)).unwrap());
     }
 
+    /// A pinned mutual-TLS connection to the service as `customer`.
     pub fn connect(&self, customer: &Keystore) -> Connection {
         let config = ovsa_client::tls::client_config(customer, &[self.server_pin()]).unwrap();
         Connection::open(&self.url(), Arc::new(config), Duration::from_secs(10)).unwrap()
@@ -495,10 +505,12 @@ impl World {
         (status, out)
     }
 
+    /// Whether `GET /healthz` answers 200.
     pub fn healthz(&self) -> bool {
         self.get("/healthz").0 == 200
     }
 
+    /// The body of `GET /metrics`.
     /// `/metrics` as the operator.
     pub fn metrics(&self) -> String {
         self.get_as(&self.operator, "/metrics").1
@@ -664,9 +676,13 @@ impl Drop for World {
 /// What to tamper with in [`World::check_tampered`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tamper {
+    /// Nothing: honest evidence.
     None,
+    /// One PCR value flipped after quoting.
     PcrValue,
+    /// A quote over qualifying data without the TLS exporter.
     QualifyingData,
+    /// A wrong activated credential secret.
     ActivatedSecret,
     /// An ephemeral key that cannot receive the share (bound into an otherwise valid quote).
     EphemeralKey,

@@ -1,52 +1,56 @@
 //! The runtime's end-to-end fixture on top of the license-service `World`: a vTPM, model
 //! repositories laid out as OVMS expects (`<base>/<version>/{model.dat,model.lic,customer.ks}`),
 //! a loader config file, and service stop/restart on the same address.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ovsa_core::encoding::now_rfc3339;
 use ovsa_core::envelope::Signed;
 use ovsa_core::identity::{Keystore, KeystoreProtection};
-use ovsa_core::license::customer::SaleRequest;
-use ovsa_core::license::{
-    sell, CustomerLicense, LicenseConfig, MasterLicense, Policy, ServiceEndpoint, Validity,
-};
-use ovsa_core::package::{classify_inputs, protect, ProtectOptions};
+use ovsa_core::license::{CustomerLicense, MasterLicense};
 use ovsa_license_server::server::{self, Limits};
-use ovsa_license_server::store::LicenseRecord;
 use swtpm_tests::{names, Swtpm};
 
+pub use crate::shop::perpetual;
+use crate::shop::{self, Terms};
 use crate::world::World;
 
+/// The OVMS `custom_loader_options` the model repositories of [`Fixture::version_dir`] match.
 pub const OPTIONS: &str =
     r#"{"loader_name":"ovsa","keystore":"customer.ks","controlled_access_file":"model"}"#;
 
-pub fn perpetual() -> Policy {
-    Policy {
-        validity: Validity::Perpetual,
-        usage_limit: None,
-        instance_limit: None,
-    }
-}
-
+/// A [`World`], a vTPM and a directory for model repositories and loader configs.
 pub struct Fixture {
+    /// The license service, ISV, customer and model.
     pub w: World,
+    /// The vTPM the plugin attests with.
     pub vtpm: Swtpm,
+    /// Model repositories and config files.
     pub root: tempfile::TempDir,
+    /// The service's address (kept across stop/restart).
     pub addr: SocketAddr,
+    /// The service's URL.
     pub url: String,
 }
 
 /// A second model protected by the same ISV, with its plaintext files.
 pub struct OtherModel {
+    /// The package.
     pub package: PathBuf,
+    /// Its plaintext files.
     pub files: Vec<PathBuf>,
+    /// Its master license.
     pub master: Signed<MasterLicense>,
 }
 
+impl Default for Fixture {
+    fn default() -> Fixture {
+        Fixture::new()
+    }
+}
+
 impl Fixture {
+    /// A world on SQLite and a fresh vTPM.
     pub fn new() -> Fixture {
         let w = World::sqlite();
         let vtpm = Swtpm::start(names::VTPM);
@@ -61,6 +65,7 @@ impl Fixture {
         }
     }
 
+    /// `rel` under the fixture's root directory.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.path().join(rel)
     }
@@ -139,6 +144,7 @@ impl Fixture {
         (b, lic)
     }
 
+    /// The World model's plaintext (xml, bin).
     pub fn plaintext(&self) -> (Vec<u8>, Vec<u8>) {
         (
             std::fs::read(&self.w.model_files[0]).unwrap(),
@@ -146,6 +152,7 @@ impl Fixture {
         )
     }
 
+    /// Stops the service (the address stays reserved for [`Fixture::start_service`]).
     pub fn stop_service(&mut self) {
         if let Some(s) = self.w.server.take() {
             self.w.rt.block_on(s.shutdown());
@@ -227,21 +234,14 @@ impl Fixture {
     fn protect_files_as(&self, name: &str, version: &str, files: Vec<PathBuf>) -> OtherModel {
         let package = self.path(&format!("src-{name}/model-v{version}.dat"));
         std::fs::create_dir_all(package.parent().unwrap()).unwrap();
-        let protected = protect(
-            &classify_inputs(&files).unwrap(),
-            &ProtectOptions {
-                model_name: name.into(),
-                model_version: version.into(),
-                description: String::new(),
-                chunk_size: 65536,
-                overwrite: true,
-            },
+        let shop::Protection {
+            package, master, ..
+        } = shop::protect_files(
+            &files,
+            &shop::protect_options(name, version, 65536),
             &self.w.isv,
             &package,
-            &mut |_| {},
-        )
-        .unwrap();
-        let master = MasterLicense::create(&protected, &self.w.isv).unwrap();
+        );
         OtherModel {
             package,
             files,
@@ -266,46 +266,15 @@ impl Fixture {
         lease_seconds: u32,
         grace_seconds: u32,
     ) -> Signed<CustomerLicense> {
-        let config = Signed::sign(
-            LicenseConfig {
-                name: "test".into(),
-                policy: perpetual(),
-                lease_seconds,
-                grace_seconds,
-                services: vec![ServiceEndpoint {
-                    url: self.url.clone(),
-                    pins: vec![self.w.server_pin()],
-                }],
-                created: now_rfc3339(),
-            },
-            &self.w.isv,
-        )
-        .unwrap();
-        let sale = sell(&SaleRequest {
-            isv: &self.w.isv,
-            master,
-            config: &config,
-            tcb: &self.w.tcb,
-            customer: self.w.customer.certificate(),
-            service: self.w.registration_ks.certificate(),
-        })
-        .unwrap();
-        let share = sale
-            .registration
-            .body()
-            .open_share(&self.w.registration_ks)
-            .unwrap();
-        let rec = LicenseRecord::from_registration(
-            sale.registration.body(),
-            &share,
-            sale.registration.signer().fingerprint(),
-            time::OffsetDateTime::now_utc(),
-        );
+        let config = Terms {
+            lease_seconds,
+            grace_seconds,
+            services: vec![shop::endpoint(&self.url, vec![self.w.server_pin()])],
+            ..Terms::default()
+        }
+        .sign(&self.w.isv);
         self.w
-            .rt
-            .block_on(self.w.state.store.add_license(&rec))
-            .unwrap();
-        sale.license
+            .sell_registered(master, &config, &self.w.tcb, &self.w.customer)
     }
 }
 
