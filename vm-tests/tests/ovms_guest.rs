@@ -694,11 +694,11 @@ fn changed_kernel_command_line_is_refused_naming_pcr_9() {
     });
 }
 
-/// Item 2: a changed initrd (the same initramfs with one more file appended) is refused; PCR 9
-/// (the initrd's digest) differs, and so does PCR 4 (OVMF measures the initrd blob it loads from
-/// QEMU's fw_cfg as a boot application too), which the refusal names first.
+/// Item 2: a changed initrd (the same initramfs with one more file appended) is refused. Measured
+/// here: PCRs 4 and 9 both differ from the reference boot's (OVMF's direct kernel boot covers
+/// the initrd in both); the refusal names PCR 4, the first the Verifier checks.
 #[test]
-fn changed_initrd_is_refused_naming_pcr_9() {
+fn changed_initrd_is_refused_naming_pcr_4_with_pcr_9_changed() {
     let p = parts();
     let initrd = vm_tests::initramfs::build_with_extra(
         &p,
