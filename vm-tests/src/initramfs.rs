@@ -213,9 +213,7 @@ pub fn build_with_extra(parts: &GuestParts, extra: &[(&str, &[u8])]) -> Result<P
         c.file(name, 0o644, data);
     }
     out.extend_from_slice(&gzip(&c.finish())?);
-    let path = parts
-        .dir
-        .join(format!("initrd-{}.img", short_hash(&out)));
+    let path = parts.dir.join(format!("initrd-{}.img", short_hash(&out)));
     if !path.exists() {
         let tmp = path.with_extension(format!("img.{}.tmp", std::process::id()));
         std::fs::write(&tmp, &out).map_err(|e| VmError::io("cannot write", &tmp, e))?;

@@ -116,8 +116,8 @@ fn driver() -> PathBuf {
     let mut key = std::fs::read(&cpp).unwrap();
     key.extend(std::fs::read(&hpp).unwrap());
     key.extend(core.display().to_string().bytes());
-    let exe = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("ovms_driver_ov-{:016x}", fnv(&key)));
+    let exe =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ovms_driver_ov-{:016x}", fnv(&key)));
     if exe.is_file() {
         return exe;
     }
@@ -146,10 +146,7 @@ fn driver() -> PathBuf {
             .arg("-ldl"),
     );
     std::fs::rename(&tmp, &exe).unwrap();
-    println!(
-        "driver: compiled in {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
+    println!("driver: compiled in {:.1} s", t0.elapsed().as_secs_f64());
     exe
 }
 
@@ -306,14 +303,48 @@ impl Fixture {
         let t = |args: &[&str]| run_ok(Command::new(&tool).current_dir(&dir).args(args));
 
         // Identities, the model, the license offer (short signed lease, the guest's URL).
-        t(&["keygen", "--keystore", "isv.ks", "--subject", "CN=Acme Models"]);
-        t(&["keygen", "--keystore", "customer.ks", "--subject", "CN=Customer One"]);
-        t(&["keygen", "--keystore", "tls.ks", "--subject", "CN=license.local"]);
-        t(&["keygen", "--keystore", "reg.ks", "--subject", "CN=license.local registration"]);
+        t(&[
+            "keygen",
+            "--keystore",
+            "isv.ks",
+            "--subject",
+            "CN=Acme Models",
+        ]);
+        t(&[
+            "keygen",
+            "--keystore",
+            "customer.ks",
+            "--subject",
+            "CN=Customer One",
+        ]);
+        t(&[
+            "keygen",
+            "--keystore",
+            "tls.ks",
+            "--subject",
+            "CN=license.local",
+        ]);
+        t(&[
+            "keygen",
+            "--keystore",
+            "reg.ks",
+            "--subject",
+            "CN=license.local registration",
+        ]);
         let cls_s = cls.display().to_string();
         t(&[
-            "protect", "--keystore", "isv.ks", "--name", "cls", "--version", "1", "--out",
-            "cls.dat", "--master-license", "cls.masterlic", &cls_s,
+            "protect",
+            "--keystore",
+            "isv.ks",
+            "--name",
+            "cls",
+            "--version",
+            "1",
+            "--out",
+            "cls.dat",
+            "--master-license",
+            "cls.masterlic",
+            &cls_s,
         ]);
         let lease = LEASE_SECONDS.to_string();
         // The service's host loopback port. The guest's licenses name the guest's end of the
@@ -321,14 +352,34 @@ impl Fixture {
         // own naming the loopback address (the host never connects outside 127.0.0.0/8).
         let port = swtpm_tests::PortPair::reserve().port();
         t(&[
-            "licgen", "--keystore", "isv.ks", "--out", "host.config", "--name", "host-admin",
-            "--perpetual", "--server", &format!("https://127.0.0.1:{port}"),
-            "--server-cert", "tls.ks.crt",
+            "licgen",
+            "--keystore",
+            "isv.ks",
+            "--out",
+            "host.config",
+            "--name",
+            "host-admin",
+            "--perpetual",
+            "--server",
+            &format!("https://127.0.0.1:{port}"),
+            "--server-cert",
+            "tls.ks.crt",
         ]);
         t(&[
-            "licgen", "--keystore", "isv.ks", "--out", "lease.config", "--name", "guest",
-            "--perpetual", "--lease", &lease, "--server", "https://10.0.2.100:8443",
-            "--server-cert", "tls.ks.crt",
+            "licgen",
+            "--keystore",
+            "isv.ks",
+            "--out",
+            "lease.config",
+            "--name",
+            "guest",
+            "--perpetual",
+            "--lease",
+            &lease,
+            "--server",
+            "https://10.0.2.100:8443",
+            "--server-cert",
+            "tls.ks.crt",
         ]);
 
         // The machine: a host TPM and the VM's vTPM state. Host admin, before the VM starts:
@@ -343,8 +394,13 @@ impl Fixture {
         drop(vtpm);
         let tcp = TcpSwtpm::serve(&vtpm_dir);
         t(&[
-            "host-quote", "--host-tcti", &host.tcti(), "--vtpm-tcti", &tcp.tcti(),
-            "--ak-cache-dir", "host-ak",
+            "host-quote",
+            "--host-tcti",
+            &host.tcti(),
+            "--vtpm-tcti",
+            &tcp.tcti(),
+            "--ak-cache-dir",
+            "host-ak",
         ]);
         tcp.stop();
 
@@ -397,17 +453,39 @@ impl Fixture {
         let pcrs = std::fs::read_to_string(dir.join("ref-pcrs.txt")).unwrap();
         println!("reference PCRs (sha256):\n{pcrs}");
         t(&[
-            "tcb", "--keystore", "isv.ks", "--out", "vm.tcb", "--name", "ovmf-guest",
-            "--vtpm-pcrs-file", "ref-pcrs.txt", "--host-from-tpm", &host.tcti(),
+            "tcb",
+            "--keystore",
+            "isv.ks",
+            "--out",
+            "vm.tcb",
+            "--name",
+            "ovmf-guest",
+            "--vtpm-pcrs-file",
+            "ref-pcrs.txt",
+            "--host-from-tpm",
+            &host.tcti(),
         ]);
 
         // Two licenses, each in its own OVMS repository.
         let sell = |name: &str, config: &str| -> Repo {
             let out = t(&[
-                "sale", "--keystore", "isv.ks", "--master-license", "cls.masterlic", "--config",
-                config, "--tcb", "vm.tcb", "--customer-cert", "customer.ks.crt",
-                "--registration-cert", "reg.ks.crt", "--out", &format!("{name}.lic"),
-                "--registration", &format!("{name}.reg"),
+                "sale",
+                "--keystore",
+                "isv.ks",
+                "--master-license",
+                "cls.masterlic",
+                "--config",
+                config,
+                "--tcb",
+                "vm.tcb",
+                "--customer-cert",
+                "customer.ks.crt",
+                "--registration-cert",
+                "reg.ks.crt",
+                "--out",
+                &format!("{name}.lic"),
+                "--registration",
+                &format!("{name}.reg"),
             ]);
             let guid = out
                 .split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
@@ -427,7 +505,13 @@ impl Fixture {
             Command::new(&server)
                 .current_dir(&dir)
                 .args(["--db", &db, "license", "add", "--trust-isv", "isv.ks.crt"])
-                .args(["--registration-key", "reg.ks", "load.reg", "refuse.reg", "enroll.reg"]),
+                .args([
+                    "--registration-key",
+                    "reg.ks",
+                    "load.reg",
+                    "refuse.reg",
+                    "enroll.reg",
+                ]),
         );
         // `sh` runs the service and kills it when its stdin (held by this process) closes.
         let serve = format!(
@@ -455,8 +539,15 @@ impl Fixture {
         }
         // Host admin: enrol the host AK that signed the evidence.
         t(&[
-            "host-enroll", "--keystore", "customer.ks", "--license", "enroll.lic", "--host-tcti",
-            &host.tcti(), "--ak-cache-dir", "host-ak",
+            "host-enroll",
+            "--keystore",
+            "customer.ks",
+            "--license",
+            "enroll.lic",
+            "--host-tcti",
+            &host.tcti(),
+            "--ak-cache-dir",
+            "host-ak",
         ]);
         drop(host);
         println!(
@@ -484,7 +575,12 @@ impl Fixture {
     /// A guest script running the driver on `commands` (one per line), writing its stdout and
     /// the plugin's log into `<share>/<tag>/`. With `until`, the commands after the first run
     /// repeat until a driver output line contains it (at most `rounds` times).
-    fn driver_script(&self, tag: &str, commands: &[String], repeat: Option<(&str, &str, u32)>) -> String {
+    fn driver_script(
+        &self,
+        tag: &str,
+        commands: &[String],
+        repeat: Option<(&str, &str, u32)>,
+    ) -> String {
         let out = self.share.join(tag);
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&out).unwrap();
@@ -544,7 +640,8 @@ fn assert_ok(out: &GuestOutput) {
 
 /// The plugin's log line of a completed load: where the time went.
 fn breakdown(log: &str) -> Option<&str> {
-    log.lines().find(|l| l.contains("loaded (") && l.contains(" ms ("))
+    log.lines()
+        .find(|l| l.contains("loaded (") && l.contains(" ms ("))
 }
 
 /// Item 1: load in the guest, OpenVINO outputs equal the plaintext's; revoke on the host, the
@@ -617,7 +714,10 @@ fn guest_loads_infers_like_plaintext_and_a_revocation_blacklists_it() {
         "guest load breakdown: {}",
         breakdown(&log).unwrap_or("(no breakdown line)")
     );
-    for l in log.lines().filter(|l| l.contains("revoked") || l.contains("blacklist")) {
+    for l in log
+        .lines()
+        .filter(|l| l.contains("revoked") || l.contains("blacklist"))
+    {
         println!("plugin: {l}");
     }
     println!(
@@ -678,7 +778,10 @@ fn refused(what: &str, tag: &str, must_differ: u8, change: impl FnOnce(&mut Boot
         .find(|l| l.contains("pcr_mismatch"))
         .unwrap_or_else(|| panic!("{what}: no pcr_mismatch in the plugin log:\n{log}"));
     assert!(
-        line.contains(&format!("PCR {} differs from the reference value", differ[0])),
+        line.contains(&format!(
+            "PCR {} differs from the reference value",
+            differ[0]
+        )),
         "{what}: the refusal does not name PCR {}: {line}",
         differ[0]
     );

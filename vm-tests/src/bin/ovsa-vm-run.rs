@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use vm_tests::{BootOpts, Firmware, Guest, GuestFwd, VtpmChoice};
 
-const USAGE: &str = "usage: ovsa-vm-run [--ovmf|--pvh] [--memory MIB] [--smp N] [--timeout SECONDS] \
+const USAGE: &str =
+    "usage: ovsa-vm-run [--ovmf|--pvh] [--memory MIB] [--smp N] [--timeout SECONDS] \
 [--share DIR] [--vtpm-state DIR] [--forward GUEST_PORT:HOST_PORT] [--append PARAMS] SCRIPT";
 
 fn fail(msg: String) -> ExitCode {
@@ -32,10 +33,7 @@ fn main() -> ExitCode {
     let mut opts = BootOpts::new(String::new());
     let mut script = None;
     while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         let r: Result<(), String> = (|| {
             match a.as_str() {
                 "--ovmf" => opts.firmware = Firmware::Ovmf,
@@ -68,7 +66,9 @@ fn main() -> ExitCode {
                         .split_once(':')
                         .and_then(|(g, h)| Some((g.parse().ok()?, h.parse().ok()?)))
                         .ok_or_else(|| {
-                            format!("--forward takes GUEST_PORT:HOST_PORT, e.g. 8443:20443 (got {v:?})")
+                            format!(
+                                "--forward takes GUEST_PORT:HOST_PORT, e.g. 8443:20443 (got {v:?})"
+                            )
                         })?;
                     let relay = std::env::current_exe()
                         .map_err(|e| format!("cannot locate this program: {e}"))?
