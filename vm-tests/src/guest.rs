@@ -81,6 +81,12 @@ pub struct BootOpts {
     pub guestfwd: Option<GuestFwd>,
     /// Extra kernel command line parameters.
     pub extra_append: String,
+    /// Boot this kernel image instead of the fetched one (`vmlinux` for PVH, the bzImage for
+    /// OVMF), e.g. a modified copy for a measured-boot refusal test.
+    pub kernel: Option<PathBuf>,
+    /// Boot this initrd instead of the harness's (it must still do what `/init` does, e.g. the
+    /// harness's initrd with another archive appended: [`crate::initramfs::build_with_extra`]).
+    pub initrd: Option<PathBuf>,
 }
 
 impl BootOpts {
@@ -97,6 +103,8 @@ impl BootOpts {
             vtpm: VtpmChoice::Template(swtpm_tests::names::VTPM),
             guestfwd: None,
             extra_append: String::new(),
+            kernel: None,
+            initrd: None,
         }
     }
 }
@@ -222,7 +230,18 @@ impl Guest {
 
     /// [`Guest::boot`] with explicit parts.
     pub fn boot_with(parts: &GuestParts, opts: &BootOpts) -> Result<Guest> {
-        let initrd = initramfs::build(parts)?;
+        let initrd = match &opts.initrd {
+            Some(p) => p.clone(),
+            None => initramfs::build(parts)?,
+        };
+        for p in [&opts.kernel, &opts.initrd].into_iter().flatten() {
+            if !p.is_file() {
+                return Err(VmError::new(format!(
+                    "{} (BootOpts::kernel/initrd) is not a file",
+                    p.display()
+                )));
+            }
+        }
         let serial = serial();
         let work = tempdir("ovsa-vm-")?;
         let (share, share_tmp) = match &opts.share {
@@ -299,7 +318,8 @@ impl Guest {
         );
         match opts.firmware {
             Firmware::Pvh => {
-                c.arg("-kernel").arg(&parts.vmlinux);
+                c.arg("-kernel")
+                    .arg(opts.kernel.as_ref().unwrap_or(&parts.vmlinux));
                 append.push_str(" tpm_tis.force=1 tpm_tis.interrupts=0");
             }
             Firmware::Ovmf => {
@@ -317,7 +337,7 @@ impl Guest {
                         vars.display()
                     ))
                     .arg("-kernel")
-                    .arg(&parts.bzimage);
+                    .arg(opts.kernel.as_ref().unwrap_or(&parts.bzimage));
             }
         }
         if vtpm_dir.is_some() {

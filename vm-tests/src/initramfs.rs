@@ -201,6 +201,27 @@ pub fn build(parts: &GuestParts) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The harness's initrd for `parts` followed by a second gzip'd cpio archive holding `extra`
+/// (name, content; mode 0644). The kernel unpacks concatenated archives in order, so the guest
+/// boots as usual with the extra files in its initramfs, and the initrd's digest (PCR 9 under
+/// OVMF) differs. Written into the cache directory like [`build`].
+pub fn build_with_extra(parts: &GuestParts, extra: &[(&str, &[u8])]) -> Result<PathBuf> {
+    let base = build(parts)?;
+    let mut out = std::fs::read(&base).map_err(|e| VmError::io("cannot read", &base, e))?;
+    let mut c = Cpio::new();
+    for (name, data) in extra {
+        c.file(name, 0o644, data);
+    }
+    out.extend_from_slice(&gzip(&c.finish())?);
+    let path = parts.dir.join(format!("initrd-{}.img", short_hash(&out)));
+    if !path.exists() {
+        let tmp = path.with_extension(format!("img.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, &out).map_err(|e| VmError::io("cannot write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| VmError::io("cannot rename", &tmp, e))?;
+    }
+    Ok(path)
+}
+
 fn short_hash(data: &[u8]) -> String {
     // FNV-1a 64: a cache key, not a security property.
     let mut h: u64 = 0xcbf29ce484222325;
