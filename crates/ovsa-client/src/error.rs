@@ -22,6 +22,17 @@ pub enum ClientError {
         /// The pin of the key it presented.
         found: String,
     },
+    /// The service refused this client's TLS certificate during or right after the handshake
+    /// (a TLS `access_denied` alert): no license registered there is sold to it.
+    #[error(
+        "the license service {url} does not know this client certificate: the license must be \
+         registered with `ovsa-license-server license add` on the service, and the keystore must \
+         be the customer's one the license was sold to"
+    )]
+    UnknownClientCertificate {
+        /// The service URL.
+        url: String,
+    },
     /// The service refused the request.
     #[error("license service refused ({reason}): {message}")]
     Refused {

@@ -28,6 +28,9 @@ pub struct Connection {
     prefix: String,
     timeout: Duration,
     deadline: Option<Instant>,
+    /// A response was read on this connection (an `access_denied` alert before that is the
+    /// service refusing the client certificate).
+    answered: bool,
 }
 
 /// Splits `https://host:port/prefix` into (host, port, prefix).
@@ -102,6 +105,7 @@ impl Connection {
             prefix,
             timeout,
             deadline,
+            answered: false,
         };
         // Drive the handshake now so pin and TLS failures are reported as such.
         while c.stream.conn.is_handshaking() {
@@ -206,13 +210,56 @@ impl Connection {
             // The server may answer (e.g. 413) and close before reading a large body: prefer
             // its answer to the write error.
             Err(e) => {
+                if let Some(refused) = self.certificate_refused(&e) {
+                    return Err(refused);
+                }
                 let e = self.io_error("sending a request", e, io);
                 match e {
                     ClientError::Deadline(_) => Err(e),
-                    e => self.read_response().map_err(|_| e),
+                    // A "broken pipe" right after the handshake may hide the service's
+                    // `access_denied` alert: report that rather than the write error.
+                    e => match self.alert_before_close() {
+                        Some(refused) => Err(refused),
+                        None => self.read_response().map_err(|_| e),
+                    },
                 }
             }
         }
+    }
+
+    /// After a failed write on a connection not answered yet: reads what the service sent
+    /// before it closed (straight from the socket: the unsent request still waits in the TLS
+    /// buffer) and returns [`ClientError::UnknownClientCertificate`] if that was an
+    /// `access_denied` alert.
+    fn alert_before_close(&mut self) -> Option<ClientError> {
+        if self.answered || self.arm("reading the service's alert").is_err() {
+            return None;
+        }
+        for _ in 0..4 {
+            match self.stream.conn.read_tls(&mut self.stream.sock) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            match self.stream.conn.process_new_packets() {
+                Err(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => {
+                    return Some(ClientError::UnknownClientCertificate {
+                        url: self.url.clone(),
+                    })
+                }
+                Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+        None
+    }
+
+    /// [`ClientError::UnknownClientCertificate`] if `e` is the service's `access_denied` alert
+    /// on a connection that has not been answered yet (the handshake-time refusal of a client
+    /// certificate the service does not know).
+    fn certificate_refused(&self, e: &std::io::Error) -> Option<ClientError> {
+        (!self.answered && is_access_denied(e)).then(|| ClientError::UnknownClientCertificate {
+            url: self.url.clone(),
+        })
     }
 
     fn read_response(&mut self) -> Result<(u16, Vec<u8>), ClientError> {
@@ -227,6 +274,9 @@ impl Connection {
             }
             self.arm("waiting for the response")?;
             let n = self.stream.read(&mut chunk).map_err(|e| {
+                if let Some(refused) = self.certificate_refused(&e) {
+                    return refused;
+                }
                 self.io_error("waiting for the response", e, |e| {
                     ClientError::Unreachable {
                         url: self.url.clone(),
@@ -283,6 +333,7 @@ impl Connection {
             body.extend_from_slice(&chunk[..n]);
         }
         body.truncate(len);
+        self.answered = true;
         Ok((status, body))
     }
 }
@@ -314,7 +365,23 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Whether `e` is a TLS `access_denied` alert from the peer.
+fn is_access_denied(e: &std::io::Error) -> bool {
+    matches!(
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::AccessDenied
+        ))
+    )
+}
+
 fn handshake_error(url: &str, e: std::io::Error) -> ClientError {
+    if is_access_denied(&e) {
+        return ClientError::UnknownClientCertificate {
+            url: url.to_string(),
+        };
+    }
     let pin = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())

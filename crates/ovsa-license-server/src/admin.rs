@@ -2,12 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
+use ovsa_core::attest::{subject_of, EkBinding};
 use ovsa_core::envelope::Signed;
 use ovsa_core::identity::{Certificate, Keystore};
 use ovsa_core::license::{KeyShare, Registration};
 use ovsa_license_server::config::{self, read_input, ConfigError, Env, FileConfig, MAX_INPUT_FILE};
 use ovsa_license_server::store::{
-    Activation, AuditEntry, AuditFilter, LicenseRecord, OpenMode, Store,
+    Activation, AuditEntry, AuditFilter, Lease, LicenseRecord, OpenMode, Store,
 };
 use ovsa_license_server::text::{escape_controls, table, to_json_text};
 use uuid::Uuid;
@@ -94,8 +95,11 @@ pub async fn license(
             files,
             trust_isv,
             registration_key,
+            require_ek_binding,
         } => {
             let isv_paths = config::resolve_trust_isv(&trust_isv, env, file)?;
+            let require_ek_binding =
+                config::resolve_require_ek_binding(require_ek_binding, env, file)?;
             let service = load_registration_key(
                 &config::resolve_registration_key(registration_key, env, file)?,
                 &config::resolve_passphrase(None, env, file)?,
@@ -125,7 +129,20 @@ pub async fn license(
                 match opened {
                     Ok((reg, share)) => {
                         let guid = reg.body().license_guid;
-                        if let Some((other, _, _)) =
+                        if reg.body().tcb.vtpm_ek.is_none() && require_ek_binding {
+                            problems.push(format!(
+                                "registration {}: license {guid} {UNBOUND}, and \
+                                 require_ek_binding is set ({}, {} or `{}` in the config \
+                                 file): ask the ISV to sell it again bound to the customer's \
+                                 vTPMs (`ovsatool sale --ek-ca <EK CA certificate>` or \
+                                 `--ek-cert <EK certificate>`), or turn require_ek_binding off \
+                                 to accept it",
+                                f.display(),
+                                config::REQUIRE_EK_BINDING.flag,
+                                config::REQUIRE_EK_BINDING.env,
+                                config::REQUIRE_EK_BINDING.key,
+                            ));
+                        } else if let Some((other, _, _)) =
                             regs.iter().find(|(_, r, _)| r.body().license_guid == guid)
                         {
                             problems.push(format!(
@@ -155,6 +172,20 @@ pub async fn license(
             }
             if !problems.is_empty() {
                 return Err(nothing_imported(problems, files.len()));
+            }
+            for (f, reg, _) in &regs {
+                if reg.body().tcb.vtpm_ek.is_none() {
+                    eprintln!(
+                        "ovsa-license-server: warning: registration {}: license {} {UNBOUND}: \
+                         any vTPM whose EK chains to a CA this service trusts can attest for \
+                         it with the customer's files; ask the ISV to sell it bound to the \
+                         customer's vTPMs (`ovsatool sale --ek-ca/--ek-cert`), or set \
+                         require_ek_binding ({}) to refuse such registrations",
+                        escape_controls(&f.display().to_string()),
+                        reg.body().license_guid,
+                        config::REQUIRE_EK_BINDING.flag,
+                    );
+                }
             }
             for (f, reg, share) in &regs {
                 let rec = LicenseRecord::from_registration(
@@ -203,13 +234,17 @@ pub async fn license(
                         format!("{} v{}", r.model_name, r.model_version),
                         r.uses.to_string(),
                         state(r).into(),
+                        binding_summary(r.tcb.vtpm_ek.as_ref()),
                         customer_subject(r),
                     ]
                 })
                 .collect();
             print!(
                 "{}",
-                table(&["license", "model", "uses", "state", "customer"], &rows)
+                table(
+                    &["license", "model", "uses", "state", "vtpms", "customer"],
+                    &rows
+                )
             );
             Ok(())
         }
@@ -220,10 +255,17 @@ pub async fn license(
                 .await?
                 .ok_or(MainError::NotRegistered { guid })?;
             let acts = store.activations(guid).await?;
+            let leases = store.leases(guid, now).await?;
+            let seats = Seats {
+                at: now,
+                leases: &leases,
+            };
             if json {
-                println!("{}", to_json_text(&license_json(&r, Some(&acts))));
+                let mut v = license_json(&r, Some(&acts));
+                v["live_seats"] = seats.json(&acts);
+                println!("{}", to_json_text(&v));
             } else {
-                print!("{}", license_text(&r, &acts));
+                print!("{}", license_text(&r, &acts, &seats));
             }
             Ok(())
         }
@@ -298,6 +340,112 @@ fn customer_subject(r: &LicenseRecord) -> String {
         .unwrap_or_else(|_| "<invalid certificate>".into())
 }
 
+/// How the admin output says a license is not bound (`license add`'s warning and refusal).
+const UNBOUND: &str = "is not bound to EK CAs or enrolled EKs";
+
+/// One cell: which vTPMs may attest for a license (`license list`).
+fn binding_summary(b: Option<&EkBinding>) -> String {
+    let Some(b) = b else {
+        return "any trusted vTPM".into();
+    };
+    let count = |n: usize, one: &str, many: &str| match n {
+        0 => None,
+        1 => Some(format!("1 {one}")),
+        n => Some(format!("{n} {many}")),
+    };
+    let parts: Vec<String> = [
+        count(b.cas.len(), "EK CA", "EK CAs"),
+        count(b.eks.len(), "EK", "EKs"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    format!("bound: {}", parts.join(", "))
+}
+
+/// The EK binding as JSON, in the shape `ovsatool inspect` shows it (`vtpm_ek_binding`).
+fn binding_json(b: Option<&EkBinding>) -> serde_json::Value {
+    match b {
+        None => serde_json::json!({
+            "bound": false,
+            "allows": "any trusted vTPM",
+        }),
+        Some(b) => serde_json::json!({
+            "bound": true,
+            "ek_cas": b.cas.iter().map(|der| serde_json::json!({
+                "subject": subject_of(der),
+                "fingerprint_sha256": hex::encode(ovsa_core::crypto::hash::sha256(der)),
+            })).collect::<Vec<_>>(),
+            "enrolled_ek_certificates_sha256":
+                b.eks.iter().map(|d| hex::encode(d.0)).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// The EK binding as text lines (`license show`).
+fn binding_lines(b: Option<&EkBinding>) -> Vec<String> {
+    match b {
+        None => vec![
+            "any trusted vTPM (not bound to EK CAs or EKs; sell with `ovsatool sale \
+                      --ek-ca/--ek-cert` to bind)"
+                .into(),
+        ],
+        Some(b) => b.describe(),
+    }
+}
+
+/// The live seats of a license at `at` (service clock): its live leases, one seat per machine.
+struct Seats<'a> {
+    at: time::OffsetDateTime,
+    leases: &'a [Lease],
+}
+
+impl Seats<'_> {
+    /// The machines holding a seat, in the order their first lease was taken.
+    fn machines(&self) -> Vec<[u8; 32]> {
+        let mut out: Vec<[u8; 32]> = Vec::new();
+        for l in self.leases {
+            if !out.contains(&l.instance_id) {
+                out.push(l.instance_id);
+            }
+        }
+        out
+    }
+
+    /// The machine's last successful check, from its activation.
+    fn last_check(acts: &[Activation], machine: &[u8; 32]) -> Option<time::OffsetDateTime> {
+        acts.iter()
+            .find(|a| &a.instance_id == machine)
+            .map(|a| a.last_seen)
+    }
+
+    fn json(&self, acts: &[Activation]) -> serde_json::Value {
+        let fmt = ovsa_core::encoding::format_rfc3339;
+        let machines: Vec<_> = self
+            .machines()
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "machine": hex::encode(m),
+                    "last_check": Self::last_check(acts, m).map(fmt),
+                    "leases": self.leases.iter().filter(|l| &l.instance_id == m).map(|l| {
+                        serde_json::json!({
+                            "lease_id": l.lease_id,
+                            "tpm_reset_count": l.reset_count,
+                            "expires": fmt(l.expires_at),
+                        })
+                    }).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "at": fmt(self.at),
+            "count": machines.len(),
+            "seats": machines,
+        })
+    }
+}
+
 fn state(r: &LicenseRecord) -> &'static str {
     if r.revoked_at.is_some() {
         "revoked"
@@ -326,6 +474,7 @@ fn license_json(r: &LicenseRecord, acts: Option<&[Activation]>) -> serde_json::V
         "policy": r.policy,
         "lease_seconds": r.lease_seconds,
         "tcb": r.tcb.name,
+        "vtpm_ek_binding": binding_json(r.tcb.vtpm_ek.as_ref()),
         "issued": r.issued,
         "registered": fmt(r.registered_at),
         "revoked": r.revoked_at.map(fmt),
@@ -348,11 +497,12 @@ fn license_json(r: &LicenseRecord, acts: Option<&[Activation]>) -> serde_json::V
     v
 }
 
-/// `license show` as text: one field a line, then the activations as a table.
-fn license_text(r: &LicenseRecord, acts: &[Activation]) -> String {
+/// `license show` as text: one field a line, then the live seats and the activations as tables.
+fn license_text(r: &LicenseRecord, acts: &[Activation], seats: &Seats<'_>) -> String {
     let fmt = ovsa_core::encoding::format_rfc3339;
     let opt = |t: Option<time::OffsetDateTime>| t.map(fmt).unwrap_or_else(|| "-".into());
-    let fields = vec![
+    let machines = seats.machines();
+    let mut fields = vec![
         vec!["license".into(), r.license_guid.to_string()],
         vec![
             "model".into(),
@@ -367,14 +517,65 @@ fn license_text(r: &LicenseRecord, acts: &[Activation]) -> String {
         ],
         vec!["lease".into(), format!("{} s", r.lease_seconds)],
         vec!["tcb".into(), r.tcb.name.clone()],
+    ];
+    for (i, line) in binding_lines(r.tcb.vtpm_ek.as_ref())
+        .into_iter()
+        .enumerate()
+    {
+        let key = if i == 0 { "vtpms allowed" } else { "" };
+        fields.push(vec![key.into(), line]);
+    }
+    fields.extend([
         vec!["issued".into(), r.issued.clone()],
         vec!["registered".into(), fmt(r.registered_at)],
         vec!["revoked".into(), opt(r.revoked_at)],
         vec!["first use".into(), opt(r.first_use)],
         vec!["uses".into(), r.uses.to_string()],
+        vec![
+            "live seats".into(),
+            format!(
+                "{}{} at {} (service clock)",
+                machines.len(),
+                r.policy
+                    .instance_limit
+                    .map(|n| format!(" of {n}"))
+                    .unwrap_or_default(),
+                fmt(seats.at)
+            ),
+        ],
         vec!["activations".into(), acts.len().to_string()],
-    ];
+    ]);
     let mut out = table(&[], &fields);
+    if !seats.leases.is_empty() {
+        let rows: Vec<Vec<String>> = machines
+            .iter()
+            .flat_map(|m| {
+                let last = opt(Seats::last_check(acts, m));
+                seats
+                    .leases
+                    .iter()
+                    .filter(move |l| &l.instance_id == m)
+                    .map(move |l| {
+                        vec![
+                            hex::encode(m),
+                            l.lease_id.to_string(),
+                            last.clone(),
+                            fmt(l.expires_at),
+                        ]
+                    })
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "seat (machine: EK sha256)",
+                "lease",
+                "last check",
+                "expires (service clock)",
+            ],
+            &rows,
+        ));
+    }
     if !acts.is_empty() {
         let rows: Vec<Vec<String>> = acts
             .iter()

@@ -226,6 +226,13 @@ pub enum LicenseCmd {
             &config::REGISTRATION_KEY,
         ))]
         registration_key: Option<PathBuf>,
+        /// Refuse unbound licenses.
+        #[arg(long, help = with_env(
+            "Refuse registrations whose license is not bound to EK CAs or enrolled EKs \
+             (`ovsatool sale --ek-ca/--ek-cert`); without it they are imported with a warning",
+            &config::REQUIRE_EK_BINDING,
+        ))]
+        require_ek_binding: bool,
     },
     /// List licenses (read-only).
     List {
@@ -233,7 +240,8 @@ pub enum LicenseCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show one license with its activations, never its key share (read-only).
+    /// Show one license with its EK binding, live seats and activations, never its key share
+    /// (read-only).
     Show {
         /// License GUID.
         guid: Uuid,

@@ -17,6 +17,7 @@
 //! trust_host_ek_ca = ["/etc/ovsa/tpm-vendor-ca.pem"]
 //! metrics_client_cert = ["/etc/ovsa/prometheus.crt"]  # operator certificates: may GET /metrics
 //! trust_isv = ["/etc/ovsa/isv.crt"]            # whose registrations `license add` accepts
+//! require_ek_binding = false                   # `license add` refuses licenses not bound to EK CAs/EKs
 //! require_host_evidence = false
 //! allow_unenrolled_host_ak = false             # accept host evidence from never-enrolled host AKs
 //! session_ttl_seconds = 60
@@ -308,6 +309,8 @@ pub struct FileConfig {
     pub require_host_evidence: Option<bool>,
     /// Accept host evidence from host AKs that were never enrolled.
     pub allow_unenrolled_host_ak: Option<bool>,
+    /// `license add` refuses registrations whose license is not bound to EK CAs or enrolled EKs.
+    pub require_ek_binding: Option<bool>,
     /// Challenge validity.
     pub session_ttl_seconds: Option<u64>,
     /// Per-request time limit.
@@ -455,6 +458,16 @@ pub const ALLOW_UNENROLLED_HOST_AK: Setting = Setting {
     flag: "--allow-unenrolled-host-ak",
     env: "OVSA_LS_ALLOW_UNENROLLED_HOST_AK",
     key: "allow_unenrolled_host_ak",
+    default: Some("false"),
+};
+
+/// `license add --require-ek-binding`: refuse registrations whose license is not bound to EK CAs
+/// or enrolled EKs (`ovsatool sale --ek-ca/--ek-cert`); without it such a registration is
+/// imported with a warning.
+pub const REQUIRE_EK_BINDING: Setting = Setting {
+    flag: "--require-ek-binding",
+    env: "OVSA_LS_REQUIRE_EK_BINDING",
+    key: "require_ek_binding",
     default: Some("false"),
 };
 
@@ -685,6 +698,21 @@ pub fn resolve_trust_isv(
         ));
     }
     Ok(isvs)
+}
+
+/// `license add`'s [`REQUIRE_EK_BINDING`] switch: `--require-ek-binding` (it can only say
+/// true), else `OVSA_LS_REQUIRE_EK_BINDING`, else `require_ek_binding` in the file, else false.
+pub fn resolve_require_ek_binding(
+    flag: bool,
+    env: &Env,
+    file: &FileConfig,
+) -> Result<bool, ConfigError> {
+    Ok(first(
+        flag.then_some(true),
+        env.switch(&REQUIRE_EK_BINDING)?,
+        file.require_ek_binding,
+    )
+    .unwrap_or(REQUIRE_EK_BINDING.default == Some("true")))
 }
 
 /// What `serve`'s command line set (`None`, empty or `false`: not given).
@@ -1203,6 +1231,35 @@ mod tests {
         // The flag (it can only say true) wins over the environment's false.
         flags.require_host_evidence = true;
         assert!(serve(&flags, &e, &f).require_host_evidence);
+    }
+
+    #[test]
+    fn precedence_require_ek_binding_each_layer_wins_over_the_ones_below() {
+        let resolve =
+            |flag: bool, e: &Env, f: &FileConfig| resolve_require_ek_binding(flag, e, f).unwrap();
+        let mut f = FileConfig::default();
+        // Default: off (unbound registrations are imported with a warning).
+        assert!(!resolve(false, &Env::default(), &f));
+        f.require_ek_binding = Some(true);
+        assert!(resolve(false, &Env::default(), &f));
+        // The environment says false: it wins over the file's true.
+        let e = env(&[("OVSA_LS_REQUIRE_EK_BINDING", "false")]);
+        assert!(!resolve(false, &e, &f));
+        // ... and true over the file's false.
+        f.require_ek_binding = Some(false);
+        let on = env(&[("OVSA_LS_REQUIRE_EK_BINDING", "true")]);
+        assert!(resolve(false, &on, &f));
+        // The flag (it can only say true) wins over the environment's false.
+        assert!(resolve(true, &e, &f));
+        // A value that is not a switch names the variable and what to use.
+        let bad = env(&[("OVSA_LS_REQUIRE_EK_BINDING", "yes")]);
+        let msg = resolve_require_ek_binding(false, &bad, &f)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("OVSA_LS_REQUIRE_EK_BINDING") && msg.contains("use true or false"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -139,7 +139,8 @@ pub struct AttestArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "A full check is a real model load for the license service: it counts one use against \
---usage-limit (and an instance against --instance-limit). Use --renew-only to check attestation and \
+--usage-limit and takes a seat under --instance-limit; the check releases that seat's lease when it \
+is done (best effort, a few seconds at most), so it does not keep a seat for lease + grace. Use --renew-only to check attestation and \
 policy without spending a use (no model key is released then, so the model is not decrypted). \
 With --json, stdout holds one JSON object {\"result\": \"ok\"|\"failed\", \"steps\": [...], ...}; \
 the exit status is 0 only for \"ok\"."

@@ -1,6 +1,6 @@
 //! `POST /v1/challenge`: a fresh single-use nonce and a credential challenge for the AK.
 
-use ovsa_core::attest::issue_credential;
+use ovsa_core::attest::{check_ek_binding, issue_credential};
 use ovsa_core::crypto::{ct_eq, hash::sha256, random_array};
 use ovsa_core::protocol::{ChallengeRequest, ChallengeResponse, Purpose, Reason};
 use time::OffsetDateTime;
@@ -114,6 +114,15 @@ async fn issue(
     let (pending, credential) =
         issue_credential(&st.verifier, &req.ek_certificate, &req.ak_public, now_secs)
             .map_err(|e| ApiError::new(attest_reason(&e), e.to_string()))?;
+    // The license's EK binding, early: a vTPM the license was not sold for gets no session (the
+    // same check runs again on the verified evidence at /v1/attest).
+    check_ek_binding(
+        &st.verifier,
+        license.tcb.vtpm_ek.as_ref(),
+        &req.ek_certificate,
+        now_secs,
+    )
+    .map_err(|e| ApiError::new(attest_reason(&e), e.to_string()))?;
     let nonce = random_array::<32>().map_err(|e| ApiError::internal("nonce", e))?;
     let session = SessionRecord::issued(
         &pending,

@@ -2,11 +2,11 @@
 //! OVMS, reporting each step.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ovsa_client::{
-    check_license, BundleError, BundleFiles, BundleStep, ClientOptions, CustomerBundle, Step,
-    TpmAttester,
+    check_license, release_lease, BundleError, BundleFiles, BundleStep, ClientOptions,
+    CustomerBundle, Step, TpmAttester,
 };
 use ovsa_core::protocol::Purpose;
 
@@ -34,6 +34,9 @@ impl Steps {
         Ok(())
     }
 }
+
+/// How long releasing the check's lease may take: best effort, the check has its answer by then.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Prints one step line (or records it with --json).
 macro_rules! step {
@@ -227,6 +230,30 @@ fn run_steps(a: &CheckArgs, steps: &mut Steps) -> CliResult<ExitCode> {
             .map(|t| format!(", valid until {t}"))
             .unwrap_or_default()
     );
+    // The check is not a load that stays: give its seat back at once rather than hold it for
+    // lease + grace (best effort, short deadline; a failure only means the seat lapses later).
+    if let Some(lease) = r.lease_id {
+        let opts = ClientOptions {
+            timeout: RELEASE_DEADLINE,
+            deadline: Some(Instant::now() + RELEASE_DEADLINE),
+        };
+        let outcome = release_lease(l, &customer, lease, &opts);
+        steps
+            .result
+            .insert("lease_released".into(), json!(outcome.is_ok()));
+        match outcome {
+            Ok(_) => step!(
+                steps,
+                "[ok] lease {lease} released: this check holds no seat of the license"
+            ),
+            Err(e) => step!(
+                steps,
+                "[..] could not release lease {lease} ({e}); its seat lapses after the lease \
+                 ({} s) and the grace period",
+                r.lease_seconds
+            ),
+        }
+    }
     let t = released.timings;
     steps.result.insert(
         "timings_ms".into(),
