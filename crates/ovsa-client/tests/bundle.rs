@@ -93,6 +93,7 @@ fn protected_and_sold(
             host_max_age_seconds: None,
             vtpm_ek: None,
             events: None,
+            runtime: None,
             created: now_rfc3339(),
         },
         isv,

@@ -127,6 +127,7 @@ fn fixture() -> &'static Fixture {
                 host_max_age_seconds: None,
                 vtpm_ek: None,
                 events: None,
+                runtime: None,
                 created: now_rfc3339(),
             },
             &isv,

@@ -347,6 +347,7 @@ fn shop() -> Shop {
             host_max_age_seconds: None,
             vtpm_ek: None,
             events: None,
+            runtime: None,
             created: now_rfc3339(),
         },
         &isv,

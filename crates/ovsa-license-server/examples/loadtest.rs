@@ -171,6 +171,7 @@ fn main() {
             host_max_age_seconds: None,
             vtpm_ek: None,
             events: None,
+            runtime: None,
             created: now_rfc3339(),
         },
         &isv,

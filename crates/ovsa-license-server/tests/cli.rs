@@ -126,6 +126,7 @@ fn registrations(d: &Path, names: &[&str], customer: &Certificate) -> Vec<String
             host_max_age_seconds: None,
             vtpm_ek: None,
             events: None,
+            runtime: None,
             created: now_rfc3339(),
         },
         &isv,

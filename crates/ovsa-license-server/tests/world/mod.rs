@@ -168,6 +168,7 @@ impl World {
                 host_max_age_seconds: None,
                 vtpm_ek: None,
                 events: None,
+                runtime: None,
                 created: now_rfc3339(),
             },
             &isv,
