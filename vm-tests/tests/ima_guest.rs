@@ -54,7 +54,14 @@ fn nonce(tag: u8) -> Vec<u8> {
 
 /// Boots a PVH guest with IMA measuring (tcb policy, ima-ng), maps `plugin` executable, runs
 /// `ovsatool attest` quoting PCRs 0 and 10 into `dir` and copies the text IMA list beside it.
-fn boot(parts: &GuestParts, tool: &Path, share: &Path, dir: &Path, plugin: &Path, n: &[u8]) -> Evidence {
+fn boot(
+    parts: &GuestParts,
+    tool: &Path,
+    share: &Path,
+    dir: &Path,
+    plugin: &Path,
+    n: &[u8],
+) -> Evidence {
     std::fs::create_dir_all(dir).unwrap();
     let mut opts = BootOpts::new(format!(
         "set -e\n\
@@ -257,16 +264,12 @@ fn runtime_policy_accepts_the_stock_plugin_and_refuses_a_patched_one_in_the_gues
         })) => {
             assert!(path.ends_with("patched/lib/libovsaruntime.so"), "{path}");
             assert_eq!(*digest, want);
-            println!(
-                "refused: {}",
-                verify(&ev2, &n2, &policy).unwrap_err()
-            );
+            println!("refused: {}", verify(&ev2, &n2, &policy).unwrap_err());
         }
         other => panic!("a patched plugin must be refused with runtime_not_allowed: {other:?}"),
     }
     // Its list is genuine (it replays to the quote): the refusal is the policy's.
-    ovsa_core::attest::measured_boot::check(&ev2.pcrs, None, ev2.ima_log.as_deref(), None)
-        .unwrap();
+    ovsa_core::attest::measured_boot::check(&ev2.pcrs, None, ev2.ima_log.as_deref(), None).unwrap();
     // Dropping the list does not help: the policy requires it.
     let mut bare = ev2.clone();
     bare.ima_log = None;

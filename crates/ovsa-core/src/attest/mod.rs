@@ -36,8 +36,8 @@ pub use host_blob::{HostBlobError, HostEvidence, HOST_EVIDENCE_NV_BASE};
 pub use ima::{ImaError, ImaLog};
 pub use measured_boot::{AllowedEvents, EventPins, MeasuredBootError, MeasuredBootReport};
 pub use pcr::{check_reference, PcrSet};
-pub use runtime::{FileRule, RuntimePolicy, RuntimeReport};
 pub use qualify::{host_qualifying_data, quote_qualifying_data, QUOTE_DOMAIN};
+pub use runtime::{FileRule, RuntimePolicy, RuntimeReport};
 pub use verify::{
     check_host_freshness, issue_credential, issue_host_credential, verify, verify_quote_only,
     AkBinding, AttestationResult, Evidence, Expected, HostPolicy, HostResult, HostSighting,

@@ -258,7 +258,9 @@ pub fn check_entries(
                 matched = true;
                 if e.file_alg == "sha256"
                     && !e.is_violation()
-                    && r.sha256.iter().any(|d| d.as_slice() == e.file_digest.as_slice())
+                    && r.sha256
+                        .iter()
+                        .any(|d| d.as_slice() == e.file_digest.as_slice())
                 {
                     allowed = true;
                     break;
@@ -352,7 +354,10 @@ pub fn parse_ascii_list(text: &str) -> Result<Vec<(String, String, Vec<u8>)>, St
 pub fn file_sha256(path: &std::path::Path) -> crate::Result<[u8; 32]> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
-    if f.metadata().map_err(|e| crate::Error::io(path, e))?.is_dir() {
+    if f.metadata()
+        .map_err(|e| crate::Error::io(path, e))?
+        .is_dir()
+    {
         return Err(crate::Error::InvalidInput(format!(
             "{} is a directory; give the file IMA measures",
             path.display()
@@ -439,7 +444,10 @@ mod tests {
         ImaLogBuilder::new()
             .entry("boot_aggregate", "sha256", &[0x11; 32], false)
             .file("/usr/bin/ovms", b"server")
-            .file("/usr/lib/x86_64-linux-gnu/libopenvino.so.2025.1.0", b"ov-core")
+            .file(
+                "/usr/lib/x86_64-linux-gnu/libopenvino.so.2025.1.0",
+                b"ov-core",
+            )
             .file(
                 "/usr/lib/x86_64-linux-gnu/openvino/libopenvino_intel_cpu_plugin.so",
                 b"ov-cpu",
@@ -460,7 +468,10 @@ mod tests {
             "/usr/lib/**/libopenvino*.so*",
             "/usr/lib/a/b/libopenvino_c.so.2"
         ));
-        assert!(!m("/usr/lib/**/libopenvino*.so*", "/usr/lib64/libopenvino.so"));
+        assert!(!m(
+            "/usr/lib/**/libopenvino*.so*",
+            "/usr/lib64/libopenvino.so"
+        ));
         assert!(m("/bin/*", "/bin/sh"));
         assert!(!m("/bin/*", "/bin/x/sh"));
         assert!(m("/a/*b*c", "/a/xbbbyc"));
@@ -510,7 +521,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let msg = e.to_string();
-        assert!(msg.contains(PLUGIN) && msg.contains(&hex::encode(sha(b"patched"))), "{msg}");
+        assert!(
+            msg.contains(PLUGIN) && msg.contains(&hex::encode(sha(b"patched"))),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -519,7 +533,9 @@ mod tests {
             .file("/usr/lib/x86_64-linux-gnu/libopenvino_evil.so", b"evil")
             .build())
         .unwrap_err();
-        assert!(matches!(e, MeasuredBootError::RuntimeNotAllowed { ref path, .. } if path.ends_with("libopenvino_evil.so")));
+        assert!(
+            matches!(e, MeasuredBootError::RuntimeNotAllowed { ref path, .. } if path.ends_with("libopenvino_evil.so"))
+        );
         // Another digest algorithm under a pattern is refused too (the policy lists sha256).
         let e = run(stock()
             .entry(PLUGIN, "sha1", &HashAlg::Sha1.digest(b"plugin"), false)
@@ -541,7 +557,8 @@ mod tests {
     fn control_characters_in_a_path_are_escaped_in_the_message() {
         let evil = "/opt/ovsa/lib/\x1b[2J\nOK accepted/../libovsaruntime.so";
         let mut p = policy();
-        p.allow("**/libovsaruntime.so", Some(sha(b"plugin"))).unwrap();
+        p.allow("**/libovsaruntime.so", Some(sha(b"plugin")))
+            .unwrap();
         let log = stock().file(evil, b"patched").build();
         let n = ImaLog::parse(&log).unwrap().entries.len();
         let e = check(&quoted(&log, n), Some(&log), &p).unwrap_err();
@@ -570,14 +587,20 @@ mod tests {
         log.extend_from_slice(&(data.len() as u32).to_le_bytes());
         log.extend_from_slice(&data);
         let e = run(log).unwrap_err();
-        assert!(matches!(e, MeasuredBootError::RuntimeNotAllowed { entry: 6, .. }));
+        assert!(matches!(
+            e,
+            MeasuredBootError::RuntimeNotAllowed { entry: 6, .. }
+        ));
     }
 
     #[test]
     fn the_list_is_required_replayed_and_bounded() {
         let log = stock().file(PLUGIN, b"patched").build();
         let q = quoted(&log, 6);
-        assert_eq!(check(&q, None, &policy()), Err(MeasuredBootError::ImaLogMissing));
+        assert_eq!(
+            check(&q, None, &policy()),
+            Err(MeasuredBootError::ImaLogMissing)
+        );
         // Entries after the quoted prefix are not covered and not checked (next renewal).
         let r = check(&q, Some(&log), &policy()).unwrap();
         assert_eq!((r.covered, r.checked), (6, 4));
@@ -615,10 +638,9 @@ mod tests {
         let json = serde_json::to_string(&policy()).unwrap();
         let back: RuntimePolicy = serde_json::from_str(&json).unwrap();
         assert_eq!(back, policy());
-        assert!(serde_json::from_str::<RuntimePolicy>(&json.replace(
-            &hex::encode(sha(b"plugin")),
-            "abcd"
-        ))
+        assert!(serde_json::from_str::<RuntimePolicy>(
+            &json.replace(&hex::encode(sha(b"plugin")), "abcd")
+        )
         .is_err());
     }
 

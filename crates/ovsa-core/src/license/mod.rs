@@ -17,7 +17,7 @@ pub mod wrap;
 
 pub use customer::{sell, CustomerLicense, KeyShare, Registration, Sale, SaleRequest, SealedShare};
 pub use master::MasterLicense;
-pub use runtime_policy::RuntimePolicy;
 pub use policy::{LicenseConfig, Policy, ServiceEndpoint, Validity};
+pub use runtime_policy::RuntimePolicy;
 pub use tcb::{PcrBank, PcrSet, PcrValue, TcbReference};
 pub use wrap::WrappedKey;

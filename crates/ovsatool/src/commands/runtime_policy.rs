@@ -69,9 +69,8 @@ pub fn run(a: &RuntimePolicyArgs) -> CliResult<()> {
                 escape_controls(f)
             ))
         })?;
-        validate_pattern(pattern).map_err(|e| {
-            CliError::Usage(format!("--file {}: pattern: {e}", escape_controls(f)))
-        })?;
+        validate_pattern(pattern)
+            .map_err(|e| CliError::Usage(format!("--file {}: pattern: {e}", escape_controls(f))))?;
         files.push((pattern.to_string(), Path::new(path).to_path_buf()));
     }
     for p in &a.pattern {
