@@ -141,6 +141,7 @@ fn setup(pair: &TpmPair) -> (Attested, Tpm, Tpm, AkBlob) {
         vtpm: evidence.pcrs.clone(),
         host: Some(ev.pcrs.clone()),
         events: None,
+        runtime: None,
     };
     (
         Attested {

@@ -118,6 +118,7 @@ fn bench_attestation() {
                 vtpm: q.pcrs.clone(),
                 host: Some(attest::HostEvidence::decode(&blob).unwrap().pcrs),
                 events: None,
+                runtime: None,
             });
             let tv = Instant::now();
             attest::verify(

@@ -262,8 +262,12 @@ pub enum Reason {
     EventLogMismatch,
     /// An event in a PCR the TCB reference pins by events is not one it allows.
     EventNotAllowed,
-    /// The IMA measurement list is malformed or does not replay to the quoted PCR 10.
+    /// The IMA measurement list is malformed or does not replay to the quoted PCR 10, or is
+    /// missing while the license binds a runtime policy.
     ImaLogMismatch,
+    /// A file measured by IMA under a pattern of the license's runtime policy has a digest the
+    /// policy does not list (the message names the file and the digest).
+    RuntimeNotAllowed,
     /// The host evidence is older than the TCB reference's maximum host evidence age (first
     /// seen by the service longer ago than that).
     HostEvidenceStale,
@@ -331,6 +335,7 @@ impl Reason {
             Reason::EventLogMismatch => "event_log_mismatch",
             Reason::EventNotAllowed => "event_not_allowed",
             Reason::ImaLogMismatch => "ima_log_mismatch",
+            Reason::RuntimeNotAllowed => "runtime_not_allowed",
             Reason::HostEvidenceStale => "host_evidence_stale",
             Reason::HostEvidenceReplayed => "host_evidence_replayed",
             Reason::Busy => "busy",
@@ -536,6 +541,7 @@ mod tests {
             Reason::EventLogMismatch,
             Reason::EventNotAllowed,
             Reason::ImaLogMismatch,
+            Reason::RuntimeNotAllowed,
         ] {
             let v = serde_json::to_value(r).unwrap();
             assert_eq!(v.as_str().unwrap(), r.as_str());

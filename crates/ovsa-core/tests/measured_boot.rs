@@ -253,6 +253,7 @@ fn pins_in_a_tcb_reference_are_checked_and_round_trip() {
         host_max_age_seconds: None,
         vtpm_ek: None,
         events: Some(pins.clone()),
+        runtime: None,
         created: "2026-01-01T00:00:00Z".into(),
     };
     use ovsa_core::envelope::Artifact;

@@ -6,7 +6,7 @@
 //! PostgreSQL.
 
 mod common;
-mod world;
+use ovsa_test_support::world;
 
 use std::path::Path;
 use std::process::{Command, Output};

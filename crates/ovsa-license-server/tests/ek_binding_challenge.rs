@@ -4,7 +4,7 @@
 //! swtpm vTPMs, real TLS 1.3 on loopback, SQLite and PostgreSQL.
 
 mod common;
-mod world;
+use ovsa_test_support::world;
 
 use ovsa_client::{ClientError, Step};
 use ovsa_core::attest::{EkBinding, EkCertDigest};

@@ -25,6 +25,8 @@ use zeroize::Zeroizing;
 struct WithLog {
     inner: TpmAttester,
     log: Option<Vec<u8>>,
+    /// The IMA list it sends (when asked for one).
+    ima: Option<Vec<u8>>,
 }
 
 impl Attester for WithLog {
@@ -46,10 +48,10 @@ impl Attester for WithLog {
     fn host_evidence(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
         self.inner.host_evidence()
     }
-    fn measurement_logs(&mut self, _ima: bool) -> Result<MeasurementLogs, ClientError> {
+    fn measurement_logs(&mut self, ima: bool) -> Result<MeasurementLogs, ClientError> {
         Ok(MeasurementLogs {
             event_log: self.log.clone(),
-            ima_log: None,
+            ima_log: self.ima.clone().filter(|_| ima),
         })
     }
 }
@@ -92,6 +94,7 @@ fn check(
     let mut att = WithLog {
         inner: TpmAttester::open(Some(&vtpm.tcti()), None)?,
         log,
+        ima: None,
     };
     check_license(
         lic.body(),
@@ -162,6 +165,112 @@ fn event_pinned_license_is_checked_by_the_service() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+/// A vTPM whose PCR 10 holds the replay of `ima` (as the kernel extends it).
+fn ima_booted(ima: &[u8]) -> Swtpm {
+    let vtpm = Swtpm::start(names::VTPM);
+    let mut t = vtpm.open();
+    for e in ovsa_core::attest::ImaLog::parse(ima).unwrap().entries {
+        t.pcr_extend(
+            10,
+            HashAlg::Sha256,
+            &HashAlg::Sha256.digest(&e.template_data),
+        )
+        .unwrap();
+    }
+    vtpm
+}
+
+fn check_ima(
+    w: &World,
+    lic: &Signed<ovsa_core::license::CustomerLicense>,
+    vtpm: &Swtpm,
+    ima: Option<Vec<u8>>,
+) -> Result<(), ClientError> {
+    let mut att = WithLog {
+        inner: TpmAttester::open(Some(&vtpm.tcti()), None)?,
+        log: None,
+        ima,
+    };
+    check_license(
+        lic.body(),
+        &w.customer,
+        &mut att,
+        Purpose::Load,
+        &ClientOptions::default(),
+        &mut |_| {},
+    )
+    .map(|released| w.assert_model_decrypts(lic, released.share.as_ref().unwrap()))
+}
+
+/// A license sold with a runtime policy through the real service: the challenge asks for PCR
+/// 10, the stock runtime's IMA list is accepted, a list recording a patched plugin is refused
+/// with `runtime_not_allowed` naming it (and audited), a missing list with `ima_log_mismatch`.
+#[test]
+fn runtime_policy_license_is_checked_by_the_service() {
+    use ovsa_core::attest::ima::ImaLogBuilder;
+    use ovsa_core::license::{RuntimePolicy, TcbReference};
+    const PLUGIN: &str = "/opt/ovsa/lib/libovsaruntime.so";
+    let w = World::sqlite();
+    let mut policy = RuntimePolicy::new("rt", "2026-01-01T00:00:00Z");
+    let d = |b: &[u8]| -> [u8; 32] { HashAlg::Sha256.digest(b).try_into().unwrap() };
+    policy.allow(PLUGIN, Some(d(b"plugin"))).unwrap();
+    policy.allow("/usr/bin/ovms", Some(d(b"server"))).unwrap();
+    let policy = Signed::sign(policy, &w.isv).unwrap();
+    let tcb = TcbReference::bind_runtime_policy(&w.tcb, &policy, &w.isv).unwrap();
+    assert!(tcb.body().quoted_pcrs().contains(&10));
+    let lic = w.sell_with_tcb(
+        Policy {
+            validity: Validity::Perpetual,
+            usage_limit: None,
+            instance_limit: None,
+        },
+        &w.customer,
+        None,
+        &tcb,
+    );
+    let stock = ImaLogBuilder::new()
+        .entry("boot_aggregate", "sha256", &[0x11; 32], false)
+        .file("/usr/bin/ovms", b"server")
+        .file("/usr/bin/python3", b"not under any pattern")
+        .file(PLUGIN, b"plugin")
+        .build();
+    let vtpm = ima_booted(&stock);
+    check_ima(&w, &lic, &vtpm, Some(stock.clone())).unwrap();
+    assert_eq!(
+        refused(check_ima(&w, &lic, &vtpm, None)),
+        Reason::ImaLogMismatch
+    );
+    // Root in the guest mapped a patched plugin before the check.
+    let patched = ImaLogBuilder::new()
+        .entry("boot_aggregate", "sha256", &[0x11; 32], false)
+        .file("/usr/bin/ovms", b"server")
+        .file(PLUGIN, b"patched plugin")
+        .build();
+    let other = ima_booted(&patched);
+    match check_ima(&w, &lic, &other, Some(patched.clone())) {
+        Err(ClientError::Refused {
+            reason: Reason::RuntimeNotAllowed,
+            message,
+        }) => assert!(
+            message.contains(PLUGIN) && message.contains(&hex::encode(d(b"patched plugin"))),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Sending the stock list instead does not replay to the quoted PCR 10.
+    assert_eq!(
+        refused(check_ima(&w, &lic, &other, Some(stock))),
+        Reason::ImaLogMismatch
+    );
+    let audit = w.audit(lic.body().license_guid);
+    assert!(
+        audit.iter().any(|e| e.result == "refused"
+            && e.reason == Some(Reason::RuntimeNotAllowed)
+            && e.message.contains(PLUGIN)),
+        "{audit:?}"
+    );
 }
 
 #[test]

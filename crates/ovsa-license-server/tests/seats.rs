@@ -77,6 +77,7 @@ fn license(instance_limit: Option<u32>, now: OffsetDateTime) -> LicenseRecord {
             host_max_age_seconds: None,
             vtpm_ek: None,
             events: None,
+            runtime: None,
             created: "2026-01-01T00:00:00Z".into(),
         },
         key_share: Zeroizing::new(random32().to_vec()),

@@ -167,6 +167,7 @@ pub fn tcb(isv: &Keystore, name: &str, vtpm: PcrSet, host: Option<PcrSet>) -> Si
             host_max_age_seconds: None,
             vtpm_ek: None,
             events: None,
+            runtime: None,
             created: now_rfc3339(),
         },
         isv,

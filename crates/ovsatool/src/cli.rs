@@ -44,6 +44,9 @@ pub enum Command {
     /// Make a signed TCB reference: the PCR values the customer's vTPM (and host TPM) must report.
     #[command(alias = "gen-tcb-signature")]
     Tcb(TcbArgs),
+    /// Make a signed runtime policy: the file digests IMA may record under path patterns (the
+    /// plugin, the serving process, the OpenVINO libraries); bind it with `sale --runtime-policy`.
+    RuntimePolicy(RuntimePolicyArgs),
     /// Sell a license: a customer license (.lic) and the license service's registration (.reg).
     Sale(SaleArgs),
     /// Show any OVSA artifact as JSON and verify it; exits non-zero if it does not verify.
@@ -386,6 +389,44 @@ pub struct TcbArgs {
     pub force: bool,
 }
 
+/// `runtime-policy`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "A PATTERN is DIR/NAME as IMA records paths in the guest: DIR an absolute \
+directory (/opt/ovsa/lib/), such a directory followed by **/ (it or any directory below) or **/ \
+alone (any directory); NAME one component where * matches any run of characters except /. \
+Examples: --file /opt/ovsa/lib/libovsaruntime.so=build/libovsaruntime.so, --ima-log \
+ascii_runtime_measurements --pattern '/usr/lib/**/libopenvino*.so*'. Any file IMA measures \
+under a pattern must have one of the digests listed for it; files under no pattern are not \
+checked (docs/ATTESTATION.md section 11)."
+)]
+pub struct RuntimePolicyArgs {
+    /// ISV keystore and passphrase.
+    #[command(flatten)]
+    pub ks: KeystoreArgs,
+    /// Output runtime policy.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Name of this policy.
+    #[arg(long, default_value = "runtime")]
+    pub name: String,
+    /// Allow the sha256 of the local file PATH under PATTERN (repeatable; several files under
+    /// one pattern are all allowed).
+    #[arg(long, value_name = "PATTERN=PATH")]
+    pub file: Vec<String>,
+    /// A reference IMA measurement list of the deployed guest (binary
+    /// `binary_runtime_measurements` or text `ascii_runtime_measurements`, copied): every
+    /// sha256 file digest it records under a --pattern is allowed under that pattern.
+    #[arg(long, value_name = "FILE")]
+    pub ima_log: Vec<PathBuf>,
+    /// A pattern to take from --ima-log (repeatable); each must match at least one entry.
+    #[arg(long, value_name = "PATTERN", requires = "ima_log")]
+    pub pattern: Vec<String>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// `sale`.
 #[derive(Debug, Args)]
 pub struct SaleArgs {
@@ -421,6 +462,11 @@ pub struct SaleArgs {
     /// in NV index 0x01c00002 or 0x01c00016). Repeatable; combines with --ek-ca (either allows).
     #[arg(long = "ek-cert", value_name = "CERT")]
     pub ek_cert: Vec<PathBuf>,
+    /// Bind this runtime policy (from `runtime-policy`, signed by the same ISV key): the
+    /// license service then asks for PCR 10 and refuses a guest whose IMA list is missing or
+    /// records a file under one of its patterns with an unlisted digest (`runtime_not_allowed`).
+    #[arg(long, value_name = "FILE")]
+    pub runtime_policy: Option<PathBuf>,
     /// Output customer license (.lic), for the customer.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,

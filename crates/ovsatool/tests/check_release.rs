@@ -3,8 +3,7 @@
 //! would hold the only seat for lease + grace). Real license service (TLS 1.3 on loopback,
 //! SQLite), real swtpm vTPMs, the real binary.
 
-#[path = "../../ovsa-license-server/tests/world/mod.rs"]
-mod world;
+use ovsa_test_support::world;
 
 use std::process::Command;
 

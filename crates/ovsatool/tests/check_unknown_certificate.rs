@@ -4,8 +4,7 @@
 //! shows it instead of "unreachable: received fatal alert: AccessDenied". Real license service
 //! (TLS 1.3 on loopback, SQLite), real swtpm vTPM, the real binary.
 
-#[path = "../../ovsa-license-server/tests/world/mod.rs"]
-mod world;
+use ovsa_test_support::world;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -18,7 +18,8 @@
 //!    digest). A pinned PCR's whole value is not compared with a reference value: this check
 //!    replaces it.
 //! 4. IMA list, when the evidence carries one: it parses ([`ImaLog::parse`]) and replays to the
-//!    quoted PCR 10 ([`MeasuredBootError::ImaLogMismatch`]); no runtime policy yet.
+//!    quoted PCR 10 ([`MeasuredBootError::ImaLogMismatch`]). The runtime policy, when the
+//!    reference has one, is checked by [`super::runtime::check`] on the covered entries.
 
 use std::collections::BTreeMap;
 
@@ -113,6 +114,33 @@ pub enum MeasuredBootError {
     /// The IMA measurement list does not replay to the quoted PCR 10 (or PCR 10 is not quoted).
     #[error("the IMA measurement list does not match the quote: {0}")]
     ImaLogMismatch(ImaError),
+    /// The license binds a runtime policy but the evidence carries no IMA measurement list.
+    #[error(
+        "the license requires runtime integrity (an IMA runtime policy) but the evidence carries \
+         no IMA measurement list; boot the guest with `ima_policy=tcb ima_template=ima-ng`, run \
+         the runtime as root (it reads /sys/kernel/security/ima/binary_runtime_measurements) and \
+         reach the TPM through the kernel (device:/dev/tpmrm0)"
+    )]
+    ImaLogMissing,
+    /// A file measured under a runtime-policy pattern has a digest the policy does not list.
+    #[error(
+        "runtime integrity: {shown} was measured with {alg} digest {digest}{v} (IMA entry \
+         {entry}), which the license's runtime policy does not allow for that path",
+        shown = crate::text::escape_controls(path),
+        v = if *violation { " (an IMA violation: measured while open for writing)" } else { "" }
+    )]
+    RuntimeNotAllowed {
+        /// Entry number in the IMA list (0-based).
+        entry: usize,
+        /// The path IMA recorded (raw; escape before printing).
+        path: String,
+        /// The file digest algorithm IMA used.
+        alg: String,
+        /// The file digest, hex.
+        digest: String,
+        /// Whether the entry is a violation record.
+        violation: bool,
+    },
 }
 
 /// One allowed kind of event in a pinned PCR: an event type and the digests (in the pins' bank)
@@ -389,6 +417,11 @@ pub fn check(
         report.ima_entries = Some(check_ima(pcrs, &ima)?);
     }
     Ok(report)
+}
+
+/// The shortest prefix of `ima` that replays to the quoted PCR 10 (see [`check`]).
+pub(super) fn covered_prefix(pcrs: &PcrSet, ima: &ImaLog) -> Result<usize, MeasuredBootError> {
+    check_ima(pcrs, ima)
 }
 
 /// The shortest prefix of `ima` that replays to the quoted PCR 10: the list only grows, and an

@@ -15,6 +15,7 @@ mod le_reader;
 pub mod measured_boot;
 mod pcr;
 mod qualify;
+pub mod runtime;
 mod verify;
 pub mod wire;
 
@@ -36,6 +37,7 @@ pub use ima::{ImaError, ImaLog};
 pub use measured_boot::{AllowedEvents, EventPins, MeasuredBootError, MeasuredBootReport};
 pub use pcr::{check_reference, PcrSet};
 pub use qualify::{host_qualifying_data, quote_qualifying_data, QUOTE_DOMAIN};
+pub use runtime::{FileRule, RuntimePolicy, RuntimeReport};
 pub use verify::{
     check_host_freshness, issue_credential, issue_host_credential, verify, verify_quote_only,
     AkBinding, AttestationResult, Evidence, Expected, HostPolicy, HostResult, HostSighting,

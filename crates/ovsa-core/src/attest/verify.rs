@@ -52,6 +52,10 @@ pub struct ReferenceValues {
     /// value (pinned PCRs are not in `vtpm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<super::measured_boot::EventPins>,
+    /// The runtime policy (`docs/ATTESTATION.md` §11): when set, the IMA measurement list is
+    /// required and every covered entry under one of its patterns must carry a listed digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<super::runtime::RuntimePolicy>,
 }
 
 /// Evidence sent by the Attester (the runtime).
@@ -447,6 +451,9 @@ pub fn verify(
         evidence.ima_log.as_deref(),
         expected.reference.events.as_ref(),
     )?;
+    if let Some(policy) = &expected.reference.runtime {
+        super::runtime::check(&evidence.pcrs, evidence.ima_log.as_deref(), policy)?;
+    }
     check_clock(
         &info.clock,
         expected.previous_clock,

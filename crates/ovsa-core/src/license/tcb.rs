@@ -269,6 +269,11 @@ pub struct TcbReference {
     /// checked by value (and references signed without it verify unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<crate::attest::EventPins>,
+    /// The runtime policy bound by `ovsatool sale --runtime-policy` (`docs/ATTESTATION.md`
+    /// §11): PCR 10 is quoted and the IMA list checked against it. Absent: no runtime check
+    /// (references and licenses signed without it verify unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::attest::RuntimePolicy>,
     /// Creation time, RFC 3339.
     pub created: String,
 }
@@ -280,15 +285,19 @@ impl TcbReference {
             vtpm: self.vtpm.to_attest(),
             host: self.host.as_ref().map(PcrSet::to_attest),
             events: self.events.clone(),
+            runtime: self.runtime.clone(),
         }
     }
 
-    /// The vTPM PCRs a quote must cover: the value-pinned ones and the event-pinned ones,
-    /// ascending.
+    /// The vTPM PCRs a quote must cover: the value-pinned ones, the event-pinned ones and, with
+    /// a runtime policy, PCR 10 (IMA), ascending.
     pub fn quoted_pcrs(&self) -> Vec<u8> {
         let mut v: Vec<u8> = self.vtpm.pcrs.iter().map(|p| p.index).collect();
         if let Some(e) = &self.events {
             v.extend(e.pinned_pcrs());
+        }
+        if self.runtime.is_some() {
+            v.push(crate::attest::ima::IMA_PCR as u8);
         }
         v.sort_unstable();
         v.dedup();
@@ -367,6 +376,10 @@ impl Artifact for TcbReference {
                 ));
             }
         }
+        if let Some(r) = &self.runtime {
+            r.validate()
+                .map_err(|e| Error::malformed("TCB reference (runtime policy)", e))?;
+        }
         if let Some(b) = &self.vtpm_ek {
             b.validate()
                 .map_err(|e| Error::malformed("TCB reference", format!("vtpm_ek: {e}")))?;
@@ -425,6 +438,7 @@ mod tests {
             host_max_age_seconds: None,
             vtpm_ek: None,
             events: None,
+            runtime: None,
             created: "2026-01-01T00:00:00Z".into(),
         };
         let json = serde_json::to_string(&tcb).unwrap();

@@ -170,7 +170,8 @@ fn measured_boot_reason(e: &ovsa_core::attest::MeasuredBootError) -> Reason {
     match e {
         M::EventNotAllowed { .. } => Reason::EventNotAllowed,
         M::PinnedPcrNotQuoted(_) | M::PinBankMismatch { .. } => Reason::PcrMismatch,
-        M::ImaLogMalformed(_) | M::ImaLogMismatch(_) => Reason::ImaLogMismatch,
+        M::ImaLogMalformed(_) | M::ImaLogMismatch(_) | M::ImaLogMissing => Reason::ImaLogMismatch,
+        M::RuntimeNotAllowed { .. } => Reason::RuntimeNotAllowed,
         M::LogTooLarge { what, .. } if what.starts_with("IMA") => Reason::ImaLogMismatch,
         _ => Reason::EventLogMismatch,
     }

@@ -75,6 +75,9 @@ fn inspect_file(path: &Path, anchors: &[Certificate]) -> CliResult<Report> {
     Ok(match kind.as_deref() {
         Some(MasterLicense::TYPE) => inspect_signed::<MasterLicense>(&bytes, anchors),
         Some(LicenseConfig::TYPE) => inspect_signed::<LicenseConfig>(&bytes, anchors),
+        Some(<ovsa_core::license::RuntimePolicy as ovsa_core::envelope::Artifact>::TYPE) => {
+            inspect_signed::<ovsa_core::license::RuntimePolicy>(&bytes, anchors)
+        }
         Some(TcbReference::TYPE) => {
             let mut r = inspect_signed::<TcbReference>(&bytes, anchors);
             show_ek_binding(&mut r.details, "");

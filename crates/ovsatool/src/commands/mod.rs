@@ -7,6 +7,7 @@ mod keygen;
 mod licgen;
 mod protect;
 mod reprotect;
+mod runtime_policy;
 mod sale;
 mod tcb;
 mod tpm;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Reprotect(a) => reprotect::run(&a),
         Command::Licgen(a) => licgen::run(&a),
         Command::Tcb(a) => tcb::run(&a),
+        Command::RuntimePolicy(a) => runtime_policy::run(&a),
         Command::Sale(a) => sale::run(&a),
         Command::Inspect(a) => return inspect::run(&a),
         Command::Decrypt(a) => decrypt::run(&a),

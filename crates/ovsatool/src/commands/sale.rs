@@ -36,6 +36,9 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
     }
     inputs.extend(a.ek_ca.iter().map(|p| named("--ek-ca", p)));
     inputs.extend(a.ek_cert.iter().map(|p| named("--ek-cert", p)));
+    if let Some(p) = &a.runtime_policy {
+        inputs.push(named("--runtime-policy", p));
+    }
     check_outputs(
         &[
             named("--out", &a.out),
@@ -67,6 +70,14 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
     let binding = ek_binding(a)?;
     let tcb = match &binding {
         Some(b) => TcbReference::bind_ek(&tcb, b, &isv)?,
+        None => tcb,
+    };
+    let tcb = match &a.runtime_policy {
+        Some(p) => TcbReference::bind_runtime_policy(
+            &tcb,
+            &Signed::<ovsa_core::license::RuntimePolicy>::load(p)?,
+            &isv,
+        )?,
         None => tcb,
     };
     let sale = sell(&SaleRequest {
@@ -106,6 +117,13 @@ pub fn run(a: &SaleArgs) -> CliResult<()> {
         a.registration.display(),
         escape_controls(service.subject())
     );
+    if let Some(r) = &sale.license.body().tcb.runtime {
+        say!(
+            "runtime policy:        '{}' ({} patterns; PCR 10 and the IMA list are checked)",
+            escape_controls(&r.name),
+            r.files.len()
+        );
+    }
     match &sale.license.body().tcb.vtpm_ek {
         Some(b) => {
             say!("bound to vTPMs:        {}", b.describe().join("; "));

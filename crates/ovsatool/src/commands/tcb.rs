@@ -157,6 +157,7 @@ pub fn run(a: &TcbArgs) -> CliResult<()> {
             host_max_age_seconds: a.host_max_age,
             vtpm_ek: None,
             events,
+            runtime: None,
             created: now_rfc3339(),
         },
         &isv,
