@@ -474,3 +474,99 @@ fn sale_binds_licenses_to_ek_cas_and_enrolled_eks_and_inspect_shows_it() {
     assert!(err.contains("--ek-ca junk.pem"), "{err}");
     assert!(!d.join("x.lic").exists() && !d.join("x.reg").exists());
 }
+
+#[test]
+fn sale_binds_a_runtime_policy_and_inspect_shows_it() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    setup(d);
+    std::fs::write(d.join("plugin.so"), b"the stock plugin").unwrap();
+    let digest = hex::encode(ovsa_core::crypto::hash::sha256(b"the stock plugin"));
+    ok(
+        d,
+        &[
+            "runtime-policy",
+            "--keystore",
+            "isv.ks",
+            "--out",
+            "rt.rtp",
+            "--file",
+            "/opt/ovsa/lib/libovsaruntime.so=plugin.so",
+        ],
+    );
+    let (shown, _) = ok(d, &["inspect", "rt.rtp"]);
+    assert!(
+        shown.contains("/opt/ovsa/lib/libovsaruntime.so") && shown.contains(&digest),
+        "{shown}"
+    );
+
+    // Bound at sale: the license's and the registration's TCB copies carry the policy, and the
+    // service will ask for PCR 10 in the quote.
+    sale(
+        d,
+        "old.masterlic",
+        "r.lic",
+        "r.reg",
+        &["--runtime-policy", "rt.rtp"],
+    );
+    let policy =
+        Signed::<ovsa_core::license::runtime_policy::RuntimePolicy>::load(&d.join("rt.rtp"))
+            .unwrap();
+    let lic = Signed::<CustomerLicense>::load(&d.join("r.lic")).unwrap();
+    let reg = Signed::<Registration>::load(&d.join("r.reg")).unwrap();
+    assert_eq!(lic.body().tcb.runtime.as_ref(), Some(policy.body()));
+    assert_eq!(reg.body().tcb.runtime.as_ref(), Some(policy.body()));
+    assert!(lic.body().tcb.quoted_pcrs().contains(&10));
+    let (shown, _) = ok(d, &["inspect", "r.lic"]);
+    assert!(shown.contains(&digest), "{shown}");
+
+    // A policy signed by another key is not bound, and nothing is written.
+    ok(
+        d,
+        &[
+            "keygen",
+            "--keystore",
+            "other.ks",
+            "--subject",
+            "CN=Other ISV",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "runtime-policy",
+            "--keystore",
+            "other.ks",
+            "--out",
+            "other.rtp",
+            "--file",
+            "/opt/ovsa/lib/libovsaruntime.so=plugin.so",
+        ],
+    );
+    let err = fails(
+        d,
+        &[
+            "sale",
+            "--keystore",
+            "isv.ks",
+            "--master-license",
+            "old.masterlic",
+            "--config",
+            "p.config",
+            "--tcb",
+            "vm.tcb",
+            "--customer-cert",
+            "cust.ks.crt",
+            "--registration-cert",
+            "reg.ks.crt",
+            "--out",
+            "o.lic",
+            "--registration",
+            "o.reg",
+            "--runtime-policy",
+            "other.rtp",
+        ],
+    );
+    assert!(err.contains("runtime policy"), "{err}");
+    assert!(!d.join("o.lic").exists() && !d.join("o.reg").exists());
+}
