@@ -126,7 +126,9 @@ fn setup(d: &Path) {
     );
 }
 
-fn sale(d: &Path, ml: &str, lic: &str, reg: &str, extra: &[&str]) -> (String, String) {
+/// The `sale` command line of the fixture: `ml` sold to the customer as `lic` + `reg`, then
+/// `extra` flags.
+fn sale_args<'a>(ml: &'a str, lic: &'a str, reg: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "sale",
         "--keystore",
@@ -147,7 +149,11 @@ fn sale(d: &Path, ml: &str, lic: &str, reg: &str, extra: &[&str]) -> (String, St
         reg,
     ];
     args.extend_from_slice(extra);
-    ok(d, &args)
+    args
+}
+
+fn sale(d: &Path, ml: &str, lic: &str, reg: &str, extra: &[&str]) -> (String, String) {
+    ok(d, &sale_args(ml, lic, reg, extra))
 }
 
 /// The model key a customer gets for `lic` (customer keystore + the share the service would
@@ -391,27 +397,7 @@ fn sale_binds_licenses_to_ek_cas_and_enrolled_eks_and_inspect_shows_it() {
     // Wrong certificates: an end-entity certificate as --ek-ca, a CA as --ek-cert, junk.
     let err = fails(
         d,
-        &[
-            "sale",
-            "--keystore",
-            "isv.ks",
-            "--master-license",
-            "old.masterlic",
-            "--config",
-            "p.config",
-            "--tcb",
-            "vm.tcb",
-            "--customer-cert",
-            "cust.ks.crt",
-            "--registration-cert",
-            "reg.ks.crt",
-            "--out",
-            "x.lic",
-            "--registration",
-            "x.reg",
-            "--ek-ca",
-            "ek.der",
-        ],
+        &sale_args("old.masterlic", "x.lic", "x.reg", &["--ek-ca", "ek.der"]),
     );
     assert!(
         err.contains("--ek-ca ek.der") && err.contains("not a CA"),
@@ -420,27 +406,12 @@ fn sale_binds_licenses_to_ek_cas_and_enrolled_eks_and_inspect_shows_it() {
     std::fs::write(d.join("root.pem"), ca.root_pem()).unwrap();
     let err = fails(
         d,
-        &[
-            "sale",
-            "--keystore",
-            "isv.ks",
-            "--master-license",
+        &sale_args(
             "old.masterlic",
-            "--config",
-            "p.config",
-            "--tcb",
-            "vm.tcb",
-            "--customer-cert",
-            "cust.ks.crt",
-            "--registration-cert",
-            "reg.ks.crt",
-            "--out",
             "x.lic",
-            "--registration",
             "x.reg",
-            "--ek-cert",
-            "root.pem",
-        ],
+            &["--ek-cert", "root.pem"],
+        ),
     );
     assert!(
         err.contains("--ek-cert root.pem") && err.contains("--ek-ca"),
@@ -449,27 +420,7 @@ fn sale_binds_licenses_to_ek_cas_and_enrolled_eks_and_inspect_shows_it() {
     std::fs::write(d.join("junk.pem"), "not a certificate").unwrap();
     let err = fails(
         d,
-        &[
-            "sale",
-            "--keystore",
-            "isv.ks",
-            "--master-license",
-            "old.masterlic",
-            "--config",
-            "p.config",
-            "--tcb",
-            "vm.tcb",
-            "--customer-cert",
-            "cust.ks.crt",
-            "--registration-cert",
-            "reg.ks.crt",
-            "--out",
-            "x.lic",
-            "--registration",
-            "x.reg",
-            "--ek-ca",
-            "junk.pem",
-        ],
+        &sale_args("old.masterlic", "x.lic", "x.reg", &["--ek-ca", "junk.pem"]),
     );
     assert!(err.contains("--ek-ca junk.pem"), "{err}");
     assert!(!d.join("x.lic").exists() && !d.join("x.reg").exists());
@@ -545,27 +496,12 @@ fn sale_binds_a_runtime_policy_and_inspect_shows_it() {
     );
     let err = fails(
         d,
-        &[
-            "sale",
-            "--keystore",
-            "isv.ks",
-            "--master-license",
+        &sale_args(
             "old.masterlic",
-            "--config",
-            "p.config",
-            "--tcb",
-            "vm.tcb",
-            "--customer-cert",
-            "cust.ks.crt",
-            "--registration-cert",
-            "reg.ks.crt",
-            "--out",
             "o.lic",
-            "--registration",
             "o.reg",
-            "--runtime-policy",
-            "other.rtp",
-        ],
+            &["--runtime-policy", "other.rtp"],
+        ),
     );
     assert!(err.contains("runtime policy"), "{err}");
     assert!(!d.join("o.lic").exists() && !d.join("o.reg").exists());
