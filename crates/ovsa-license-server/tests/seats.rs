@@ -1,6 +1,7 @@
 //! Live seats and vTPM clone detection in the store, against SQLite and a private PostgreSQL
 //! server (the same bodies, `NAME::sqlite` and `NAME::postgres`), with the real Relying Party.
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -14,21 +15,6 @@ use ovsa_license_server::tpm_clock::CLOCK_SKEW_MS;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use zeroize::Zeroizing;
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$name(super::TestDb::new(super::Backend::Sqlite)).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::$name(super::TestDb::new(super::Backend::Postgres)).await
-            }
-        }
-    )*};
-}
 
 both!(
     a_seat_is_held_until_released_and_shared_by_one_machine,

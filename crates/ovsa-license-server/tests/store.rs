@@ -3,6 +3,7 @@
 //! `cargo test -p ovsa-license-server --test store -- --nocapture` also prints the
 //! `record_use` throughput figures of `throughput_8_concurrent`.
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,22 +22,6 @@ use ovsa_license_server::store::{
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use zeroize::Zeroizing;
-
-/// Runs `body(TestDb)` as two tests, `NAME::sqlite` and `NAME::postgres`.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$name(super::TestDb::new(super::Backend::Sqlite)).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::$name(super::TestDb::new(super::Backend::Postgres)).await
-            }
-        }
-    )*};
-}
 
 both!(
     licenses_add_get_list_duplicate,

@@ -4,6 +4,23 @@
 
 pub mod pg;
 
+#[allow(unused_macros)] // Only the dual-backend store tests use it.
+/// Runs `body(TestDb)` as two tests, `NAME::sqlite` and `NAME::postgres`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::TestDb::new(super::Backend::Sqlite)).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name(super::TestDb::new(super::Backend::Postgres)).await
+            }
+        }
+    )*};
+}
+
 use ovsa_license_server::store::Store;
 
 /// A storage backend under test.
