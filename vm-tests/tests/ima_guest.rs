@@ -11,8 +11,11 @@
 //! Needs the workspace's `ovsatool` and `libovsaruntime.so` next to this test binary
 //! (`cargo build -p ovsatool -p ovsa-runtime`); skipped with a note otherwise.
 
+mod common;
+
+use common::run_tool;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ovsa_core::attest::{
@@ -93,22 +96,6 @@ fn boot(
         out.stdout, out.stderr
     );
     serde_json::from_slice(&std::fs::read(dir.join("evidence.json")).unwrap()).unwrap()
-}
-
-fn run_tool(tool: &Path, dir: &Path, args: &[&str]) -> String {
-    let o = Command::new(tool)
-        .current_dir(dir)
-        .args(args)
-        .env_remove("OVSA_KEYSTORE_PASSPHRASE")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "ovsatool {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The full Verifier with the runtime policy in the reference (PCR 0 by value, as quoted: this

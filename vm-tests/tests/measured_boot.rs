@@ -6,8 +6,11 @@
 //! Needs the workspace's `ovsatool` next to this test binary (`cargo build -p ovsatool`);
 //! skipped with a note otherwise, like `guest.rs`'s `pvh_guest_ovsatool_attest_verifies_on_host`.
 
+mod common;
+
+use common::run_tool;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ovsa_core::attest::{
@@ -85,22 +88,6 @@ fn attest_in_guest(
     let ev: Evidence =
         serde_json::from_slice(&std::fs::read(dir.join("evidence.json")).unwrap()).unwrap();
     (ev, out)
-}
-
-fn run_tool(tool: &Path, dir: &Path, args: &[&str]) -> String {
-    let o = Command::new(tool)
-        .current_dir(dir)
-        .args(args)
-        .env_remove("OVSA_KEYSTORE_PASSPHRASE")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "ovsatool {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The full Verifier (`attest::verify`) on the guest's evidence, with the AK taken as enrolled
